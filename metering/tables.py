@@ -1,0 +1,79 @@
+"""Database tables. The schema is the ledger's contract with finance: integers for tokens and
+micro-dollars, so sums are exact on every engine."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import BigInteger, Column, DateTime, Index
+from sqlmodel import Field, SQLModel
+
+
+class UsageEventRecord(SQLModel, table=True):
+    __tablename__ = "usage_events"
+    __table_args__ = (Index("ix_usage_events_started_at", "started_at"),)
+
+    id: str = Field(primary_key=True, max_length=26)
+    started_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    finished_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    key_id: str = Field(max_length=64)
+    user: str = Field(max_length=128)
+    agent: str = Field(max_length=128)
+    session: str = Field(max_length=128)
+    use_case: str = Field(max_length=128)
+    model: str = Field(max_length=128)
+    backend: str = Field(max_length=32)
+    deployment: str = Field(max_length=256)
+    upstream_model: str = Field(max_length=256)
+    on_prem: bool
+    stream: bool
+    status: str = Field(max_length=16)
+    http_status: int
+    input_tokens: int = Field(sa_column=Column(BigInteger, nullable=False))
+    cache_read_tokens: int = Field(sa_column=Column(BigInteger, nullable=False))
+    cache_write_tokens: int = Field(sa_column=Column(BigInteger, nullable=False))
+    cache_write_1h_tokens: int = Field(sa_column=Column(BigInteger, nullable=False))
+    output_tokens: int = Field(sa_column=Column(BigInteger, nullable=False))
+    reasoning_tokens: int = Field(sa_column=Column(BigInteger, nullable=False))
+    usage_source: str = Field(max_length=16)
+    cost_micro_usd: int = Field(sa_column=Column(BigInteger, nullable=False))
+    latency_s: float
+    ttft_s: float | None = None
+    overhead_s: float
+
+
+class ApiKeyBase(SQLModel):
+    user: str = Field(max_length=128)
+    team: str | None = Field(default=None, max_length=128)
+    use_case: str | None = Field(default=None, max_length=128)
+    agent: str | None = Field(default=None, max_length=128)
+
+
+class ApiKeyRecord(ApiKeyBase, table=True):
+    __tablename__ = "api_keys"
+
+    id: str = Field(primary_key=True, max_length=32)
+    key_hash: str = Field(max_length=64, unique=True)
+    prefix: str = Field(max_length=16)
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    revoked_at: datetime | None = Field(
+        default=None, sa_column=Column(DateTime(timezone=True), nullable=True)
+    )
+
+
+class ApiKeyPublic(ApiKeyBase):
+    """What an admin may see of a key: never the key, never its hash."""
+
+    id: str
+    prefix: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class MetaRecord(SQLModel, table=True):
+    """Small counters shared by replicas, e.g. the keys generation that invalidates auth caches."""
+
+    __tablename__ = "tokenmeter_meta"
+
+    name: str = Field(primary_key=True, max_length=64)
+    value: int = Field(sa_column=Column(BigInteger, nullable=False))

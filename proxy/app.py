@@ -1,0 +1,127 @@
+"""The ASGI application, made by a factory; its resources live in the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from sqlalchemy import text
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from metering.ledger import Ledger
+from metering.price_map import load_price_map
+from metering.store import create_db_engine, init_schema
+from metering.writer import BatchWriter
+from proxy import admin
+from proxy.auth import KeyCache
+from proxy.catalogue import default_models
+from proxy.routes import api_routes
+from proxy.routing import build_router
+from proxy.runtime import Runtime
+from proxy.settings import ModelConfig, Settings, load_settings
+from proxy.simulation import bases_from_env
+from proxy.upstream import Upstream
+
+log = logging.getLogger("tokenmeter")
+
+ENV_CONFIG = "TOKENMETER_CONFIG"
+
+
+def effective_models(settings: Settings) -> list[ModelConfig]:
+    return settings.models or default_models()
+
+
+def auth_required(settings: Settings, models: list[ModelConfig]) -> bool:
+    if settings.auth.required is not None:
+        return settings.auth.required
+    return not all(d.simulated for m in models for d in m.deployments)
+
+
+def create_app(
+    settings: Settings, *, simulated_bases: dict[tuple[str, int], str] | None = None
+) -> FastAPI:
+    models = effective_models(settings)
+    open_mode = not auth_required(settings, models)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        engine = create_db_engine(settings.storage.url)
+        await asyncio.to_thread(init_schema, engine)
+        prices = await asyncio.to_thread(load_price_map)
+        writer = BatchWriter(
+            engine,
+            max_batch=settings.storage.batch_max_events,
+            flush_interval_s=settings.storage.flush_interval_s,
+        )
+        keys = KeyCache(
+            engine, refresh_interval_s=settings.auth.refresh_interval_s, required=not open_mode
+        )
+        upstream = Upstream()
+        writer.start()
+        await keys.start()
+        await upstream.start()
+        app.state.runtime = Runtime(
+            settings=settings,
+            engine=engine,
+            ledger=Ledger(writer=writer, prices=prices),
+            keys=keys,
+            router=build_router(models, simulated_bases or {}),
+            upstream=upstream,
+            agent_use_cases={a: uc for uc, cfg in settings.use_cases.items() for a in cfg.agents},
+            open_mode=open_mode,
+        )
+        try:
+            yield
+        finally:
+            await upstream.stop()
+            await keys.stop()
+            await writer.stop()
+            engine.dispose()
+
+    app = FastAPI(
+        title="tokenmeter",
+        lifespan=lifespan,
+        docs_url="/admin/docs",
+        openapi_url="/admin/openapi.json",
+        redoc_url=None,
+    )
+    app.router.routes.extend(api_routes())
+    app.include_router(admin.router)
+    app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/readyz", readyz, methods=["GET"], include_in_schema=False)
+    return app
+
+
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+async def readyz(request: Request) -> JSONResponse:
+    rt: Runtime = request.app.state.runtime
+    body: dict[str, Any] = {"backlog_events": rt.ledger.backlog}
+    try:
+        await asyncio.to_thread(_ping, rt)
+    except Exception as exc:
+        body.update(status="unavailable", database=f"unreachable: {type(exc).__name__}")
+        return JSONResponse(body, status_code=503)
+    body.update(status="ready", database="ok")
+    return JSONResponse(body)
+
+
+def _ping(rt: Runtime) -> None:
+    with rt.engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
+def app_from_env() -> FastAPI:
+    """Factory for uvicorn workers: the CLI hands the config over through the environment."""
+    path = os.environ.get(ENV_CONFIG)
+    settings = load_settings(Path(path) if path else None)
+    return create_app(settings, simulated_bases=bases_from_env())

@@ -1,0 +1,100 @@
+"""One request's metering state, from authentication to the usage event."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from cost.usage import TokenUsage
+from metering.events import Status, UsageEvent, UsageSource, new_event_id
+from metering.keys import KeyInfo
+from proxy.attribution import UNKNOWN, Attribution
+
+if TYPE_CHECKING:
+    from metering.ledger import Ledger
+    from proxy.routing import Deployment
+
+_UNATTRIBUTED = Attribution(UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN)
+
+
+class Call:
+    """Collects what the usage event needs while a request is served; ``finish`` records it once.
+
+    ``upstream_s`` accumulates time spent waiting on the upstream, so the proxy's own overhead is
+    the rest of the latency.
+    """
+
+    __slots__ = (
+        "_done",
+        "_ledger",
+        "attribution",
+        "deployment",
+        "key",
+        "model",
+        "started",
+        "started_perf",
+        "stream",
+        "ttft_s",
+        "upstream_s",
+    )
+
+    def __init__(self, ledger: Ledger, key: KeyInfo) -> None:
+        self._ledger = ledger
+        self._done = False
+        self.key = key
+        self.started = time.time()
+        self.started_perf = time.perf_counter()
+        self.attribution = _UNATTRIBUTED
+        self.deployment: Deployment | None = None
+        self.model = UNKNOWN
+        self.stream = False
+        self.ttft_s: float | None = None
+        self.upstream_s = 0.0
+
+    def mark_first_chunk(self) -> None:
+        if self.ttft_s is None:
+            self.ttft_s = time.perf_counter() - self.started_perf
+
+    def discard(self) -> None:
+        """Nothing to record for this request (it spends no tokens)."""
+        self._done = True
+
+    def finish(
+        self,
+        status: Status,
+        http_status: int,
+        usage: TokenUsage | None = None,
+        *,
+        source: UsageSource = "upstream",
+    ) -> None:
+        if self._done:
+            return
+        self._done = True
+        latency_s = time.perf_counter() - self.started_perf
+        dep = self.deployment
+        att = self.attribution
+        self._ledger.record(
+            UsageEvent(
+                id=new_event_id(),
+                started_at=self.started,
+                finished_at=self.started + latency_s,
+                key_id=self.key.id,
+                user=att.user,
+                agent=att.agent,
+                session=att.session,
+                use_case=att.use_case,
+                model=self.model,
+                backend=dep.backend if dep else "none",
+                deployment=dep.name if dep else "none",
+                upstream_model=dep.model if dep else "none",
+                on_prem=dep.on_prem if dep else False,
+                stream=self.stream,
+                status=status,
+                http_status=http_status,
+                usage=usage or TokenUsage(),
+                usage_source=source,
+                latency_s=latency_s,
+                ttft_s=self.ttft_s,
+                overhead_s=max(0.0, latency_s - self.upstream_s),
+            )
+        )

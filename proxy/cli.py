@@ -1,0 +1,166 @@
+"""The ``tokenmeter`` command line."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from proxy.settings import ConfigError, Settings, load_settings
+
+cli = typer.Typer(
+    help="tokenmeter: an LLM gateway that meters every token.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+keys_cli = typer.Typer(help="Manage virtual keys.", no_args_is_help=True)
+db_cli = typer.Typer(help="Database schema.", no_args_is_help=True)
+cli.add_typer(keys_cli, name="keys")
+cli.add_typer(db_cli, name="db")
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML config file", envvar="TOKENMETER_CONFIG")
+]
+log = logging.getLogger("tokenmeter")
+
+
+def _settings(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
+@cli.command()
+def serve(
+    config: ConfigOpt = None,
+    host: Annotated[str, typer.Option(envvar="TOKENMETER_HOST")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="TOKENMETER_PORT")] = 4100,
+    workers: Annotated[int, typer.Option(min=1, envvar="TOKENMETER_WORKERS")] = 1,
+    log_level: Annotated[str, typer.Option(envvar="TOKENMETER_LOG_LEVEL")] = "info",
+) -> None:
+    """Run the gateway."""
+    import uvicorn
+
+    from proxy.app import ENV_CONFIG, auth_required, effective_models
+    from proxy.simulation import ENV_BASES, encode_bases, run_simulated
+
+    logging.basicConfig(
+        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    settings = _settings(config)
+    models = effective_models(settings)
+    with run_simulated(models) as bases:
+        _announce(settings, models, bases)
+        os.environ[ENV_BASES] = encode_bases(bases)
+        if config is not None:
+            os.environ[ENV_CONFIG] = str(config.resolve())
+        if not auth_required(settings, models):
+            log.warning("!" * 72)
+            log.warning(
+                "OPEN MODE: every backend is simulated, so requests WITHOUT a virtual key "
+                "are accepted (as user 'unknown'). Configure a real backend or set "
+                "TOKENMETER_AUTH__REQUIRED=true to require keys."
+            )
+            log.warning("!" * 72)
+        uvicorn.run(
+            "proxy.app:app_from_env",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            loop="uvloop",
+            http="httptools",
+            log_level=log_level,
+            access_log=False,
+            timeout_graceful_shutdown=10,
+        )
+
+
+def _announce(settings: Settings, models: list, bases: dict[str, str]) -> None:  # type: ignore[type-arg]
+    log.info("ledger: %s", _redact(settings.storage.url))
+    for m in models:
+        for i, d in enumerate(m.deployments):
+            where = (
+                f"SIMULATED at {bases[f'{m.name}#{i}']}" if d.simulated else d.api_base or "default"
+            )
+            log.info("model %-14s -> %s %s (%s)", m.name, d.backend, d.model, where)
+
+
+def _redact(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+@keys_cli.command("create")
+def keys_create(
+    user: Annotated[str, typer.Option(help="user the key belongs to")],
+    team: Annotated[str | None, typer.Option()] = None,
+    use_case: Annotated[str | None, typer.Option("--use-case")] = None,
+    agent: Annotated[str | None, typer.Option()] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Create a key; it is printed once and stored only as a hash."""
+    from metering.keys import create_key
+
+    engine = _engine(config)
+    public, key = create_key(engine, user=user, team=team, use_case=use_case, agent=agent)
+    typer.echo(
+        f"created {public.id} for user {public.user}; store the key now, it is not shown again:",
+        err=True,
+    )
+    typer.echo(key)
+
+
+@keys_cli.command("list")
+def keys_list(config: ConfigOpt = None) -> None:
+    """List keys (never the keys themselves)."""
+    from metering.keys import list_keys
+
+    rows = list_keys(_engine(config))
+    typer.echo(f"{'id':<22} {'prefix':<12} {'user':<20} {'team':<12} {'use_case':<14} status")
+    for k in rows:
+        status = f"revoked {k.revoked_at:%Y-%m-%d}" if k.revoked_at else "active"
+        typer.echo(
+            f"{k.id:<22} {k.prefix:<12} {k.user:<20} {k.team or '-':<12} "
+            f"{k.use_case or '-':<14} {status}"
+        )
+
+
+@keys_cli.command("revoke")
+def keys_revoke(key_id: str, config: ConfigOpt = None) -> None:
+    """Revoke a key; running servers refuse it within their refresh interval."""
+    from metering.keys import revoke_key
+
+    if not revoke_key(_engine(config), key_id):
+        typer.echo(f"error: no active key {key_id!r}", err=True)
+        raise typer.Exit(1)
+    typer.echo(f"revoked {key_id}")
+
+
+@db_cli.command("upgrade")
+def db_upgrade(config: ConfigOpt = None) -> None:
+    """Bring the database schema up to date."""
+    _engine(config)
+    typer.echo("schema up to date")
+
+
+def _engine(config: Path | None):  # type: ignore[no-untyped-def]
+    from metering.store import create_db_engine, init_schema
+
+    engine = create_db_engine(_settings(config).storage.url)
+    init_schema(engine)
+    return engine
+
+
+def main() -> None:
+    try:
+        cli()
+    except KeyboardInterrupt:
+        sys.exit(130)

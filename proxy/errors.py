@@ -1,0 +1,69 @@
+"""Error bodies in the shape each client family expects."""
+
+from __future__ import annotations
+
+import orjson
+from starlette.responses import Response
+
+_OPENAI_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+    502: "upstream_error",
+    503: "service_unavailable",
+    504: "timeout",
+}
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    502: "api_error",
+    503: "api_error",
+    504: "api_error",
+}
+
+
+class ProxyError(Exception):
+    """An error to answer with; raised anywhere on the request path."""
+
+    def __init__(self, status: int, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.code = code
+
+
+def openai_error(status: int, message: str, *, code: str | None = None) -> Response:
+    err_type = _OPENAI_TYPES.get(status, "api_error")
+    body = {"error": {"message": message, "type": err_type, "param": None, "code": code}}
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def anthropic_error(status: int, message: str) -> Response:
+    err_type = _ANTHROPIC_TYPES.get(status, "api_error")
+    body = {"type": "error", "error": {"type": err_type, "message": message}}
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+
+
+def upstream_message(body: bytes) -> str:
+    """The human message inside an upstream's error body, whatever its family."""
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return body.decode(errors="replace")[:500] or "upstream error"
+    if isinstance(data, dict):
+        err = data.get("error", data)
+        if isinstance(err, dict) and isinstance(err.get("message"), str):
+            return str(err["message"])
+        if isinstance(err, str):
+            return err
+        if isinstance(data.get("message"), str):
+            return str(data["message"])
+    return body.decode(errors="replace")[:500]

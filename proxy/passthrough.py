@@ -1,0 +1,216 @@
+"""OpenAI-shaped upstreams (vLLM, TGI, Azure AI inference, any OpenAI-compatible server).
+
+The request body goes through with its model renamed; the response goes back byte for byte,
+except that on streams we always ask the upstream for usage and hide the usage-only chunk
+(and any usage on other chunks) from a client that did not ask for it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from cost.usage import TokenUsage
+from metering.events import Status
+from proxy.call import Call
+from proxy.errors import ProxyError, upstream_message
+from proxy.routing import Deployment
+from proxy.streaming import EventStreamResponse
+from proxy.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
+from proxy.usage import estimate_tokens, openai_usage
+
+_DONE = b"data: [DONE]\n\n"
+
+
+async def send_timed(
+    upstream: Upstream,
+    call: Call,
+    dep: Deployment,
+    path: str,
+    body: bytes,
+    headers: dict[str, str] | None = None,
+) -> UpstreamResponse:
+    """Send and wait for the response headers; failures are recorded and become 502/504."""
+    t0 = time.perf_counter()
+    try:
+        return await upstream.send(
+            dep.url(path),
+            body=body,
+            headers=headers or dep.headers,
+            timeout_s=dep.timeout_s,
+            stream=call.stream,
+        )
+    except UpstreamTimeout as exc:
+        call.finish("timeout", 504)
+        raise ProxyError(
+            504, f"upstream timed out after {dep.timeout_s:g} s", code="upstream_timeout"
+        ) from exc
+    except UpstreamError as exc:
+        call.finish("upstream_error", 502)
+        raise ProxyError(502, str(exc), code="upstream_unavailable") from exc
+    finally:
+        call.upstream_s += time.perf_counter() - t0
+
+
+async def read_timed(resp: UpstreamResponse, call: Call, dep: Deployment) -> bytes:
+    t0 = time.perf_counter()
+    try:
+        return await resp.read()
+    except UpstreamTimeout as exc:
+        call.finish("timeout", 504)
+        raise ProxyError(
+            504, f"upstream timed out after {dep.timeout_s:g} s", code="upstream_timeout"
+        ) from exc
+    except UpstreamError as exc:
+        call.finish("upstream_error", 502)
+        raise ProxyError(502, str(exc), code="upstream_unavailable") from exc
+    finally:
+        call.upstream_s += time.perf_counter() - t0
+
+
+async def raise_for_upstream(resp: UpstreamResponse, call: Call, dep: Deployment) -> None:
+    """Upstream 4xx pass through with their message; 5xx become 502. Both are recorded."""
+    if resp.status < 400:
+        return
+    message = upstream_message(await read_timed(resp, call, dep))
+    if resp.status >= 500:
+        call.finish("upstream_error", 502)
+        raise ProxyError(502, f"upstream returned {resp.status}: {message}", code="upstream_error")
+    status: Status = "upstream_error" if resp.status == 429 else "client_error"
+    call.finish(status, resp.status)
+    raise ProxyError(resp.status, message, code="upstream_rejected")
+
+
+async def forward_json(
+    upstream: Upstream, call: Call, dep: Deployment, path: str, body: dict[str, Any]
+) -> Response:
+    """Non-streaming chat completion or embeddings."""
+    resp = await send_timed(upstream, call, dep, path, orjson.dumps(body))
+    await raise_for_upstream(resp, call, dep)
+    data = await read_timed(resp, call, dep)
+    usage, source = _usage_of(data, body)
+    call.finish("ok", 200, usage, source=source)
+    return Response(data, status_code=200, media_type="application/json")
+
+
+def _usage_of(data: bytes, body: dict[str, Any]) -> tuple[TokenUsage, Any]:
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        parsed = None
+    usage = parsed.get("usage") if isinstance(parsed, dict) else None
+    if isinstance(usage, dict):
+        return openai_usage(usage), "upstream"
+    return TokenUsage(input_tokens=estimate_tokens(prompt_chars(body))), "estimated"
+
+
+async def forward_stream(
+    upstream: Upstream, call: Call, dep: Deployment, body: dict[str, Any]
+) -> EventStreamResponse:
+    client_options = body.get("stream_options")
+    wants_usage = isinstance(client_options, dict) and client_options.get("include_usage") is True
+    body["stream_options"] = {
+        **(client_options if isinstance(client_options, dict) else {}),
+        "include_usage": True,
+    }
+    resp = await send_timed(upstream, call, dep, "/chat/completions", orjson.dumps(body))
+    await raise_for_upstream(resp, call, dep)
+    return EventStreamResponse(_relay(resp, call, body, wants_usage=wants_usage))
+
+
+async def _relay(
+    resp: UpstreamResponse, call: Call, body: dict[str, Any], *, wants_usage: bool
+) -> AsyncIterator[bytes]:
+    status: Status = "cancelled"
+    usage: dict[str, Any] | None = None
+    chunks = 0
+    done = False
+    lines = resp.lines()
+    try:
+        while True:
+            t0 = time.perf_counter()
+            line = await anext(lines, None)
+            call.upstream_s += time.perf_counter() - t0
+            if line is None:
+                break
+            if not line.startswith(b"data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                done = True
+                break
+            if b'"usage"' in payload and b'"usage":null' not in payload:
+                payload, found = _take_usage(payload, wants_usage)
+                usage = found or usage
+                if not payload:
+                    continue
+            call.mark_first_chunk()
+            chunks += 1
+            yield b"data: " + payload + b"\n\n"
+        status = "ok" if done else "upstream_error"
+        if not done:
+            yield error_event("upstream closed the stream before it finished")
+        yield _DONE
+    except UpstreamTimeout:
+        status = "timeout"
+        yield error_event("upstream timed out mid-stream")
+    except UpstreamError as exc:
+        status = "upstream_error"
+        yield error_event(str(exc))
+    finally:
+        if done:
+            resp.release()
+        else:
+            resp.close()
+        _finish_stream(call, status, usage, body, chunks)
+
+
+def _take_usage(payload: bytes, wants_usage: bool) -> tuple[bytes, dict[str, Any] | None]:
+    """Read a chunk's usage; unless the client asked for it, strip it (b"" drops the chunk)."""
+    obj = orjson.loads(payload)
+    usage = obj.get("usage") if isinstance(obj, dict) else None
+    if not usage or wants_usage:
+        return payload, usage or None
+    if not obj.get("choices"):
+        return b"", usage
+    obj["usage"] = None
+    return orjson.dumps(obj), usage
+
+
+def _finish_stream(
+    call: Call, status: Status, usage: dict[str, Any] | None, body: dict[str, Any], chunks: int
+) -> None:
+    http_status = 200 if status in ("ok", "cancelled") else 502
+    if usage is not None:
+        call.finish(status, http_status, openai_usage(usage))
+        return
+    # Cut before the upstream sent its count: one token per content chunk is what OpenAI-shaped
+    # servers stream; the prompt is estimated from its text.
+    estimate = TokenUsage(input_tokens=estimate_tokens(prompt_chars(body)), output_tokens=chunks)
+    call.finish(status, http_status, estimate, source="estimated")
+
+
+def error_event(message: str) -> bytes:
+    body = {"error": {"message": message, "type": "upstream_error", "code": "upstream_error"}}
+    return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+def prompt_chars(body: dict[str, Any]) -> int:
+    """Characters of text in a chat or embeddings request (for estimates only)."""
+    total = 0
+    for msg in body.get("messages") or []:
+        content = msg.get("content") if isinstance(msg, dict) else None
+        if isinstance(content, str):
+            total += len(content)
+        elif isinstance(content, list):
+            total += sum(len(p.get("text", "")) for p in content if isinstance(p, dict))
+    inp = body.get("input")
+    if isinstance(inp, str):
+        total += len(inp)
+    elif isinstance(inp, list):
+        total += sum(len(x) for x in inp if isinstance(x, str))
+    return total

@@ -1,0 +1,158 @@
+"""One settings object: YAML file (optional) overlaid by ``TOKENMETER_*`` environment variables.
+
+Environment wins over the file, so a container can override one key of a mounted config. Nested
+keys use a double underscore: ``TOKENMETER_STORAGE__URL=postgresql+psycopg://...``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+Backend = Literal["anthropic", "azure_mistral", "vllm", "tgi", "openai_compatible"]
+
+ANTHROPIC_PUBLIC_API = "https://api.anthropic.com"
+DEFAULT_TIMEOUT_S = 600.0  # long generations of large models take minutes
+DEFAULT_AZURE_API_VERSION = "2024-05-01-preview"  # what the azure-ai-inference SDKs send
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the offending key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeploymentConfig(_Strict):
+    backend: Backend
+    model: str = Field(min_length=1, description="model name sent to the upstream")
+    api_base: str | None = None
+    api_key_env: str | None = None
+    api_version: str = DEFAULT_AZURE_API_VERSION
+    timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0)
+    weight: float = Field(default=1.0, ge=0)
+    on_prem: bool | None = None
+    simulated: bool = False
+    name: str | None = None
+
+    @property
+    def is_on_prem(self) -> bool:
+        if self.on_prem is not None:
+            return self.on_prem
+        return self.backend in ("vllm", "tgi")
+
+    def api_key(self) -> str | None:
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
+class ModelConfig(_Strict):
+    name: str = Field(min_length=1)
+    deployments: list[DeploymentConfig] = Field(min_length=1)
+
+
+class UseCaseConfig(_Strict):
+    agents: list[str] = Field(default_factory=list)
+
+
+class StorageSettings(_Strict):
+    url: str = "sqlite:///./tokenmeter.db"
+    batch_max_events: int = Field(default=1000, gt=0)
+    flush_interval_s: float = Field(default=0.2, gt=0)
+
+
+class AuthSettings(_Strict):
+    admin_key: SecretStr | None = None
+    required: bool | None = Field(
+        default=None,
+        description="require a virtual key; default: yes unless every backend is simulated",
+    )
+    refresh_interval_s: float = Field(default=0.25, gt=0)
+
+
+class LimitSettings(_Strict):
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TOKENMETER_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    storage: StorageSettings = StorageSettings()
+    auth: AuthSettings = AuthSettings()
+    limits: LimitSettings = LimitSettings()
+    models: list[ModelConfig] = Field(default_factory=list)
+    use_cases: dict[str, UseCaseConfig] = Field(default_factory=dict)
+    admin_key: SecretStr | None = Field(default=None, description="alias of auth.admin_key")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _check_names(self) -> Settings:
+        seen: set[str] = set()
+        for i, model in enumerate(self.models):
+            if model.name in seen:
+                raise ValueError(f"models.{i}.name: duplicate model name {model.name!r}")
+            seen.add(model.name)
+            for j, dep in enumerate(model.deployments):
+                if dep.api_base is None and not dep.simulated and dep.backend != "anthropic":
+                    raise ValueError(
+                        f"models.{i}.deployments.{j}.api_base: required for backend {dep.backend!r}"
+                    )
+        return self
+
+    @property
+    def effective_admin_key(self) -> str | None:
+        key = self.auth.admin_key or self.admin_key
+        return key.get_secret_value() if key else None
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Read the YAML file (if any), overlay the environment, validate; ConfigError on failure."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path}: top level must be a mapping")
+        data = loaded or {}
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from exc
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(part) for part in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{loc}: {msg}" if loc and not msg.startswith(loc) else msg)
+    return "invalid configuration: " + "; ".join(lines)

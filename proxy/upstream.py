@@ -1,0 +1,104 @@
+"""The one module that speaks HTTP to upstreams (aiohttp: pooled keep-alive connections).
+
+Everything else talks to ``Upstream.send`` and ``UpstreamResponse``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+
+import aiohttp
+
+
+class UpstreamError(Exception):
+    """The upstream could not be reached or broke the connection."""
+
+
+class UpstreamTimeout(UpstreamError):
+    """The upstream did not answer within the deployment's timeout."""
+
+
+class UpstreamResponse:
+    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+        self._resp = resp
+        self.status = resp.status
+        self.headers: Mapping[str, str] = resp.headers
+
+    async def read(self) -> bytes:
+        try:
+            return await self._resp.read()
+        except TimeoutError as exc:
+            raise UpstreamTimeout("upstream timed out") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"upstream connection failed: {exc}") from exc
+        finally:
+            self._resp.release()
+
+    async def lines(self) -> AsyncIterator[bytes]:
+        """The body line by line (newline kept), for server-sent events."""
+        content = self._resp.content
+        try:
+            while True:
+                line = await content.readline()
+                if not line:
+                    return
+                yield line
+        except TimeoutError as exc:
+            raise UpstreamTimeout("upstream timed out mid-stream") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"upstream stream broke: {exc}") from exc
+
+    def close(self) -> None:
+        """Drop the connection: tells the upstream to stop generating."""
+        self._resp.close()
+
+    def release(self) -> None:
+        self._resp.release()
+
+
+class Upstream:
+    """A pooled client shared by every deployment."""
+
+    def __init__(self, *, max_connections: int = 1000) -> None:
+        self._max_connections = max_connections
+        self._session: aiohttp.ClientSession | None = None
+
+    async def start(self) -> None:
+        connector = aiohttp.TCPConnector(
+            limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector, auto_decompress=True, skip_auto_headers=("User-Agent",)
+        )
+
+    async def stop(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+
+    async def send(
+        self,
+        url: str,
+        *,
+        body: bytes,
+        headers: Mapping[str, str],
+        timeout_s: float,
+        stream: bool,
+        method: str = "POST",
+    ) -> UpstreamResponse:
+        """Send a request; returns once the response headers are in."""
+        assert self._session is not None, "Upstream.start() was not called"
+        # A stream may legitimately run for long: bound each read, not the whole exchange.
+        timeout = (
+            aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=timeout_s)
+            if stream
+            else aiohttp.ClientTimeout(total=timeout_s)
+        )
+        try:
+            resp = await self._session.request(
+                method, url, data=body or None, headers=headers, timeout=timeout
+            )
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"upstream {url} timed out") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"upstream {url} unreachable: {exc}") from exc
+        return UpstreamResponse(resp)
