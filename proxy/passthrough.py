@@ -112,21 +112,60 @@ async def forward_stream(
     upstream: Upstream, call: Call, dep: Deployment, body: dict[str, Any]
 ) -> EventStreamResponse:
     client_options = body.get("stream_options")
-    wants_usage = isinstance(client_options, dict) and client_options.get("include_usage") is True
-    body["stream_options"] = {
-        **(client_options if isinstance(client_options, dict) else {}),
-        "include_usage": True,
-    }
+    options = client_options if isinstance(client_options, dict) else {}
+    view = _UsageView(wants=options.get("include_usage") is True,
+                      continuous=options.get("continuous_usage_stats") is True)
+    body["stream_options"] = {**options, "include_usage": True}
     resp = await send_timed(upstream, call, dep, "/chat/completions", orjson.dumps(body))
     await raise_for_upstream(resp, call, dep)
-    return EventStreamResponse(_relay(resp, call, body, wants_usage=wants_usage))
+    return EventStreamResponse(_relay(resp, call, body, view))
+
+
+class _UsageView:
+    """What the client sees of usage: the OpenAI contract whatever the upstream does.
+
+    A client that asked for ``include_usage`` gets exactly one usage-only chunk before
+    ``[DONE]`` (synthesised when the upstream, like Azure, put usage on a content chunk);
+    a client that did not gets no usage at all. Usage on content chunks is kept only for a client
+    that asked for vLLM's ``continuous_usage_stats``.
+    """
+
+    __slots__ = ("continuous", "last", "sent", "template", "wants")
+
+    def __init__(self, *, wants: bool, continuous: bool) -> None:
+        self.wants = wants
+        self.continuous = continuous
+        self.last: dict[str, Any] | None = None
+        self.sent = False
+        self.template: dict[str, Any] = {}
+
+    def filter(self, payload: bytes) -> bytes:
+        """Record the chunk's usage; return what to forward (b"" to drop the chunk)."""
+        obj = orjson.loads(payload)
+        usage = obj.get("usage") if isinstance(obj, dict) else None
+        if not usage:
+            return payload
+        self.last = usage
+        if not obj.get("choices"):
+            self.sent = self.wants
+            return payload if self.wants else b""
+        if self.wants and self.continuous:
+            return payload
+        self.template = {k: obj[k] for k in ("id", "object", "created", "model") if k in obj}
+        obj["usage"] = None
+        return orjson.dumps(obj)
+
+    def closing_chunk(self) -> bytes:
+        if not self.wants or self.sent or self.last is None:
+            return b""
+        chunk = {**self.template, "choices": [], "usage": self.last}
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
 
 
 async def _relay(
-    resp: UpstreamResponse, call: Call, body: dict[str, Any], *, wants_usage: bool
+    resp: UpstreamResponse, call: Call, body: dict[str, Any], view: _UsageView
 ) -> AsyncIterator[bytes]:
     status: Status = "cancelled"
-    usage: dict[str, Any] | None = None
     chunks = 0
     done = False
     lines = resp.lines()
@@ -144,8 +183,7 @@ async def _relay(
                 done = True
                 break
             if b'"usage"' in payload and b'"usage":null' not in payload:
-                payload, found = _take_usage(payload, wants_usage)
-                usage = found or usage
+                payload = view.filter(payload)
                 if not payload:
                     continue
             call.mark_first_chunk()
@@ -154,7 +192,7 @@ async def _relay(
         status = "ok" if done else "upstream_error"
         if not done:
             yield error_event("upstream closed the stream before it finished")
-        yield _DONE
+        yield view.closing_chunk() + _DONE
     except UpstreamTimeout:
         status = "timeout"
         yield error_event("upstream timed out mid-stream")
@@ -166,19 +204,7 @@ async def _relay(
             resp.release()
         else:
             resp.close()
-        _finish_stream(call, status, usage, body, chunks)
-
-
-def _take_usage(payload: bytes, wants_usage: bool) -> tuple[bytes, dict[str, Any] | None]:
-    """Read a chunk's usage; unless the client asked for it, strip it (b"" drops the chunk)."""
-    obj = orjson.loads(payload)
-    usage = obj.get("usage") if isinstance(obj, dict) else None
-    if not usage or wants_usage:
-        return payload, usage or None
-    if not obj.get("choices"):
-        return b"", usage
-    obj["usage"] = None
-    return orjson.dumps(obj), usage
+        _finish_stream(call, status, view.last, body, chunks)
 
 
 def _finish_stream(

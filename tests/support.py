@@ -1,0 +1,89 @@
+"""Real servers on loopback ports for end-to-end tests."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import uvicorn
+from sqlalchemy import Engine, text
+
+from metering.store import create_db_engine
+from proxy.app import create_app
+from proxy.settings import load_settings
+
+ADMIN_KEY = "admin-test-key"
+T = TypeVar("T")
+
+
+def wait_for(check: Callable[[], T], *, timeout_s: float = 10.0, interval_s: float = 0.02) -> T:
+    """Poll ``check`` until it returns something truthy; fail after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met within {timeout_s} s (last: {value!r})")
+        time.sleep(interval_s)
+
+
+class Gateway:
+    """tokenmeter's real app under uvicorn in a thread, on a free loopback port."""
+
+    def __init__(self, db_path: Path, config: dict[str, Any]) -> None:
+        self.db_url = f"sqlite:///{db_path}"
+        config = {"storage": {"url": self.db_url, "flush_interval_s": 0.02},
+                  "auth": {"admin_key": ADMIN_KEY, "refresh_interval_s": 0.05}, **config}
+        self.settings = load_settings(**config)
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._sock.bind(("127.0.0.1", 0))
+        self.port = self._sock.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.app = create_app(self.settings)
+        self._server = uvicorn.Server(uvicorn.Config(
+            self.app, log_level="warning", loop="asyncio", http="h11", lifespan="on",
+            timeout_graceful_shutdown=2))
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.engine: Engine = create_db_engine(self.db_url)
+
+    def _run(self) -> None:
+        asyncio.run(self._server.serve(sockets=[self._sock]))
+
+    def start(self) -> Gateway:
+        self._thread.start()
+        wait_for(lambda: self._server.started, timeout_s=20)
+        return self
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=10)
+        self.engine.dispose()
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {ADMIN_KEY}"}
+
+    def create_key(self, **fields: Any) -> str:
+        body = {"user": "alice", **fields}
+        r = httpx.post(f"{self.url}/admin/keys", json=body, headers=self.admin_headers)
+        r.raise_for_status()
+        return str(r.json()["key"])
+
+    def events(self, where: str = "1=1", **params: Any) -> list[dict[str, Any]]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(text(f"SELECT * FROM usage_events WHERE {where} ORDER BY id"), params)
+            return [dict(r._mapping) for r in rows]
+
+    def wait_events(self, n: int, where: str = "1=1", **params: Any) -> list[dict[str, Any]]:
+        """Exactly ``n`` events matching ``where`` once the writer has caught up."""
+        rows = wait_for(lambda: len(self.events(where, **params)) >= n and self.events(where, **params))
+        assert len(rows) == n, rows
+        return rows
