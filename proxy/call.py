@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from metering.ledger import Ledger
     from proxy.routing import Deployment
 
-_UNATTRIBUTED = Attribution(UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN)
+UNATTRIBUTED = Attribution(UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN)
 
 
 class Call:
@@ -44,7 +44,7 @@ class Call:
         self.key = key
         self.started = time.time()
         self.started_perf = time.perf_counter()
-        self.attribution = _UNATTRIBUTED
+        self.attribution = UNATTRIBUTED
         self.deployment: Deployment | None = None
         self.model = UNKNOWN
         self.stream = False

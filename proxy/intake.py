@@ -9,7 +9,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from proxy.attribution import MAX_LEN, resolve_attribution
 from proxy.auth import bearer_token
-from proxy.call import Call
+from proxy.call import UNATTRIBUTED, Call
 from proxy.errors import ProxyError
 from proxy.runtime import Runtime
 
@@ -56,6 +56,18 @@ async def read_json(request: Request, rt: Runtime, call: Call) -> dict[str, Any]
         request.headers, body, key=call.key, agent_use_cases=rt.agent_use_cases
     )
     return body
+
+
+def attribute_by_headers(request: Request, rt: Runtime, call: Call) -> None:
+    """Attribute a request whose body was unusable, so its error record is still findable."""
+    if call.attribution is not UNATTRIBUTED:
+        return
+    try:
+        call.attribution = resolve_attribution(
+            request.headers, {}, key=call.key, agent_use_cases=rt.agent_use_cases
+        )
+    except ProxyError:
+        pass
 
 
 def upstream_body(body: dict[str, Any], model: str) -> dict[str, Any]:

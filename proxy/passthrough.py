@@ -113,8 +113,10 @@ async def forward_stream(
 ) -> EventStreamResponse:
     client_options = body.get("stream_options")
     options = client_options if isinstance(client_options, dict) else {}
-    view = _UsageView(wants=options.get("include_usage") is True,
-                      continuous=options.get("continuous_usage_stats") is True)
+    view = _UsageView(
+        wants=options.get("include_usage") is True,
+        continuous=options.get("continuous_usage_stats") is True,
+    )
     body["stream_options"] = {**options, "include_usage": True}
     resp = await send_timed(upstream, call, dep, "/chat/completions", orjson.dumps(body))
     await raise_for_upstream(resp, call, dep)

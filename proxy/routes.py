@@ -15,7 +15,7 @@ from proxy.anthropic_bridge import chat_via_anthropic, messages_native, native_h
 from proxy.auth import bearer_token
 from proxy.call import Call
 from proxy.errors import ProxyError, anthropic_error, openai_error
-from proxy.intake import authenticate, read_json, upstream_body
+from proxy.intake import attribute_by_headers, authenticate, read_json, upstream_body
 from proxy.passthrough import (
     forward_json,
     forward_stream,
@@ -43,6 +43,7 @@ def _endpoint(
             return await handler(request, rt, call)
         except ProxyError as exc:
             if call is not None:
+                attribute_by_headers(request, rt, call)
                 call.finish("client_error" if exc.status < 500 else "upstream_error", exc.status)
             return error(exc.status, exc.message)
 
