@@ -38,32 +38,79 @@ def fakes() -> Iterator[dict[str, FakeServer]]:
 def backend_models(fakes: dict[str, FakeServer]) -> list[dict[str, Any]]:
     """One model alias per backend type, each on its fake."""
     return [
-        {"name": "vllm-model", "deployments": [
-            {"backend": "vllm", "model": "mistralai/Mistral-7B-Instruct-v0.3",
-             "api_base": fakes["vllm"].url + "/v1", "api_key_env": "TM_TEST_VLLM_KEY"}]},
-        {"name": "tgi-model", "deployments": [
-            {"backend": "tgi", "model": "mistralai/Mistral-Small-24B-Instruct-2501",
-             "api_base": fakes["tgi"].url + "/v1"}]},
-        {"name": "azure-mistral", "deployments": [
-            {"backend": "azure_mistral", "model": "mistral-large-3",
-             "api_base": fakes["azure"].url + "/models", "api_key_env": "TM_TEST_AZURE_KEY"}]},
-        {"name": "claude", "deployments": [
-            {"backend": "anthropic", "model": "claude-sonnet-4-5",
-             "api_base": fakes["anthropic"].url, "api_key_env": "TM_TEST_ANTHROPIC_KEY"}]},
-        {"name": "compat-model", "deployments": [
-            {"backend": "openai_compatible", "model": "some-model",
-             "api_base": fakes["vllm"].url + "/v1", "api_key_env": "TM_TEST_VLLM_KEY"}]},
+        {
+            "name": "vllm-model",
+            "deployments": [
+                {
+                    "backend": "vllm",
+                    "model": "mistralai/Mistral-7B-Instruct-v0.3",
+                    "api_base": fakes["vllm"].url + "/v1",
+                    "api_key_env": "TM_TEST_VLLM_KEY",
+                }
+            ],
+        },
+        {
+            "name": "tgi-model",
+            "deployments": [
+                {
+                    "backend": "tgi",
+                    "model": "mistralai/Mistral-Small-24B-Instruct-2501",
+                    "api_base": fakes["tgi"].url + "/v1",
+                }
+            ],
+        },
+        {
+            "name": "azure-mistral",
+            "deployments": [
+                {
+                    "backend": "azure_mistral",
+                    "model": "mistral-large-3",
+                    "api_base": fakes["azure"].url + "/models",
+                    "api_key_env": "TM_TEST_AZURE_KEY",
+                }
+            ],
+        },
+        {
+            "name": "claude",
+            "deployments": [
+                {
+                    "backend": "anthropic",
+                    "model": "claude-sonnet-4-5",
+                    "api_base": fakes["anthropic"].url,
+                    "api_key_env": "TM_TEST_ANTHROPIC_KEY",
+                }
+            ],
+        },
+        {
+            "name": "compat-model",
+            "deployments": [
+                {
+                    "backend": "openai_compatible",
+                    "model": "some-model",
+                    "api_base": fakes["vllm"].url + "/v1",
+                    "api_key_env": "TM_TEST_VLLM_KEY",
+                }
+            ],
+        },
     ]
 
 
 @pytest.fixture(scope="module")
-def gateway(fakes: dict[str, FakeServer], tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+def gateway(
+    fakes: dict[str, FakeServer], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Gateway]:
     db = tmp_path_factory.mktemp("ledger") / "tokenmeter.db"
-    gw = Gateway(db, {
-        "models": backend_models(fakes),
-        "use_cases": {"coding": {"agents": ["claude-code", "vibe"]}, "rag": {"agents": ["kb-search"]}},
-        "limits": {"max_body_bytes": 256 * 1024},
-    }).start()
+    gw = Gateway(
+        db,
+        {
+            "models": backend_models(fakes),
+            "use_cases": {
+                "coding": {"agents": ["claude-code", "vibe"]},
+                "rag": {"agents": ["kb-search"]},
+            },
+            "limits": {"max_body_bytes": 256 * 1024},
+        },
+    ).start()
     yield gw
     gw.stop()
 

@@ -39,8 +39,11 @@ class Gateway:
 
     def __init__(self, db_path: Path, config: dict[str, Any]) -> None:
         self.db_url = f"sqlite:///{db_path}"
-        config = {"storage": {"url": self.db_url, "flush_interval_s": 0.02},
-                  "auth": {"admin_key": ADMIN_KEY, "refresh_interval_s": 0.05}, **config}
+        config = {
+            "storage": {"url": self.db_url, "flush_interval_s": 0.02},
+            "auth": {"admin_key": ADMIN_KEY, "refresh_interval_s": 0.05},
+            **config,
+        }
         self.settings = load_settings(**config)
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -48,9 +51,16 @@ class Gateway:
         self.port = self._sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.app = create_app(self.settings)
-        self._server = uvicorn.Server(uvicorn.Config(
-            self.app, log_level="warning", loop="asyncio", http="h11", lifespan="on",
-            timeout_graceful_shutdown=2))
+        self._server = uvicorn.Server(
+            uvicorn.Config(
+                self.app,
+                log_level="warning",
+                loop="asyncio",
+                http="h11",
+                lifespan="on",
+                timeout_graceful_shutdown=2,
+            )
+        )
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.engine: Engine = create_db_engine(self.db_url)
 
@@ -79,11 +89,15 @@ class Gateway:
 
     def events(self, where: str = "1=1", **params: Any) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
-            rows = conn.execute(text(f"SELECT * FROM usage_events WHERE {where} ORDER BY id"), params)
+            rows = conn.execute(
+                text(f"SELECT * FROM usage_events WHERE {where} ORDER BY id"), params
+            )
             return [dict(r._mapping) for r in rows]
 
     def wait_events(self, n: int, where: str = "1=1", **params: Any) -> list[dict[str, Any]]:
         """Exactly ``n`` events matching ``where`` once the writer has caught up."""
-        rows = wait_for(lambda: len(self.events(where, **params)) >= n and self.events(where, **params))
+        rows = wait_for(
+            lambda: len(self.events(where, **params)) >= n and self.events(where, **params)
+        )
         assert len(rows) == n, rows
         return rows
