@@ -11,18 +11,36 @@ from metering.writer import BatchWriter
 class Ledger:
     """Records usage events; ``record`` never blocks and never touches the database itself."""
 
-    def __init__(self, *, writer: BatchWriter, prices: PriceTable) -> None:
+    def __init__(
+        self, *, writer: BatchWriter, prices: PriceTable, reject_unjournaled: bool
+    ) -> None:
         self._writer = writer
         self._prices = prices
+        self._reject = reject_unjournaled
 
     @property
-    def backlog(self) -> int:
-        return self._writer.backlog
+    def backlog_events(self) -> int:
+        return self._writer.backlog_events
 
-    def record(self, event: UsageEvent) -> None:
+    @property
+    def backlog_bytes(self) -> int:
+        return self._writer.backlog_bytes
+
+    @property
+    def database_ok(self) -> bool:
+        return self._writer.db_ok
+
+    @property
+    def accepting(self) -> bool:
+        """False while the journal is unwritable and the policy is to refuse unmetered traffic."""
+        return not (self._reject and self._writer.journal_failed)
+
+    def record(self, event: UsageEvent) -> bool:
+        """Price and journal the event. False when it could not be journaled and the policy is
+        to reject: the caller should answer 503 if it still can (the event is kept in memory)."""
         price = None if event.on_prem else self._prices.lookup(event.upstream_model, event.backend)
         event.cost_micro_usd = price_usage(event.usage, price)
-        self._writer.submit(event)
+        return self._writer.submit(event) or not self._reject
 
     async def flush(self) -> None:
         await self._writer.flush()

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, event
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Connection, Engine, event
 from sqlalchemy.engine import make_url
-from sqlmodel import SQLModel, create_engine
+from sqlmodel import create_engine
 
 from metering import tables  # noqa: F401  (registers the tables on SQLModel.metadata)
 
@@ -33,5 +38,44 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-def init_schema(engine: Engine) -> None:
-    SQLModel.metadata.create_all(engine)
+MIGRATIONS = Path(__file__).with_name("migrations")
+
+
+def _alembic_config(connection: Connection) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+def upgrade_schema(engine: Engine, revision: str = "head") -> None:
+    """Apply the migrations up to ``revision`` (Alembic)."""
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), revision)
+
+
+def schema_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory(str(MIGRATIONS)).get_current_head()
+
+
+class SchemaOutdated(RuntimeError):
+    """A shared database's schema is behind this release: run ``tokenmeter db upgrade``."""
+
+
+def prepare_schema(engine: Engine) -> None:
+    """Migrate an embedded SQLite ledger; refuse a shared database that is not migrated (several
+    replicas must not race to migrate it: that is ``tokenmeter db upgrade``'s job)."""
+    if engine.dialect.name == "sqlite":
+        upgrade_schema(engine)
+        return
+    current, head = schema_revision(engine), head_revision()
+    if current != head:
+        raise SchemaOutdated(
+            f"database schema is at revision {current}, this release needs {head}: "
+            "run `tokenmeter db upgrade`"
+        )

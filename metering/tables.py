@@ -77,3 +77,52 @@ class MetaRecord(SQLModel, table=True):
 
     name: str = Field(primary_key=True, max_length=64)
     value: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+ROLLUP_KEYS = (
+    "hour",
+    "use_case",
+    "user",
+    "agent",
+    "key_id",
+    "model",
+    "backend",
+    "deployment",
+    "on_prem",
+)
+ROLLUP_SUMS = (
+    "requests",
+    "errors",
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+    "cost_micro_usd",
+)
+
+
+class UsageRollupRecord(SQLModel, table=True):
+    """Hourly sums of usage events, updated in the transaction that inserts the events."""
+
+    __tablename__ = "usage_rollups_hourly"
+
+    hour: datetime = Field(sa_column=Column(DateTime(timezone=True), primary_key=True))
+    use_case: str = Field(primary_key=True, max_length=128)
+    user: str = Field(primary_key=True, max_length=128)
+    agent: str = Field(primary_key=True, max_length=128)
+    key_id: str = Field(primary_key=True, max_length=64)
+    model: str = Field(primary_key=True, max_length=128)
+    backend: str = Field(primary_key=True, max_length=32)
+    deployment: str = Field(primary_key=True, max_length=256)
+    on_prem: bool = Field(primary_key=True)
+    requests: int = Field(sa_column=Column(BigInteger, nullable=False))
+    errors: int = Field(sa_column=Column(BigInteger, nullable=False))
+    input_tokens: int = Field(sa_column=Column(BigInteger, nullable=False))
+    cache_read_tokens: int = Field(sa_column=Column(BigInteger, nullable=False))
+    cache_write_tokens: int = Field(sa_column=Column(BigInteger, nullable=False))
+    cache_write_1h_tokens: int = Field(sa_column=Column(BigInteger, nullable=False))
+    output_tokens: int = Field(sa_column=Column(BigInteger, nullable=False))
+    reasoning_tokens: int = Field(sa_column=Column(BigInteger, nullable=False))
+    cost_micro_usd: int = Field(sa_column=Column(BigInteger, nullable=False))

@@ -1,7 +1,9 @@
-"""Batch writer: usage events are queued in memory and inserted in bulk, off the request path.
+"""Batch writer: moves journaled events to the database in bulk, off the request path.
 
-Inserts are idempotent by event id (``ON CONFLICT DO NOTHING``), so writing a batch twice after
-a failure never doubles a record.
+Each batch is one transaction: the events are inserted with ``ON CONFLICT DO NOTHING`` and only
+the rows actually inserted are added to the hourly rollups, so replaying a batch (after a crash
+between commit and checkpoint) changes nothing. The journal checkpoint advances after the commit.
+A database outage only makes the journal grow; the writer retries with backoff until it drains.
 """
 
 from __future__ import annotations
@@ -9,20 +11,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Table
+from sqlalchemy import Engine, Table, delete
 from sqlalchemy.dialects import postgresql, sqlite
 
 from metering.events import UsageEvent
+from metering.journal import Journal, JournalError, Segment
+from metering.rollups import add_to_rollups, rollup_rows
 from metering.tables import UsageEventRecord
 
 log = logging.getLogger(__name__)
 
 _EVENTS: Table = UsageEventRecord.__table__  # type: ignore[attr-defined]
+_MAX_BACKOFF_S = 5.0
+_ORPHAN_SCAN_S = 30.0
 
 
 def event_row(event: UsageEvent) -> dict[str, Any]:
@@ -58,49 +65,100 @@ def event_row(event: UsageEvent) -> dict[str, Any]:
     }
 
 
-def insert_events(engine: Engine, events: Sequence[UsageEvent]) -> None:
-    """Insert ``events`` in one transaction; rows whose id exists are skipped."""
+def insert_events(engine: Engine, events: Sequence[UsageEvent]) -> int:
+    """Insert ``events`` and their rollups in one transaction; returns how many were new."""
     if not events:
-        return
+        return 0
     rows = [event_row(e) for e in events]
-    dialect = engine.dialect.name
-    stmt: Any
-    if dialect == "postgresql":
-        stmt = postgresql.insert(_EVENTS).on_conflict_do_nothing(index_elements=["id"])
-    elif dialect == "sqlite":
-        stmt = sqlite.insert(_EVENTS).on_conflict_do_nothing(index_elements=["id"])
-    else:  # pragma: no cover - only the two engines above are supported
-        raise RuntimeError(f"unsupported database dialect {dialect!r}")
+    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
+    stmt = (
+        dialect.insert(_EVENTS)
+        .on_conflict_do_nothing(index_elements=["id"])
+        .returning(_EVENTS.c.id)
+    )
     with engine.begin() as conn:
-        conn.execute(stmt, rows)
+        inserted = {row[0] for row in conn.execute(stmt, rows)}
+        add_to_rollups(conn, rollup_rows(r for r in rows if r["id"] in inserted))
+    return len(inserted)
+
+
+def prune_events(engine: Engine, *, older_than: datetime) -> int:
+    """Delete raw events started before ``older_than``; rollups are kept."""
+    with engine.begin() as conn:
+        result = conn.execute(delete(_EVENTS).where(_EVENTS.c.started_at < older_than))
+        return int(result.rowcount or 0)
 
 
 class BatchWriter:
-    """Moves queued events to the database every ``flush_interval_s`` or ``max_batch`` events.
+    """Appends events to the journal (or, with the journal off, a memory queue) and moves them
+    to the database every ``flush_interval_s`` or ``max_batch`` events."""
 
-    A failed batch stays queued and is retried; the proxy never waits on the database.
-    """
-
-    def __init__(self, engine: Engine, *, max_batch: int, flush_interval_s: float) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        journal: Journal | None,
+        *,
+        max_batch: int,
+        flush_interval_s: float,
+        fsync_interval_s: float = 1.0,
+        retention_days: int | None = None,
+    ) -> None:
         self._engine = engine
+        self._journal = journal
         self._max_batch = max_batch
         self._interval_s = flush_interval_s
-        self._queue: deque[UsageEvent] = deque()
+        self._fsync_interval_s = fsync_interval_s
+        self._retention_days = retention_days
+        self._memory: deque[UsageEvent] = deque()
+        self._orphans: list[Segment] = []
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
+        self._committed_own = 0
+        self.journal_failed = False
         self.written = 0
+        self.db_ok = True
 
     @property
-    def backlog(self) -> int:
-        return len(self._queue)
+    def backlog_events(self) -> int:
+        own = self._journal.appended - self._committed_own if self._journal else 0
+        return len(self._memory) + own
 
-    def submit(self, event: UsageEvent) -> None:
-        self._queue.append(event)
-        if len(self._queue) >= self._max_batch:
+    @property
+    def backlog_bytes(self) -> int:
+        if self._journal is None:
+            return 0
+        segments = [*self._orphans, *self._journal.retired]
+        if self._journal.active is not None:
+            segments.append(self._journal.active)
+        return sum(s.pending_bytes() for s in segments)
+
+    def submit(self, event: UsageEvent) -> bool:
+        """Journal the event; False if the journal failed (the event is then kept in memory)."""
+        ok = True
+        if self._journal is not None:
+            try:
+                self._journal.append(event)
+                self.journal_failed = False
+            except JournalError:
+                if not self.journal_failed:
+                    log.exception("usage journal unwritable; events are held in memory")
+                self.journal_failed = True
+                self._memory.append(event)
+                ok = False
+        else:
+            self._memory.append(event)
+        if self.backlog_events >= self._max_batch:
             self._wakeup.set()
+        return ok
 
     def start(self) -> None:
+        if self._journal is not None:
+            self._orphans = self._journal.claim_orphans()
+            if self._orphans:
+                log.info(
+                    "replaying %d journal segment(s) left by earlier processes", len(self._orphans)
+                )
         self._task = asyncio.create_task(self._run(), name="tokenmeter-batch-writer")
 
     async def stop(self) -> None:
@@ -108,42 +166,96 @@ class BatchWriter:
         self._wakeup.set()
         if self._task is not None:
             await self._task
+        if self._journal is not None:
+            self._journal.close()
 
     async def flush(self) -> None:
-        """Write everything queued now (used by tests and shutdown)."""
-        while self._queue:
-            await self._write_batch()
+        """Write everything pending now; raises if the database is unreachable."""
+        await asyncio.to_thread(self._drain)
 
     async def _run(self) -> None:
+        backoff = self._interval_s
+        last_sync = last_scan = last_prune = time.monotonic()
         while not self._stopping:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), self._interval_s)
+                await asyncio.wait_for(self._wakeup.wait(), backoff)
             self._wakeup.clear()
+            now = time.monotonic()
+            if (
+                self._journal
+                and self._journal.fsync == "interval"
+                and now - last_sync >= self._fsync_interval_s
+            ):
+                await asyncio.to_thread(self._journal.sync)
+                last_sync = now
+            if self._journal and now - last_scan >= _ORPHAN_SCAN_S:
+                self._orphans += self._journal.claim_orphans()  # workers that died since
+                last_scan = now
             try:
                 await self.flush()
-            except Exception:
-                log.exception("usage batch write failed; %d events queued, retrying", self.backlog)
-                await asyncio.sleep(self._interval_s)
+                if self._retention_days and now - last_prune >= 3600:
+                    await asyncio.to_thread(self._prune)
+                    last_prune = now
+                backoff = self._interval_s
+                self._set_db_ok(True)
+            except Exception as exc:
+                self._set_db_ok(False, exc)
+                backoff = min(backoff * 2, _MAX_BACKOFF_S)
         await self._final_flush()
 
+    def _set_db_ok(self, ok: bool, exc: Exception | None = None) -> None:
+        if ok and not self.db_ok:
+            log.warning("database reachable again; journal backlog drained")
+        elif not ok and self.db_ok:
+            log.warning(
+                "database write failed (%s); events stay in the journal: %d pending",
+                exc,
+                self.backlog_events,
+            )
+        self.db_ok = ok
+
     async def _final_flush(self) -> None:
-        for _attempt in range(3):
-            try:
-                await self.flush()
-                return
-            except Exception:
-                log.exception("final usage flush failed")
-                await asyncio.sleep(self._interval_s)
-
-    async def _write_batch(self) -> None:
-        batch = _take(self._queue, self._max_batch)
         try:
-            await asyncio.to_thread(insert_events, self._engine, batch)
-        except BaseException:
-            self._queue.extendleft(reversed(batch))
-            raise
-        self.written += len(batch)
+            await self.flush()
+        except Exception:
+            log.warning(
+                "database unreachable at shutdown; %d events stay in the journal "
+                "and are replayed on the next start",
+                self.backlog_events,
+            )
 
+    def _drain(self) -> None:
+        while self._memory:
+            batch = list(self._memory)[: self._max_batch]
+            self.written += insert_events(self._engine, batch)
+            for _ in batch:
+                self._memory.popleft()
+        for seg in list(self._orphans):
+            self._drain_segment(seg, final=True, own=False)
+            self._orphans.remove(seg)
+            seg.remove()
+        if self._journal is None:
+            return
+        for seg in list(self._journal.retired):
+            self._drain_segment(seg, final=True, own=True)
+            self._journal.retired.remove(seg)
+            seg.remove()
+        if self._journal.active is not None:
+            self._drain_segment(self._journal.active, final=False, own=True)
 
-def _take(queue: deque[UsageEvent], n: int) -> list[UsageEvent]:
-    return [queue.popleft() for _ in range(min(n, len(queue)))]
+    def _drain_segment(self, seg: Segment, *, final: bool, own: bool) -> None:
+        while True:
+            events, offset = seg.read(self._max_batch, final=final)
+            if offset == seg.offset:
+                return
+            self.written += insert_events(self._engine, events)
+            seg.commit(offset)
+            if own:
+                self._committed_own += len(events)
+
+    def _prune(self) -> None:
+        assert self._retention_days is not None
+        cutoff = datetime.now(UTC) - timedelta(days=self._retention_days)
+        removed = prune_events(self._engine, older_than=cutoff)
+        if removed:
+            log.info("retention: pruned %d events started before %s", removed, cutoff)

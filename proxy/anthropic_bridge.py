@@ -13,6 +13,7 @@ from starlette.responses import Response
 from cost.usage import TokenUsage
 from metering.events import Status
 from proxy.call import Call
+from proxy.errors import journal_unavailable
 from proxy.passthrough import error_event, prompt_chars, raise_for_upstream, read_timed, send_timed
 from proxy.routing import ANTHROPIC_VERSION, Deployment
 from proxy.streaming import EventStreamResponse
@@ -47,7 +48,8 @@ async def chat_via_anthropic(
     alias = call.model
     if not call.stream:
         msg = orjson.loads(await read_timed(resp, call, dep))
-        call.finish("ok", 200, anthropic_usage(msg.get("usage") or {}))
+        if not call.finish("ok", 200, anthropic_usage(msg.get("usage") or {})):
+            raise journal_unavailable()
         return Response(
             orjson.dumps(to_openai_response(msg, model=alias)), media_type="application/json"
         )
@@ -123,14 +125,12 @@ async def _native_json(
     msg = orjson.loads(data)
     usage = msg.get("usage") if isinstance(msg, dict) else None
     if isinstance(usage, dict):
-        call.finish("ok", 200, anthropic_usage(usage))
+        journaled = call.finish("ok", 200, anthropic_usage(usage))
     else:
-        call.finish(
-            "ok",
-            200,
-            TokenUsage(input_tokens=estimate_tokens(prompt_chars(body))),
-            source="estimated",
-        )
+        estimate = TokenUsage(input_tokens=estimate_tokens(prompt_chars(body)))
+        journaled = call.finish("ok", 200, estimate, source="estimated")
+    if not journaled:
+        raise journal_unavailable()
     return Response(data, media_type="application/json", headers=_response_headers(resp))
 
 

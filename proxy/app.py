@@ -10,18 +10,20 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, HTTPException
 from sqlalchemy import text
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
+from metering.journal import Journal
 from metering.ledger import Ledger
 from metering.price_map import load_price_map
-from metering.store import create_db_engine, init_schema
+from metering.store import create_db_engine, prepare_schema
 from metering.writer import BatchWriter
 from proxy import admin
 from proxy.auth import KeyCache
 from proxy.catalogue import default_models
+from proxy.errors import openai_error
 from proxy.routes import api_routes
 from proxy.routing import build_router
 from proxy.runtime import Runtime
@@ -52,13 +54,21 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = create_db_engine(settings.storage.url)
-        await asyncio.to_thread(init_schema, engine)
+        storage = settings.storage
+        engine = create_db_engine(storage.url)
+        await asyncio.to_thread(prepare_schema, engine)
         prices = await asyncio.to_thread(load_price_map)
+        journal = None
+        if storage.journal:
+            journal = Journal(Path(storage.journal_dir), fsync=storage.fsync)
+            journal.open()
         writer = BatchWriter(
             engine,
-            max_batch=settings.storage.batch_max_events,
-            flush_interval_s=settings.storage.flush_interval_s,
+            journal,
+            max_batch=storage.batch_max_events,
+            flush_interval_s=storage.flush_interval_s,
+            fsync_interval_s=storage.fsync_interval_s,
+            retention_days=storage.retention_days,
         )
         keys = KeyCache(
             engine, refresh_interval_s=settings.auth.refresh_interval_s, required=not open_mode
@@ -70,7 +80,11 @@ def create_app(
         app.state.runtime = Runtime(
             settings=settings,
             engine=engine,
-            ledger=Ledger(writer=writer, prices=prices),
+            ledger=Ledger(
+                writer=writer,
+                prices=prices,
+                reject_unjournaled=storage.on_journal_error == "reject",
+            ),
             keys=keys,
             router=build_router(models, simulated_bases or {}),
             upstream=upstream,
@@ -92,11 +106,17 @@ def create_app(
         openapi_url="/admin/openapi.json",
         redoc_url=None,
     )
+    app.add_exception_handler(HTTPException, _admin_error)
     app.router.routes.extend(api_routes())
     app.include_router(admin.router)
     app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
     app.add_api_route("/readyz", readyz, methods=["GET"], include_in_schema=False)
     return app
+
+
+async def _admin_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    return openai_error(exc.status_code, str(exc.detail))
 
 
 async def healthz() -> dict[str, str]:
@@ -105,7 +125,10 @@ async def healthz() -> dict[str, str]:
 
 async def readyz(request: Request) -> JSONResponse:
     rt: Runtime = request.app.state.runtime
-    body: dict[str, Any] = {"backlog_events": rt.ledger.backlog}
+    body: dict[str, Any] = {
+        "backlog_events": rt.ledger.backlog_events,
+        "backlog_bytes": rt.ledger.backlog_bytes,
+    }
     try:
         await asyncio.to_thread(_ping, rt)
     except Exception as exc:

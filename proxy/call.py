@@ -66,14 +66,15 @@ class Call:
         usage: TokenUsage | None = None,
         *,
         source: UsageSource = "upstream",
-    ) -> None:
+    ) -> bool:
+        """Record the event once; False if it could not be journaled (answer 503 if possible)."""
         if self._done:
-            return
+            return True
         self._done = True
         latency_s = time.perf_counter() - self.started_perf
         dep = self.deployment
         att = self.attribution
-        self._ledger.record(
+        return self._ledger.record(
             UsageEvent(
                 id=new_event_id(),
                 started_at=self.started,

@@ -147,15 +147,22 @@ def keys_revoke(key_id: str, config: ConfigOpt = None) -> None:
 @db_cli.command("upgrade")
 def db_upgrade(config: ConfigOpt = None) -> None:
     """Bring the database schema up to date."""
-    _engine(config)
-    typer.echo("schema up to date")
+    from metering.store import create_db_engine, head_revision, upgrade_schema
+
+    engine = create_db_engine(_settings(config).storage.url)
+    upgrade_schema(engine)
+    typer.echo(f"schema at revision {head_revision()}")
 
 
 def _engine(config: Path | None):  # type: ignore[no-untyped-def]
-    from metering.store import create_db_engine, init_schema
+    from metering.store import SchemaOutdated, create_db_engine, prepare_schema
 
     engine = create_db_engine(_settings(config).storage.url)
-    init_schema(engine)
+    try:
+        prepare_schema(engine)
+    except SchemaOutdated as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     return engine
 
 

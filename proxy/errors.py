@@ -67,3 +67,9 @@ def upstream_message(body: bytes) -> str:
         if isinstance(data.get("message"), str):
             return str(data["message"])
     return body.decode(errors="replace")[:500]
+
+
+def journal_unavailable() -> ProxyError:
+    return ProxyError(
+        503, "usage journal is unwritable; refusing unmetered traffic", code="journal_unavailable"
+    )

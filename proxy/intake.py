@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import orjson
@@ -10,7 +11,7 @@ from starlette.requests import ClientDisconnect, Request
 from proxy.attribution import MAX_LEN, resolve_attribution
 from proxy.auth import bearer_token
 from proxy.call import UNATTRIBUTED, Call
-from proxy.errors import ProxyError
+from proxy.errors import ProxyError, journal_unavailable
 from proxy.runtime import Runtime
 
 # Attribution keys we read from body metadata; stripped before the body goes upstream, where
@@ -21,6 +22,8 @@ METADATA_KEYS = ("user", "agent", "session", "use_case")
 async def authenticate(request: Request, rt: Runtime, *, anthropic: bool = False) -> Call:
     token = bearer_token(request.headers, allow_x_api_key=anthropic)
     key = await rt.keys.authenticate(token)
+    if not rt.ledger.accepting:
+        raise journal_unavailable()
     return Call(rt.ledger, key)
 
 
@@ -62,12 +65,10 @@ def attribute_by_headers(request: Request, rt: Runtime, call: Call) -> None:
     """Attribute a request whose body was unusable, so its error record is still findable."""
     if call.attribution is not UNATTRIBUTED:
         return
-    try:
+    with contextlib.suppress(ProxyError):
         call.attribution = resolve_attribution(
             request.headers, {}, key=call.key, agent_use_cases=rt.agent_use_cases
         )
-    except ProxyError:
-        pass
 
 
 def upstream_body(body: dict[str, Any], model: str) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from cost.usage import TokenUsage
 from metering.events import Status
 from proxy.call import Call
-from proxy.errors import ProxyError, upstream_message
+from proxy.errors import ProxyError, journal_unavailable, upstream_message
 from proxy.routing import Deployment
 from proxy.streaming import EventStreamResponse
 from proxy.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
@@ -93,7 +93,8 @@ async def forward_json(
     await raise_for_upstream(resp, call, dep)
     data = await read_timed(resp, call, dep)
     usage, source = _usage_of(data, body)
-    call.finish("ok", 200, usage, source=source)
+    if not call.finish("ok", 200, usage, source=source):
+        raise journal_unavailable()
     return Response(data, status_code=200, media_type="application/json")
 
 

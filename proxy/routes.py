@@ -33,7 +33,7 @@ def _endpoint(
 ) -> Callable[[Request], Awaitable[ASGIApp]]:
     """Wrap a handler: errors in the client family's shape, and every authenticated request
     recorded exactly once (the handler records successes and upstream failures itself)."""
-    error = anthropic_error if anthropic else _openai_error
+    error = _anthropic_error if anthropic else openai_error
 
     async def endpoint(request: Request) -> ASGIApp:
         rt: Runtime = request.app.state.runtime
@@ -45,13 +45,13 @@ def _endpoint(
             if call is not None:
                 attribute_by_headers(request, rt, call)
                 call.finish("client_error" if exc.status < 500 else "upstream_error", exc.status)
-            return error(exc.status, exc.message)
+            return error(exc.status, exc.message, code=exc.code)
 
     return endpoint
 
 
-def _openai_error(status: int, message: str) -> Response:
-    return openai_error(status, message)
+def _anthropic_error(status: int, message: str, *, code: str | None = None) -> Response:
+    return anthropic_error(status, message)
 
 
 def _check_messages(body: dict[str, Any]) -> None:

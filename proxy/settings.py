@@ -68,6 +68,16 @@ class StorageSettings(_Strict):
     url: str = "sqlite:///./tokenmeter.db"
     batch_max_events: int = Field(default=1000, gt=0)
     flush_interval_s: float = Field(default=0.2, gt=0)
+    journal: bool = Field(default=True, description="off only for benchmarks: loses on a crash")
+    journal_dir: str = "./tokenmeter-journal"
+    fsync: Literal["none", "interval", "always"] = "none"
+    fsync_interval_s: float = Field(default=1.0, gt=0)
+    on_journal_error: Literal["reject", "serve"] = Field(
+        default="reject",
+        description="reject: answer 503 while the journal is unwritable; serve: keep serving, "
+        "holding events in memory (lost if the process dies before the database takes them)",
+    )
+    retention_days: int | None = Field(default=None, gt=0)
 
 
 class AuthSettings(_Strict):

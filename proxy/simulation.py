@@ -6,6 +6,7 @@ import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Literal
 
 from proxy.settings import ModelConfig
 from proxy.simulated import FakeServer, create_anthropic_app, create_openai_app
@@ -19,7 +20,12 @@ _PATHS = {
     "tgi": "/v1",
     "openai_compatible": "/v1",
 }
-_FLAVOURS = {"azure_mistral": "azure", "vllm": "vllm", "tgi": "tgi", "openai_compatible": "vllm"}
+_FLAVOURS: dict[str, Literal["vllm", "azure", "tgi"]] = {
+    "azure_mistral": "azure",
+    "vllm": "vllm",
+    "tgi": "tgi",
+    "openai_compatible": "vllm",
+}
 
 
 def simulated_backends(models: list[ModelConfig]) -> set[str]:
@@ -36,7 +42,7 @@ def run_simulated(models: list[ModelConfig]) -> Iterator[dict[str, str]]:
                 create_anthropic_app()
                 if backend == "anthropic"
                 else create_openai_app(_FLAVOURS[backend])
-            )  # type: ignore[arg-type]
+            )
             servers[backend] = FakeServer(app).start()
         yield {
             f"{m.name}#{i}": servers[d.backend].url + _PATHS[d.backend]

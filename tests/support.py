@@ -39,8 +39,13 @@ class Gateway:
 
     def __init__(self, db_path: Path, config: dict[str, Any]) -> None:
         self.db_url = f"sqlite:///{db_path}"
+        self.journal_dir = db_path.parent / "journal"
         config = {
-            "storage": {"url": self.db_url, "flush_interval_s": 0.02},
+            "storage": {
+                "url": self.db_url,
+                "flush_interval_s": 0.02,
+                "journal_dir": str(self.journal_dir),
+            },
             "auth": {"admin_key": ADMIN_KEY, "refresh_interval_s": 0.05},
             **config,
         }

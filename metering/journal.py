@@ -1,0 +1,236 @@
+"""The local journal: every usage event is appended here before anything else.
+
+A journal is a directory of segment files (JSON lines). Each live process appends to a segment of
+its own, held under an exclusive ``flock``; a segment nobody holds belongs to a process that died,
+and whoever finds it replays it. Beside each segment, ``<segment>.ckpt`` holds the byte offset up
+to which its events are committed to the database; it is advanced only after the commit, so a
+crash between the two replays a few events, which the idempotent insert ignores.
+
+An append is one ``write(2)`` of a whole line to a file opened with ``O_APPEND``: once it returns,
+the line is in the kernel and survives a kill of the process. Surviving power loss needs fsync:
+``fsync="always"`` syncs every append, ``"interval"`` syncs in the background every
+``fsync_interval_s`` (losing at most that window), ``"none"`` leaves it to the kernel.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from cost.usage import TokenUsage
+from metering.events import UsageEvent, new_event_id
+
+log = logging.getLogger(__name__)
+
+FsyncPolicy = Literal["none", "interval", "always"]
+SEGMENT_GLOB = "seg-*.jsonl"
+_READ_CHUNK_BYTES = 4 * 1024 * 1024
+
+
+class JournalError(Exception):
+    """The journal cannot be written (full disk, permissions)."""
+
+
+def encode_event(event: UsageEvent) -> bytes:
+    u = event.usage
+    row: dict[str, Any] = {
+        "id": event.id,
+        "started_at": event.started_at,
+        "finished_at": event.finished_at,
+        "key_id": event.key_id,
+        "user": event.user,
+        "agent": event.agent,
+        "session": event.session,
+        "use_case": event.use_case,
+        "model": event.model,
+        "backend": event.backend,
+        "deployment": event.deployment,
+        "upstream_model": event.upstream_model,
+        "on_prem": event.on_prem,
+        "stream": event.stream,
+        "status": event.status,
+        "http_status": event.http_status,
+        "usage": [
+            u.input_tokens,
+            u.cache_read_tokens,
+            u.cache_write_tokens,
+            u.cache_write_1h_tokens,
+            u.output_tokens,
+            u.reasoning_tokens,
+        ],
+        "usage_source": event.usage_source,
+        "cost_micro_usd": event.cost_micro_usd,
+        "latency_s": event.latency_s,
+        "ttft_s": event.ttft_s,
+        "overhead_s": event.overhead_s,
+    }
+    return orjson.dumps(row) + b"\n"
+
+
+def decode_event(line: bytes) -> UsageEvent:
+    row = orjson.loads(line)
+    row["usage"] = TokenUsage(*row["usage"])
+    return UsageEvent(**row)
+
+
+@dataclass(slots=True)
+class Segment:
+    """A segment file and how far into it the database has committed."""
+
+    path: Path
+    offset: int
+    fd: int | None = None  # lock holder's descriptor
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".ckpt")
+
+    def pending_bytes(self) -> int:
+        try:
+            return max(0, self.path.stat().st_size - self.offset)
+        except FileNotFoundError:
+            return 0
+
+    def read(self, max_events: int, *, final: bool) -> tuple[list[UsageEvent], int]:
+        """Events past the checkpoint and the offset after them.
+
+        A trailing line without its newline is a write in progress, or, in a segment whose
+        writer died (``final``), a torn write: it is never returned.
+        """
+        with self.path.open("rb") as f:
+            f.seek(self.offset)
+            data = f.read(_READ_CHUNK_BYTES)
+        end = data.rfind(b"\n") + 1
+        if final and end < len(data) and len(data) < _READ_CHUNK_BYTES:
+            log.warning(
+                "journal %s: torn last line (%d bytes) ignored; replayed up to the tear",
+                self.path.name,
+                len(data) - end,
+            )
+        events: list[UsageEvent] = []
+        pos = 0
+        while pos < end and len(events) < max_events:
+            nl = data.index(b"\n", pos)
+            line = data[pos:nl]
+            pos = nl + 1
+            if line.strip():
+                try:
+                    events.append(decode_event(line))
+                except (orjson.JSONDecodeError, TypeError, KeyError, ValueError):
+                    log.error(
+                        "journal %s: unreadable line at byte %d skipped",
+                        self.path.name,
+                        self.offset + pos - len(line) - 1,
+                    )
+        return events, self.offset + pos
+
+    def commit(self, offset: int) -> None:
+        tmp = self.checkpoint_path.with_suffix(".tmp")
+        tmp.write_text(str(offset))
+        os.replace(tmp, self.checkpoint_path)
+        self.offset = offset
+
+    def is_drained(self) -> bool:
+        return self.pending_bytes() == 0
+
+    def remove(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self.checkpoint_path.unlink(missing_ok=True)
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
+
+
+def _read_checkpoint(path: Path) -> int:
+    try:
+        return int(path.with_name(path.name + ".ckpt").read_text() or 0)
+    except (FileNotFoundError, ValueError):
+        return 0
+
+
+class Journal:
+    """This process's segment, plus the orphaned segments of processes that died."""
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        fsync: FsyncPolicy = "none",
+        segment_max_bytes: int = 64 * 1024 * 1024,
+    ) -> None:
+        self.directory = directory
+        self.fsync = fsync
+        self._segment_max_bytes = segment_max_bytes
+        self.active: Segment | None = None
+        self._size = 0
+        self.retired: list[Segment] = []  # ours, rotated out, not yet drained
+        self.appended = 0
+
+    def open(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._rotate()
+
+    def close(self) -> None:
+        if self.active is not None and self.active.fd is not None:
+            os.close(self.active.fd)
+            self.active.fd = None
+
+    def _rotate(self) -> None:
+        path = self.directory / f"seg-{new_event_id()}-{os.getpid()}.jsonl"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        if self.active is not None:
+            self.retired.append(self.active)
+        self.active = Segment(path, 0, fd)
+        self._size = 0
+
+    def append(self, event: UsageEvent) -> None:
+        """Write one event durably enough to survive a process kill; JournalError if not."""
+        line = encode_event(event)
+        seg = self.active
+        if seg is None or seg.fd is None:
+            raise JournalError("journal is not open")
+        try:
+            written = os.write(seg.fd, line)
+            if written != len(line):
+                raise OSError(f"short write ({written} of {len(line)} bytes)")
+            if self.fsync == "always":
+                os.fsync(seg.fd)
+        except OSError as exc:
+            raise JournalError(f"cannot append to journal {seg.path}: {exc}") from exc
+        self._size += len(line)
+        self.appended += 1
+        if self._size >= self._segment_max_bytes:
+            self._rotate()
+
+    def sync(self) -> None:
+        if self.active is not None and self.active.fd is not None:
+            os.fsync(self.active.fd)
+
+    def claim_orphans(self) -> list[Segment]:
+        """Segments of dead processes, locked by us until drained."""
+        orphans = []
+        own = {s.path for s in self._own_segments()}
+        for path in sorted(self.directory.glob(SEGMENT_GLOB)):
+            if path in own:
+                continue
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)  # a live process holds it
+                continue
+            orphans.append(Segment(path, _read_checkpoint(path), fd))
+        return orphans
+
+    def _own_segments(self) -> Iterator[Segment]:
+        yield from self.retired
+        if self.active is not None:
+            yield self.active
