@@ -69,8 +69,8 @@ def test_upgrade_from_previous_revision_backfills_rollups(db_url):
         n_rows = conn.execute(text("SELECT COUNT(*) FROM usage_rollups_hourly")).scalar_one()
         n_groups = conn.execute(
             text(
-                'SELECT COUNT(*) FROM (SELECT 1 FROM usage_events GROUP BY use_case, "user", agent, '
-                "key_id, model, backend, deployment, on_prem, "
+                "SELECT COUNT(*) FROM (SELECT 1 FROM usage_events "
+                'GROUP BY use_case, "user", agent, key_id, model, backend, deployment, on_prem, '
                 + (
                     "date_trunc('hour', started_at)"
                     if engine.dialect.name == "postgresql"
