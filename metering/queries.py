@@ -1,4 +1,8 @@
-"""Aggregations of the ledger for the admin API: exact integer sums."""
+"""Aggregations of the ledger for the admin API: exact integer sums.
+
+Answers come from the hourly rollups whenever the grouping and the time window allow it (no
+session, window on whole hours), and from the raw events otherwise.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, func, select
+from sqlalchemy import ColumnElement, Engine, Table, func, select
 
-from metering.tables import UsageEventRecord
+from metering.tables import UsageEventRecord, UsageRollupRecord
 
 GROUP_COLUMNS = ("user", "agent", "session", "use_case", "model", "backend", "deployment")
 SUM_COLUMNS = (
@@ -19,6 +23,8 @@ SUM_COLUMNS = (
     "reasoning_tokens",
     "cost_micro_usd",
 )
+_EVENTS: Table = UsageEventRecord.__table__  # type: ignore[attr-defined]
+_ROLLUPS: Table = UsageRollupRecord.__table__  # type: ignore[attr-defined]
 
 
 def usage_summary(
@@ -27,31 +33,50 @@ def usage_summary(
     group_by: Sequence[str],
     since: datetime | None = None,
     until: datetime | None = None,
-) -> list[dict[str, Any]]:
+) -> tuple[str, list[dict[str, Any]]]:
     """Requests, errors, tokens by type and cost per group, largest cost first.
 
-    ``since`` is inclusive and ``until`` exclusive, both on the request's start time.
+    ``since`` is inclusive and ``until`` exclusive, both on the request's start time. Returns the
+    source used (``rollups`` or ``events``) and the rows.
     """
     unknown = [g for g in group_by if g not in GROUP_COLUMNS]
     if unknown:
         raise ValueError(f"cannot group by {', '.join(unknown)}; choose from {GROUP_COLUMNS}")
-    table = UsageEventRecord.__table__  # type: ignore[attr-defined]
+    if "session" not in group_by and _on_the_hour(since) and _on_the_hour(until):
+        table, time_col = _ROLLUPS, _ROLLUPS.c.hour
+        requests: ColumnElement[Any] = func.sum(table.c.requests)
+        errors: ColumnElement[Any] = func.sum(table.c.errors)
+        source = "rollups"
+    else:
+        table, time_col = _EVENTS, _EVENTS.c.started_at
+        requests = func.count()
+        errors = func.sum((table.c.status != "ok").cast(table.c.http_status.type))
+        source = "events"
     keys = [table.c[g] for g in group_by]
     sums = [func.coalesce(func.sum(table.c[c]), 0).label(c) for c in SUM_COLUMNS]
-    errors = func.coalesce(func.sum((table.c.status != "ok").cast(table.c.http_status.type)), 0)
-    stmt = select(*keys, func.count().label("requests"), errors.label("errors"), *sums)
+    stmt = select(
+        *keys,
+        func.coalesce(requests, 0).label("requests"),
+        func.coalesce(errors, 0).label("errors"),
+        *sums,
+    )
     if since is not None:
-        stmt = stmt.where(table.c.started_at >= since)
+        stmt = stmt.where(time_col >= since)
     if until is not None:
-        stmt = stmt.where(table.c.started_at < until)
+        stmt = stmt.where(time_col < until)
     if keys:
         stmt = stmt.group_by(*keys).order_by(func.sum(table.c.cost_micro_usd).desc(), *keys)
     with engine.connect() as conn:
-        return [{k: _plain(v) for k, v in row._mapping.items()} for row in conn.execute(stmt)]
+        rows = [{k: _plain(v) for k, v in row._mapping.items()} for row in conn.execute(stmt)]
+    return source, rows
+
+
+def _on_the_hour(value: datetime | None) -> bool:
+    return value is None or (value.minute == value.second == value.microsecond == 0)
 
 
 def _plain(value: Any) -> Any:
     # PostgreSQL returns Decimal for SUM(bigint); the API promises integers.
-    return (
-        int(value) if hasattr(value, "as_integer_ratio") and not isinstance(value, float) else value
-    )
+    if hasattr(value, "as_integer_ratio") and not isinstance(value, float | bool):
+        return int(value)
+    return value

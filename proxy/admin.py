@@ -75,12 +75,12 @@ async def get_usage(
 ) -> dict[str, Any]:
     groups = [g.strip() for g in group_by.split(",") if g.strip()]
     try:
-        rows = await asyncio.to_thread(
+        source, rows = await asyncio.to_thread(
             usage_summary, rt.engine, group_by=groups, since=_utc(since), until=_utc(until)
         )
     except ValueError as exc:
         raise HTTPException(400, str(exc)) from exc
-    return {"group_by": groups, "since": since, "until": until, "rows": rows}
+    return {"group_by": groups, "since": since, "until": until, "source": source, "rows": rows}
 
 
 def _utc(value: datetime | None) -> datetime | None:
