@@ -31,6 +31,10 @@ class Ledger:
         return self._writer.db_ok
 
     @property
+    def journal_failed(self) -> bool:
+        return self._writer.journal_failed
+
+    @property
     def accepting(self) -> bool:
         """False while the journal is unwritable and the policy is to refuse unmetered traffic."""
         return not (self._reject and self._writer.journal_failed)

@@ -25,7 +25,14 @@ def create_db_engine(url: str) -> Engine:
         engine = create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    # A bounded connect timeout: during an outage the writer retries, it must not hang.
+    return create_engine(
+        parsed,
+        pool_pre_ping=True,
+        pool_size=5,
+        max_overflow=5,
+        connect_args={"connect_timeout": 5},
+    )
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

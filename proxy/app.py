@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from metering.journal import Journal
 from metering.ledger import Ledger
+from metering.metrics import ledger_registry
 from metering.price_map import load_price_map
 from metering.store import create_db_engine, prepare_schema
 from metering.writer import BatchWriter
@@ -77,19 +79,21 @@ def create_app(
         writer.start()
         await keys.start()
         await upstream.start()
+        ledger = Ledger(
+            writer=writer,
+            prices=prices,
+            reject_unjournaled=storage.on_journal_error == "reject",
+        )
         app.state.runtime = Runtime(
             settings=settings,
             engine=engine,
-            ledger=Ledger(
-                writer=writer,
-                prices=prices,
-                reject_unjournaled=storage.on_journal_error == "reject",
-            ),
+            ledger=ledger,
             keys=keys,
             router=build_router(models, simulated_bases or {}),
             upstream=upstream,
             agent_use_cases={a: uc for uc, cfg in settings.use_cases.items() for a in cfg.agents},
             open_mode=open_mode,
+            metrics=ledger_registry(ledger),
         )
         try:
             yield
@@ -111,6 +115,7 @@ def create_app(
     app.include_router(admin.router)
     app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
     app.add_api_route("/readyz", readyz, methods=["GET"], include_in_schema=False)
+    app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
     return app
 
 
@@ -124,18 +129,26 @@ async def healthz() -> dict[str, str]:
 
 
 async def readyz(request: Request) -> JSONResponse:
+    """Ready when the database answers and the journal is writable; reports the backlog."""
     rt: Runtime = request.app.state.runtime
     body: dict[str, Any] = {
         "backlog_events": rt.ledger.backlog_events,
         "backlog_bytes": rt.ledger.backlog_bytes,
+        "journal": "failed" if rt.ledger.journal_failed else "ok",
     }
     try:
-        await asyncio.to_thread(_ping, rt)
+        await asyncio.wait_for(asyncio.to_thread(_ping, rt), timeout=5)
+        body["database"] = "ok"
     except Exception as exc:
-        body.update(status="unavailable", database=f"unreachable: {type(exc).__name__}")
-        return JSONResponse(body, status_code=503)
-    body.update(status="ready", database="ok")
-    return JSONResponse(body)
+        body["database"] = f"unreachable: {type(exc).__name__}"
+    ready = body["database"] == "ok" and not rt.ledger.journal_failed
+    body["status"] = "ready" if ready else "unavailable"
+    return JSONResponse(body, status_code=200 if ready else 503)
+
+
+async def metrics(request: Request) -> Response:
+    rt: Runtime = request.app.state.runtime
+    return Response(generate_latest(rt.metrics), media_type=CONTENT_TYPE_LATEST)
 
 
 def _ping(rt: Runtime) -> None:

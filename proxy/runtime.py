@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
 from metering.ledger import Ledger
@@ -23,3 +24,4 @@ class Runtime:
     upstream: Upstream
     agent_use_cases: dict[str, str]
     open_mode: bool
+    metrics: CollectorRegistry
