@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Table, delete
+from sqlalchemy import Engine, Table, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from metering.events import UsageEvent
@@ -66,20 +66,27 @@ def event_row(event: UsageEvent) -> dict[str, Any]:
 
 
 def insert_events(engine: Engine, events: Sequence[UsageEvent]) -> int:
-    """Insert ``events`` and their rollups in one transaction; returns how many were new."""
+    """Insert ``events`` and their rollups in one transaction; returns how many were new.
+
+    Ids already in the table are skipped and left out of the rollups, so a replay changes
+    nothing. (Only one writer ever holds a journal segment, so no other transaction inserts the
+    same ids concurrently; ``ON CONFLICT DO NOTHING`` guards the events table regardless.)
+    """
     if not events:
         return 0
-    rows = [event_row(e) for e in events]
+    rows = list({e.id: event_row(e) for e in events}.values())
     dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-    stmt = (
-        dialect.insert(_EVENTS)
-        .on_conflict_do_nothing(index_elements=["id"])
-        .returning(_EVENTS.c.id)
-    )
     with engine.begin() as conn:
-        inserted = {row[0] for row in conn.execute(stmt, rows)}
-        add_to_rollups(conn, rollup_rows(r for r in rows if r["id"] in inserted))
-    return len(inserted)
+        existing = set(
+            conn.execute(
+                select(_EVENTS.c.id).where(_EVENTS.c.id.in_([r["id"] for r in rows]))
+            ).scalars()
+        )
+        new = [r for r in rows if r["id"] not in existing]
+        if new:
+            conn.execute(dialect.insert(_EVENTS).on_conflict_do_nothing(index_elements=["id"]), new)
+            add_to_rollups(conn, rollup_rows(new))
+    return len(new)
 
 
 def prune_events(engine: Engine, *, older_than: datetime) -> int:
