@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from cost.usage import TokenUsage
 
@@ -60,3 +60,51 @@ class UsageEvent:
     latency_s: float = 0.0
     ttft_s: float | None = None
     overhead_s: float = 0.0
+
+    def flat(self) -> dict[str, Any]:
+        """Every field as a plain value, token counts spread out under their column names."""
+        u = self.usage
+        return {
+            "id": self.id,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+            "key_id": self.key_id,
+            "user": self.user,
+            "agent": self.agent,
+            "session": self.session,
+            "use_case": self.use_case,
+            "model": self.model,
+            "backend": self.backend,
+            "deployment": self.deployment,
+            "upstream_model": self.upstream_model,
+            "on_prem": self.on_prem,
+            "stream": self.stream,
+            "status": self.status,
+            "http_status": self.http_status,
+            "input_tokens": u.input_tokens,
+            "cache_read_tokens": u.cache_read_tokens,
+            "cache_write_tokens": u.cache_write_tokens,
+            "cache_write_1h_tokens": u.cache_write_1h_tokens,
+            "output_tokens": u.output_tokens,
+            "reasoning_tokens": u.reasoning_tokens,
+            "usage_source": self.usage_source,
+            "cost_micro_usd": self.cost_micro_usd,
+            "latency_s": self.latency_s,
+            "ttft_s": self.ttft_s,
+            "overhead_s": self.overhead_s,
+        }
+
+    @classmethod
+    def from_flat(cls, row: dict[str, Any]) -> UsageEvent:
+        usage = TokenUsage(**{f: row.pop(f) for f in _TOKEN_FIELDS})
+        return cls(**row, usage=usage)
+
+
+_TOKEN_FIELDS = (
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "output_tokens",
+    "reasoning_tokens",
+)

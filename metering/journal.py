@@ -20,11 +20,10 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import orjson
 
-from cost.usage import TokenUsage
 from metering.events import UsageEvent, new_event_id
 
 log = logging.getLogger(__name__)
@@ -39,45 +38,11 @@ class JournalError(Exception):
 
 
 def encode_event(event: UsageEvent) -> bytes:
-    u = event.usage
-    row: dict[str, Any] = {
-        "id": event.id,
-        "started_at": event.started_at,
-        "finished_at": event.finished_at,
-        "key_id": event.key_id,
-        "user": event.user,
-        "agent": event.agent,
-        "session": event.session,
-        "use_case": event.use_case,
-        "model": event.model,
-        "backend": event.backend,
-        "deployment": event.deployment,
-        "upstream_model": event.upstream_model,
-        "on_prem": event.on_prem,
-        "stream": event.stream,
-        "status": event.status,
-        "http_status": event.http_status,
-        "usage": [
-            u.input_tokens,
-            u.cache_read_tokens,
-            u.cache_write_tokens,
-            u.cache_write_1h_tokens,
-            u.output_tokens,
-            u.reasoning_tokens,
-        ],
-        "usage_source": event.usage_source,
-        "cost_micro_usd": event.cost_micro_usd,
-        "latency_s": event.latency_s,
-        "ttft_s": event.ttft_s,
-        "overhead_s": event.overhead_s,
-    }
-    return orjson.dumps(row) + b"\n"
+    return orjson.dumps(event.flat()) + b"\n"
 
 
 def decode_event(line: bytes) -> UsageEvent:
-    row = orjson.loads(line)
-    row["usage"] = TokenUsage(*row["usage"])
-    return UsageEvent(**row)
+    return UsageEvent.from_flat(orjson.loads(line))
 
 
 @dataclass(slots=True)

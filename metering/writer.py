@@ -33,36 +33,10 @@ _ORPHAN_SCAN_S = 30.0
 
 
 def event_row(event: UsageEvent) -> dict[str, Any]:
-    u = event.usage
-    return {
-        "id": event.id,
-        "started_at": datetime.fromtimestamp(event.started_at, UTC),
-        "finished_at": datetime.fromtimestamp(event.finished_at, UTC),
-        "key_id": event.key_id,
-        "user": event.user,
-        "agent": event.agent,
-        "session": event.session,
-        "use_case": event.use_case,
-        "model": event.model,
-        "backend": event.backend,
-        "deployment": event.deployment,
-        "upstream_model": event.upstream_model,
-        "on_prem": event.on_prem,
-        "stream": event.stream,
-        "status": event.status,
-        "http_status": event.http_status,
-        "input_tokens": u.input_tokens,
-        "cache_read_tokens": u.cache_read_tokens,
-        "cache_write_tokens": u.cache_write_tokens,
-        "cache_write_1h_tokens": u.cache_write_1h_tokens,
-        "output_tokens": u.output_tokens,
-        "reasoning_tokens": u.reasoning_tokens,
-        "usage_source": event.usage_source,
-        "cost_micro_usd": event.cost_micro_usd,
-        "latency_s": event.latency_s,
-        "ttft_s": event.ttft_s,
-        "overhead_s": event.overhead_s,
-    }
+    row = event.flat()
+    row["started_at"] = datetime.fromtimestamp(event.started_at, UTC)
+    row["finished_at"] = datetime.fromtimestamp(event.finished_at, UTC)
+    return row
 
 
 def insert_events(engine: Engine, events: Sequence[UsageEvent]) -> int:

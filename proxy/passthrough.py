@@ -8,7 +8,8 @@ except that on streams we always ask the upstream for usage and hide the usage-o
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import orjson
@@ -26,6 +27,24 @@ from proxy.usage import estimate_tokens, openai_usage
 _DONE = b"data: [DONE]\n\n"
 
 
+@contextmanager
+def waiting_on_upstream(call: Call, dep: Deployment) -> Iterator[None]:
+    """Time spent inside counts as upstream wait; failures are recorded and become 502/504."""
+    t0 = time.perf_counter()
+    try:
+        yield
+    except UpstreamTimeout as exc:
+        call.finish("timeout", 504)
+        raise ProxyError(
+            504, f"upstream timed out after {dep.timeout_s:g} s", code="upstream_timeout"
+        ) from exc
+    except UpstreamError as exc:
+        call.finish("upstream_error", 502)
+        raise ProxyError(502, str(exc), code="upstream_unavailable") from exc
+    finally:
+        call.upstream_s += time.perf_counter() - t0
+
+
 async def send_timed(
     upstream: Upstream,
     call: Call,
@@ -34,9 +53,8 @@ async def send_timed(
     body: bytes,
     headers: dict[str, str] | None = None,
 ) -> UpstreamResponse:
-    """Send and wait for the response headers; failures are recorded and become 502/504."""
-    t0 = time.perf_counter()
-    try:
+    """Send and wait for the response headers."""
+    with waiting_on_upstream(call, dep):
         return await upstream.send(
             dep.url(path),
             body=body,
@@ -44,32 +62,11 @@ async def send_timed(
             timeout_s=dep.timeout_s,
             stream=call.stream,
         )
-    except UpstreamTimeout as exc:
-        call.finish("timeout", 504)
-        raise ProxyError(
-            504, f"upstream timed out after {dep.timeout_s:g} s", code="upstream_timeout"
-        ) from exc
-    except UpstreamError as exc:
-        call.finish("upstream_error", 502)
-        raise ProxyError(502, str(exc), code="upstream_unavailable") from exc
-    finally:
-        call.upstream_s += time.perf_counter() - t0
 
 
 async def read_timed(resp: UpstreamResponse, call: Call, dep: Deployment) -> bytes:
-    t0 = time.perf_counter()
-    try:
+    with waiting_on_upstream(call, dep):
         return await resp.read()
-    except UpstreamTimeout as exc:
-        call.finish("timeout", 504)
-        raise ProxyError(
-            504, f"upstream timed out after {dep.timeout_s:g} s", code="upstream_timeout"
-        ) from exc
-    except UpstreamError as exc:
-        call.finish("upstream_error", 502)
-        raise ProxyError(502, str(exc), code="upstream_unavailable") from exc
-    finally:
-        call.upstream_s += time.perf_counter() - t0
 
 
 async def raise_for_upstream(resp: UpstreamResponse, call: Call, dep: Deployment) -> None:
