@@ -35,7 +35,7 @@ class UsageEvent:
     """What one request cost, and whose it was.
 
     Timestamps are Unix seconds (UTC). ``cost_micro_usd`` is filled at ingestion from the price in
-    force. ``overhead_s`` is the time the proxy spent that was not waiting on the upstream.
+    force when the request started; None when the model has no known price (never a silent 0). ``overhead_s`` is the time the proxy spent that was not waiting on the upstream.
     """
 
     id: str
@@ -56,7 +56,7 @@ class UsageEvent:
     http_status: int
     usage: TokenUsage = field(default_factory=TokenUsage)
     usage_source: UsageSource = "upstream"
-    cost_micro_usd: int = 0
+    cost_micro_usd: int | None = 0  # None: no price known for the model
     latency_s: float = 0.0
     ttft_s: float | None = None
     overhead_s: float = 0.0

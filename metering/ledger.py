@@ -2,21 +2,25 @@
 
 from __future__ import annotations
 
-from cost.prices import PriceTable
-from cost.pricing import price_usage
+import logging
+
+from cost.pricebook import Pricebook
 from metering.events import UsageEvent
 from metering.writer import BatchWriter
+
+log = logging.getLogger(__name__)
 
 
 class Ledger:
     """Records usage events; ``record`` never blocks and never touches the database itself."""
 
     def __init__(
-        self, *, writer: BatchWriter, prices: PriceTable, reject_unjournaled: bool
+        self, *, writer: BatchWriter, prices: Pricebook, reject_unjournaled: bool
     ) -> None:
         self._writer = writer
         self._prices = prices
         self._reject = reject_unjournaled
+        self._unpriced: set[tuple[str, str]] = set()
 
     @property
     def backlog_events(self) -> int:
@@ -42,9 +46,26 @@ class Ledger:
     def record(self, event: UsageEvent) -> bool:
         """Price and journal the event. False when it could not be journaled and the policy is
         to reject: the caller should answer 503 if it still can (the event is kept in memory)."""
-        price = None if event.on_prem else self._prices.lookup(event.upstream_model, event.backend)
-        event.cost_micro_usd = price_usage(event.usage, price)
+        event.cost_micro_usd = self._prices.price(
+            event.usage,
+            model=event.upstream_model,
+            backend=event.backend,
+            on_prem=event.on_prem,
+            at=event.started_at,
+        )
+        if event.cost_micro_usd is None and event.backend != "none":
+            self._warn_unpriced(event.upstream_model, event.backend)
         return self._writer.submit(event) or not self._reject
+
+    def _warn_unpriced(self, model: str, backend: str) -> None:
+        if (model, backend) not in self._unpriced:
+            self._unpriced.add((model, backend))
+            log.warning(
+                "no price for model %r on backend %r: its cost is recorded as unknown; add a "
+                "pricing rule or a price_key (see `tokenmeter prices`)",
+                model,
+                backend,
+            )
 
     async def flush(self) -> None:
         await self._writer.flush()

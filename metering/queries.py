@@ -46,11 +46,13 @@ def usage_summary(
         table, time_col = _ROLLUPS, _ROLLUPS.c.hour
         requests: ColumnElement[Any] = func.sum(table.c.requests)
         errors: ColumnElement[Any] = func.sum(table.c.errors)
+        unpriced: ColumnElement[Any] = func.sum(table.c.unpriced_requests)
         source = "rollups"
     else:
         table, time_col = _EVENTS, _EVENTS.c.started_at
         requests = func.count()
         errors = func.sum((table.c.status != "ok").cast(table.c.http_status.type))
+        unpriced = func.count() - func.count(table.c.cost_micro_usd)
         source = "events"
     keys = [table.c[g] for g in group_by]
     sums = [func.coalesce(func.sum(table.c[c]), 0).label(c) for c in SUM_COLUMNS]
@@ -58,6 +60,7 @@ def usage_summary(
         *keys,
         func.coalesce(requests, 0).label("requests"),
         func.coalesce(errors, 0).label("errors"),
+        func.coalesce(unpriced, 0).label("unpriced_requests"),
         *sums,
     )
     if since is not None:

@@ -29,8 +29,9 @@ def rollup_rows(rows: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
             acc.update(dict.fromkeys(ROLLUP_SUMS, 0))
         acc["requests"] += 1
         acc["errors"] += row["status"] != "ok"
-        for col in ROLLUP_SUMS[2:]:
-            acc[col] += row[col]
+        acc["unpriced_requests"] += row["cost_micro_usd"] is None
+        for col in ROLLUP_SUMS[3:]:
+            acc[col] += row[col] or 0
     return [sums[k] for k in sorted(sums, key=_sort_key)]
 
 

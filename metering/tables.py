@@ -36,7 +36,7 @@ class UsageEventRecord(SQLModel, table=True):
     output_tokens: int = Field(sa_column=Column(BigInteger, nullable=False))
     reasoning_tokens: int = Field(sa_column=Column(BigInteger, nullable=False))
     usage_source: str = Field(max_length=16)
-    cost_micro_usd: int = Field(sa_column=Column(BigInteger, nullable=False))
+    cost_micro_usd: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
     latency_s: float
     ttft_s: float | None = None
     overhead_s: float
@@ -93,6 +93,7 @@ ROLLUP_KEYS = (
 ROLLUP_SUMS = (
     "requests",
     "errors",
+    "unpriced_requests",
     "input_tokens",
     "cache_read_tokens",
     "cache_write_tokens",
@@ -119,6 +120,7 @@ class UsageRollupRecord(SQLModel, table=True):
     on_prem: bool = Field(primary_key=True)
     requests: int = Field(sa_column=Column(BigInteger, nullable=False))
     errors: int = Field(sa_column=Column(BigInteger, nullable=False))
+    unpriced_requests: int = Field(sa_column=Column(BigInteger, nullable=False, server_default="0"))
     input_tokens: int = Field(sa_column=Column(BigInteger, nullable=False))
     cache_read_tokens: int = Field(sa_column=Column(BigInteger, nullable=False))
     cache_write_tokens: int = Field(sa_column=Column(BigInteger, nullable=False))

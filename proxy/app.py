@@ -19,12 +19,12 @@ from starlette.responses import JSONResponse, Response
 from metering.journal import Journal
 from metering.ledger import Ledger
 from metering.metrics import ledger_registry
-from metering.price_map import load_price_map
 from metering.store import create_db_engine, prepare_schema
 from metering.writer import BatchWriter
 from proxy import admin
 from proxy.auth import KeyCache
 from proxy.catalogue import default_models
+from proxy.pricing_setup import build_pricebook
 from proxy.errors import openai_error
 from proxy.routes import api_routes
 from proxy.routing import build_router
@@ -59,7 +59,7 @@ def create_app(
         storage = settings.storage
         engine = create_db_engine(storage.url)
         await asyncio.to_thread(prepare_schema, engine)
-        prices = await asyncio.to_thread(load_price_map)
+        prices = await asyncio.to_thread(build_pricebook, settings, models)
         journal = None
         if storage.journal:
             journal = Journal(Path(storage.journal_dir), fsync=storage.fsync)

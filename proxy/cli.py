@@ -144,6 +144,55 @@ def keys_revoke(key_id: str, config: ConfigOpt = None) -> None:
     typer.echo(f"revoked {key_id}")
 
 
+@cli.command()
+def prices(config: ConfigOpt = None) -> None:
+    """Show each deployment's price key and prices (USD per million tokens) in force now."""
+    import time
+
+    from proxy.app import effective_models
+    from proxy.pricing_setup import build_pricebook
+
+    settings = _settings(config)
+    models = effective_models(settings)
+    book = build_pricebook(settings, models)
+    typer.echo(f"prices: {book.table.source}")
+    typer.echo(
+        f"{'model':<16} {'deployment':<40} {'price key':<30} "
+        f"{'in':>7} {'out':>7} {'c-read':>7} {'c-5m':>7} {'c-1h':>7}  rule"
+    )
+    now = time.time()
+    for m in models:
+        for d in m.deployments:
+            name = d.name or f"{d.backend}/{d.model}"
+            rule = book.rule_at(d.model, d.backend, now)
+            price = rule.price if rule and rule.price else book.list_price(d.model, d.backend)
+            if d.is_on_prem:
+                typer.echo(f"{m.name:<16} {name:<40} {'on-prem: costed by the TCO model'}")
+                continue
+            if price is None:
+                typer.echo(
+                    f"{m.name:<16} {name:<40} UNKNOWN: cost recorded as unknown; "
+                    "set price_key or a pricing rule"
+                )
+                continue
+            per_m = [
+                p * 1_000_000
+                for p in (
+                    price.input,
+                    price.output,
+                    price.cache_read,
+                    price.cache_write_5m,
+                    price.cache_write_1h,
+                )
+            ]
+            off = f"-{rule.fraction_off:.1%}" if rule and rule.fraction_off else ""
+            typer.echo(
+                f"{m.name:<16} {name:<40} {price.key:<30} "
+                + " ".join(f"{float(v):>7.3f}" for v in per_m)
+                + f"  {off}"
+            )
+
+
 @db_cli.command("upgrade")
 def db_upgrade(config: ConfigOpt = None) -> None:
     """Bring the database schema up to date."""

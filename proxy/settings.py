@@ -7,6 +7,8 @@ keys use a double underscore: ``TOKENMETER_STORAGE__URL=postgresql+psycopg://...
 from __future__ import annotations
 
 import os
+from datetime import datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
 
@@ -44,6 +46,9 @@ class DeploymentConfig(_Strict):
     on_prem: bool | None = None
     simulated: bool = False
     name: str | None = None
+    price_key: str | None = Field(
+        default=None, description="price-map key; derived from backend and model when not set"
+    )
 
     @property
     def is_on_prem(self) -> bool:
@@ -93,6 +98,44 @@ class LimitSettings(_Strict):
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
 
 
+class PriceRuleConfig(_Strict):
+    """A negotiated discount, batch share or explicit price; prices in USD per million tokens."""
+
+    model: str | None = None
+    backend: Backend | None = None
+    effective_from: datetime | None = None
+    discount: Decimal = Field(default=Decimal(0), ge=0, le=1)
+    batch_share: Decimal = Field(default=Decimal(0), ge=0, le=1)
+    input_per_mtok: Decimal | None = Field(default=None, ge=0)
+    output_per_mtok: Decimal | None = Field(default=None, ge=0)
+    cache_read_per_mtok: Decimal | None = Field(default=None, ge=0)
+    cache_write_per_mtok: Decimal | None = Field(default=None, ge=0)
+    cache_write_1h_per_mtok: Decimal | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _prices_complete(self) -> PriceRuleConfig:
+        given = [f for f in _PRICE_FIELDS if getattr(self, f) is not None]
+        if given and (self.input_per_mtok is None or self.output_per_mtok is None):
+            raise ValueError("an explicit price needs input_per_mtok and output_per_mtok")
+        return self
+
+
+_PRICE_FIELDS = (
+    "input_per_mtok",
+    "output_per_mtok",
+    "cache_read_per_mtok",
+    "cache_write_per_mtok",
+    "cache_write_1h_per_mtok",
+)
+
+
+class PricingSettings(_Strict):
+    price_file: str | None = Field(
+        default=None, description="a litellm-format price file to use instead of litellm's own"
+    )
+    rules: list[PriceRuleConfig] = Field(default_factory=list)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TOKENMETER_",
@@ -104,6 +147,7 @@ class Settings(BaseSettings):
     storage: StorageSettings = StorageSettings()
     auth: AuthSettings = AuthSettings()
     limits: LimitSettings = LimitSettings()
+    pricing: PricingSettings = PricingSettings()
     models: list[ModelConfig] = Field(default_factory=list)
     use_cases: dict[str, UseCaseConfig] = Field(default_factory=dict)
     admin_key: SecretStr | None = Field(default=None, description="alias of auth.admin_key")

@@ -121,6 +121,7 @@ def test_window_excludes_outside_requests(gateway, traffic):
         {
             "requests": 0,
             "errors": 0,
+            "unpriced_requests": 0,
             "input_tokens": 0,
             "cache_read_tokens": 0,
             "cache_write_tokens": 0,
