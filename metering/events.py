@@ -35,7 +35,8 @@ class UsageEvent:
     """What one request cost, and whose it was.
 
     Timestamps are Unix seconds (UTC). ``cost_micro_usd`` is filled at ingestion from the price in
-    force when the request started; None when the model has no known price (never a silent 0). ``overhead_s`` is the time the proxy spent that was not waiting on the upstream.
+    force when the request started; None when the model has no known price (never a silent 0).
+    ``overhead_s`` is the time the proxy spent that was not waiting on the upstream.
     """
 
     id: str

@@ -24,8 +24,8 @@ from metering.writer import BatchWriter
 from proxy import admin
 from proxy.auth import KeyCache
 from proxy.catalogue import default_models
-from proxy.pricing_setup import build_pricebook
 from proxy.errors import openai_error
+from proxy.pricing_setup import build_pricebook
 from proxy.routes import api_routes
 from proxy.routing import build_router
 from proxy.runtime import Runtime
