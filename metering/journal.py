@@ -52,6 +52,7 @@ class Segment:
     path: Path
     offset: int
     fd: int | None = None  # lock holder's descriptor
+    pending_events: int = 0  # counted when an orphan is claimed; own segments count elsewhere
 
     @property
     def checkpoint_path(self) -> Path:
@@ -111,6 +112,12 @@ class Segment:
         if self.fd is not None:
             os.close(self.fd)
             self.fd = None
+
+
+def _count_lines(path: Path, offset: int) -> int:
+    with path.open("rb") as f:
+        f.seek(offset)
+        return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
 
 
 def _read_checkpoint(path: Path) -> int:
@@ -192,7 +199,8 @@ class Journal:
             except BlockingIOError:
                 os.close(fd)  # a live process holds it
                 continue
-            orphans.append(Segment(path, _read_checkpoint(path), fd))
+            offset = _read_checkpoint(path)
+            orphans.append(Segment(path, offset, fd, pending_events=_count_lines(path, offset)))
         return orphans
 
     def _own_segments(self) -> Iterator[Segment]:

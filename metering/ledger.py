@@ -14,9 +14,7 @@ log = logging.getLogger(__name__)
 class Ledger:
     """Records usage events; ``record`` never blocks and never touches the database itself."""
 
-    def __init__(
-        self, *, writer: BatchWriter, prices: Pricebook, reject_unjournaled: bool
-    ) -> None:
+    def __init__(self, *, writer: BatchWriter, prices: Pricebook, reject_unjournaled: bool) -> None:
         self._writer = writer
         self._prices = prices
         self._reject = reject_unjournaled

@@ -103,7 +103,7 @@ class BatchWriter:
     @property
     def backlog_events(self) -> int:
         own = self._journal.appended - self._committed_own if self._journal else 0
-        return len(self._memory) + own
+        return len(self._memory) + own + sum(o.pending_events for o in self._orphans)
 
     @property
     def backlog_bytes(self) -> int:
@@ -233,6 +233,8 @@ class BatchWriter:
             seg.commit(offset)
             if own:
                 self._committed_own += len(events)
+            else:
+                seg.pending_events = max(0, seg.pending_events - len(events))
 
     def _prune(self) -> None:
         assert self._retention_days is not None

@@ -76,6 +76,7 @@ async def _translate_stream(
                 state.chunks += 1
                 yield b"data: " + orjson.dumps(chunk) + b"\n\n"
             if event.get("type") == "message_stop":
+                _record(call, body, tracker, state)  # journaled before the client sees the end
                 final = translator.usage_chunk(tracker.fields)
                 if final is not None:
                     yield b"data: " + orjson.dumps(final) + b"\n\n"
@@ -149,9 +150,11 @@ async def _relay_native(
                     state.chunks += 1
                 elif kind == "error":
                     state.status = "upstream_error"
-            yield raw
             if event is not None and event.get("type") == "message_stop":
+                _record(call, body, tracker, state)  # journaled before the client sees the end
+                yield raw
                 return
+            yield raw
     except UpstreamTimeout:
         state.status = "timeout"
     except UpstreamError:
@@ -220,6 +223,12 @@ def _finish(
         resp.release()
     else:
         resp.close()
+    _record(call, body, tracker, state)
+
+
+def _record(
+    call: Call, body: dict[str, Any], tracker: AnthropicUsageTracker, state: _StreamState
+) -> None:
     http_status = 200 if state.status in ("ok", "cancelled") else 502
     if tracker.seen_start and (state.done or tracker.seen_delta or state.chunks == 0):
         call.finish(state.status, http_status, tracker.usage())

@@ -21,6 +21,7 @@ from proxy.errors import ProxyError
 
 log = logging.getLogger(__name__)
 
+_MAX_MISSING = 10_000
 ANONYMOUS = KeyInfo(id="anonymous", user="", team=None, use_case=None, agent=None)
 
 
@@ -33,6 +34,7 @@ class KeyCache:
         self._keys: dict[str, KeyInfo] = {}
         self._missing: set[str] = set()
         self._task: asyncio.Task[None] | None = None
+        self._refresh_failing = False
 
     async def start(self) -> None:
         await self.reload()
@@ -53,8 +55,12 @@ class KeyCache:
                 generation = await asyncio.to_thread(read_generation, self._engine)
                 if generation != self._generation:
                     await self.reload()
-            except Exception:  # the database may be down: keep serving on the cached keys
-                log.warning("key refresh failed; serving on cached keys", exc_info=True)
+            except Exception as exc:  # the database may be down: serve on the cached keys
+                if not self._refresh_failing:
+                    log.warning("key refresh failed (%s); serving on cached keys", exc)
+                self._refresh_failing = True
+            else:
+                self._refresh_failing = False
 
     async def authenticate(self, token: str | None) -> KeyInfo:
         if not token:
@@ -68,15 +74,34 @@ class KeyCache:
         digest = hash_key(token)
         info = self._keys.get(digest)
         if info is None and digest not in self._missing:
-            await self.reload()
-            info = self._keys.get(digest)
-            if info is None:
-                self._missing.add(digest)
+            info = await self._look_up(digest)
         if info is not None:
             return info
         if self.required:
             raise ProxyError(401, "invalid or revoked API key", code="invalid_api_key")
         return ANONYMOUS
+
+    async def _look_up(self, digest: str) -> KeyInfo | None:
+        """A key the cache has not seen: perhaps created a moment ago, so ask the database."""
+        try:
+            await self.reload()
+        except Exception as exc:
+            # The database is down. Open mode serves on (the caller is anonymous anyway); with
+            # keys required, a key we cannot check is a temporary failure, not a bad key.
+            log.warning("cannot check an unseen key, database unavailable: %s", exc)
+            if self.required:
+                raise ProxyError(
+                    503,
+                    "cannot verify the API key right now; retry shortly",
+                    code="auth_unavailable",
+                ) from exc
+            return None
+        info = self._keys.get(digest)
+        if info is None:
+            if len(self._missing) >= _MAX_MISSING:  # bad keys are client-chosen: bound them
+                self._missing.clear()
+            self._missing.add(digest)
+        return info
 
 
 def bearer_token(headers: Mapping[str, str], *, allow_x_api_key: bool = False) -> str | None:

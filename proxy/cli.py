@@ -63,9 +63,9 @@ def serve(
         if not auth_required(settings, models):
             log.warning("!" * 72)
             log.warning(
-                "OPEN MODE: every backend is simulated, so requests WITHOUT a virtual key "
-                "are accepted (as user 'unknown'). Configure a real backend or set "
-                "TOKENMETER_AUTH__REQUIRED=true to require keys."
+                "OPEN MODE: requests WITHOUT a valid virtual key are accepted (as key "
+                "'anonymous'). This is the default only when every backend is simulated; set "
+                "auth.required (TOKENMETER_AUTH__REQUIRED=true) to require keys."
             )
             log.warning("!" * 72)
         uvicorn.run(

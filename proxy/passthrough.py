@@ -190,6 +190,8 @@ async def _relay(
             chunks += 1
             yield b"data: " + payload + b"\n\n"
         status = "ok" if done else "upstream_error"
+        # Journal before the client sees the end: a response received whole is always recorded.
+        _finish_stream(call, status, view.last, body, chunks)
         if not done:
             yield error_event("upstream closed the stream before it finished")
         yield view.closing_chunk() + _DONE
