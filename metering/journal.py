@@ -158,6 +158,9 @@ class Journal:
         path = self.directory / f"seg-{new_event_id()}-{os.getpid()}.jsonl"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        self._install(path, fd)
+
+    def _install(self, path: Path, fd: int) -> None:
         if self.active is not None:
             self.retired.append(self.active)
         self.active = Segment(path, 0, fd)
@@ -181,6 +184,22 @@ class Journal:
         self.appended += 1
         if self._size >= self._segment_max_bytes:
             self._rotate()
+
+    def probe(self) -> None:
+        """After a failure: start a fresh segment and write a blank line (readers skip it).
+        JournalError if the journal is still unwritable."""
+        path = self.directory / f"seg-{new_event_id()}-{os.getpid()}.jsonl"
+        fd = -1
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.write(fd, b"\n")
+        except OSError as exc:
+            if fd >= 0:
+                os.close(fd)
+            path.unlink(missing_ok=True)
+            raise JournalError(f"journal {self.directory} still unwritable: {exc}") from exc
+        self._install(path, fd)
 
     def sync(self) -> None:
         if self.active is not None and self.active.fd is not None:

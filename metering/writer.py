@@ -169,6 +169,8 @@ class BatchWriter:
             ):
                 await asyncio.to_thread(self._journal.sync)
                 last_sync = now
+            if self._journal and self.journal_failed:
+                self._probe_journal()
             if self._journal and now - last_scan >= _ORPHAN_SCAN_S:
                 self._orphans += self._journal.claim_orphans()  # workers that died since
                 last_scan = now
@@ -183,6 +185,15 @@ class BatchWriter:
                 self._set_db_ok(False, exc)
                 backoff = min(backoff * 2, _MAX_BACKOFF_S)
         await self._final_flush()
+
+    def _probe_journal(self) -> None:
+        assert self._journal is not None
+        try:
+            self._journal.probe()
+        except JournalError:
+            return
+        log.warning("usage journal writable again")
+        self.journal_failed = False
 
     def _set_db_ok(self, ok: bool, exc: Exception | None = None) -> None:
         if ok and not self.db_ok:

@@ -40,15 +40,16 @@ class Gateway:
     def __init__(self, db_path: Path, config: dict[str, Any]) -> None:
         self.db_url = f"sqlite:///{db_path}"
         self.journal_dir = db_path.parent / "journal"
-        config = {
+        defaults = {
             "storage": {
                 "url": self.db_url,
                 "flush_interval_s": 0.02,
                 "journal_dir": str(self.journal_dir),
             },
             "auth": {"admin_key": ADMIN_KEY, "refresh_interval_s": 0.05},
-            **config,
         }
+        for section, values in defaults.items():  # a test's settings refine these sections
+            config[section] = {**values, **config.get(section, {})}
         self.settings = load_settings(**config)
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
