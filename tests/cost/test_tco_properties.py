@@ -98,7 +98,7 @@ def months_or_never(month: int | None) -> float:
 def test_more_volume_never_delays_break_even(
     plan: OnPremPlan, volume: ObservedVolume, pricing: HostedPricing, factor: float
 ) -> None:
-    assume(hosted_monthly_cost(volume, pricing).total_usd_per_month > 0)
+    assume(hosted_monthly_cost(volume, pricing).blended_usd_per_m > 0)  # project_tco precondition
     before = project_tco(volume=volume, hosted=pricing, plan=plan).break_even
     after = project_tco(volume=scaled(volume, factor), hosted=pricing, plan=plan).break_even
     assert after.months_fractional <= before.months_fractional
@@ -110,7 +110,7 @@ def test_more_volume_never_delays_break_even(
 def test_monthly_costs_agree_at_the_crossover_volume(
     plan: OnPremPlan, volume: ObservedVolume, pricing: HostedPricing
 ) -> None:
-    assume(hosted_monthly_cost(volume, pricing).total_usd_per_month > 0)
+    assume(hosted_monthly_cost(volume, pricing).blended_usd_per_m > 0)  # project_tco precondition
     crossover = project_tco(volume=volume, hosted=pricing, plan=plan).crossover
     assume(crossover.chosen is not None)
     assert crossover.chosen is not None
@@ -143,7 +143,7 @@ def test_exact_crossover_prices_energy_at_the_load_it_brings(
 def test_negotiation_prices_make_hosted_and_onprem_equal(
     plan: OnPremPlan, volume: ObservedVolume, pricing: HostedPricing
 ) -> None:
-    assume(hosted_monthly_cost(volume, pricing).total_usd_per_month > 0)
+    assume(hosted_monthly_cost(volume, pricing).blended_usd_per_m > 0)  # project_tco precondition
     projection = project_tco(volume=volume, hosted=pricing, plan=plan)
     target = projection.negotiation.target_usd_per_m_by_class
     negotiated = replace(
@@ -159,7 +159,7 @@ def test_negotiation_prices_make_hosted_and_onprem_equal(
 def test_blended_negotiation_target_times_volume_is_the_onprem_cost(
     plan: OnPremPlan, volume: ObservedVolume, pricing: HostedPricing
 ) -> None:
-    assume(hosted_monthly_cost(volume, pricing).total_usd_per_month > 0)
+    assume(hosted_monthly_cost(volume, pricing).blended_usd_per_m > 0)  # project_tco precondition
     projection = project_tco(volume=volume, hosted=pricing, plan=plan)
     usd = projection.negotiation.target_usd_per_m * volume.total.total_tokens / 1e6
     assert usd == pytest.approx(projection.onprem.total_usd_per_month, abs=CENT)
