@@ -87,3 +87,12 @@ def _utc(value: datetime | None) -> datetime | None:
     if value is None or value.tzinfo is not None:
         return value
     return value.replace(tzinfo=UTC)
+
+
+@router.get("/tco")
+async def get_tco(rt: AdminRuntime, fresh: bool = False) -> dict[str, Any]:
+    """The latest live projection (recomputed now with ``fresh=true``)."""
+    latest = rt.projector.latest
+    if fresh or latest is None:
+        latest = await rt.projector.refresh()
+    return latest

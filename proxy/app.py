@@ -26,6 +26,7 @@ from proxy.auth import KeyCache
 from proxy.catalogue import default_models
 from proxy.errors import openai_error
 from proxy.pricing_setup import build_pricebook
+from proxy.projector import Projector
 from proxy.routes import api_routes
 from proxy.routing import build_router
 from proxy.runtime import Runtime
@@ -60,6 +61,7 @@ def create_app(
         engine = create_db_engine(storage.url)
         await asyncio.to_thread(prepare_schema, engine)
         prices = await asyncio.to_thread(build_pricebook, settings, models)
+        projector = Projector(engine, settings.tco, prices)
         journal = None
         if storage.journal:
             journal = Journal(Path(storage.journal_dir), fsync=storage.fsync)
@@ -93,11 +95,14 @@ def create_app(
             upstream=upstream,
             agent_use_cases={a: uc for uc, cfg in settings.use_cases.items() for a in cfg.agents},
             open_mode=open_mode,
-            metrics=ledger_registry(ledger),
+            metrics=ledger_registry(ledger, tco=lambda: projector.latest),
+            projector=projector,
         )
+        projector.start()
         try:
             yield
         finally:
+            await projector.stop()
             await upstream.stop()
             await keys.stop()
             await writer.stop()

@@ -55,6 +55,7 @@ def serve(
     )
     settings = _settings(config)
     models = effective_models(settings)
+    _check_tco(settings, models)
     with run_simulated(models) as bases:
         _announce(settings, models, bases)
         os.environ[ENV_BASES] = encode_bases(bases)
@@ -80,6 +81,17 @@ def serve(
             access_log=False,
             timeout_graceful_shutdown=10,
         )
+
+
+def _check_tco(settings: Settings, models: list) -> None:  # type: ignore[type-arg]
+    from proxy.pricing_setup import build_pricebook
+    from proxy.projector import tco_inputs
+
+    try:
+        tco_inputs(settings.tco, build_pricebook(settings, models))
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 def _announce(settings: Settings, models: list, bases: dict[str, str]) -> None:  # type: ignore[type-arg]
@@ -191,6 +203,29 @@ def prices(config: ConfigOpt = None) -> None:
                 + " ".join(f"{float(v):>7.3f}" for v in per_m)
                 + f"  {off}"
             )
+
+
+@cli.command()
+def tco(
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the projection as JSON")] = False,
+) -> None:
+    """The live hosted vs. on-prem projection of the traffic in the ledger."""
+    import json
+
+    from proxy.app import effective_models
+    from proxy.pricing_setup import build_pricebook
+    from proxy.projector import project_now
+    from proxy.tco_report import render_tco
+
+    settings = _settings(config)
+    book = build_pricebook(settings, effective_models(settings))
+    try:
+        result = project_now(_engine(config), settings.tco, book)
+    except ConfigError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    typer.echo(json.dumps(result, indent=2) if as_json else render_tco(result))
 
 
 @db_cli.command("upgrade")

@@ -9,6 +9,7 @@ from sqlalchemy import Engine
 
 from metering.ledger import Ledger
 from proxy.auth import KeyCache
+from proxy.projector import Projector
 from proxy.routing import Router
 from proxy.settings import Settings
 from proxy.upstream import Upstream
@@ -25,3 +26,4 @@ class Runtime:
     agent_use_cases: dict[str, str]
     open_mode: bool
     metrics: CollectorRegistry
+    projector: Projector

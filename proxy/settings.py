@@ -136,6 +136,28 @@ class PricingSettings(_Strict):
     rules: list[PriceRuleConfig] = Field(default_factory=list)
 
 
+class TcoSettings(_Strict):
+    """The on-prem plan the observed traffic is projected onto, and the hosted option."""
+
+    scenario: str = "enterprise-h100"
+    overrides: dict[str, Any] = Field(default_factory=dict, description="OnPremPlan fields")
+    hosted_model: str | None = Field(
+        default=None, description="price-map key; default: the scenario's like-for-like model"
+    )
+    interval_s: float = Field(default=15.0, gt=0)
+    window_days: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_plan(self) -> TcoSettings:
+        from cost.scenarios import get_scenario
+
+        try:
+            get_scenario(self.scenario).with_overrides(**self.overrides)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"tco: {exc}") from exc
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TOKENMETER_",
@@ -148,6 +170,7 @@ class Settings(BaseSettings):
     auth: AuthSettings = AuthSettings()
     limits: LimitSettings = LimitSettings()
     pricing: PricingSettings = PricingSettings()
+    tco: TcoSettings = TcoSettings()
     models: list[ModelConfig] = Field(default_factory=list)
     use_cases: dict[str, UseCaseConfig] = Field(default_factory=dict)
     admin_key: SecretStr | None = Field(default=None, description="alias of auth.admin_key")
