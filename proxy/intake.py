@@ -17,6 +17,7 @@ from proxy.runtime import Runtime
 # Attribution keys we read from body metadata; stripped before the body goes upstream, where
 # OpenAI-family servers would reject or store them and Anthropic accepts only user_id.
 METADATA_KEYS = ("user", "agent", "session", "use_case")
+SIMULATED_TIME_HEADER = "x-tokenmeter-simulated-time"
 
 
 async def authenticate(request: Request, rt: Runtime, *, anthropic: bool = False) -> Call:
@@ -24,7 +25,21 @@ async def authenticate(request: Request, rt: Runtime, *, anthropic: bool = False
     key = await rt.keys.authenticate(token)
     if not rt.ledger.accepting:
         raise journal_unavailable()
-    return Call(rt.ledger, key)
+    call = Call(rt.ledger, key)
+    if rt.settings.simulated_clock:
+        _set_simulated_start(call, request.headers.get(SIMULATED_TIME_HEADER))
+    return call
+
+
+def _set_simulated_start(call: Call, value: str | None) -> None:
+    """Only with ``simulated_clock`` on (the demo): the request is metered as if it started at
+    the header's Unix time, through the same path as live traffic."""
+    if value is None:
+        return
+    try:
+        call.started = float(value)
+    except ValueError as exc:
+        raise ProxyError(400, f"header {SIMULATED_TIME_HEADER} must be Unix seconds") from exc
 
 
 async def read_json(request: Request, rt: Runtime, call: Call) -> dict[str, Any]:

@@ -174,6 +174,11 @@ class Settings(BaseSettings):
     models: list[ModelConfig] = Field(default_factory=list)
     use_cases: dict[str, UseCaseConfig] = Field(default_factory=dict)
     admin_key: SecretStr | None = Field(default=None, description="alias of auth.admin_key")
+    simulated_clock: bool = Field(
+        default=False,
+        description="honour X-Tokenmeter-Simulated-Time (Unix s) as the request's start: for "
+        "`tokenmeter demo` and tests only; never in production",
+    )
 
     @classmethod
     def settings_customise_sources(
