@@ -155,10 +155,23 @@ class Journal:
             self.active.fd = None
 
     def _rotate(self) -> None:
-        path = self.directory / f"seg-{new_event_id()}-{os.getpid()}.jsonl"
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        path, fd = self._new_segment()
         self._install(path, fd)
+
+    def _new_segment(self) -> tuple[Path, int]:
+        """A fresh segment, locked before its name can be seen: another process scanning for
+        orphans must never find it unlocked."""
+        path = self.directory / f"seg-{new_event_id()}-{os.getpid()}.jsonl"
+        hidden = path.with_name("." + path.name)
+        fd = os.open(hidden, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            os.rename(hidden, path)
+        except OSError:
+            os.close(fd)
+            hidden.unlink(missing_ok=True)
+            raise
+        return path, fd
 
     def _install(self, path: Path, fd: int) -> None:
         if self.active is not None:
@@ -188,15 +201,14 @@ class Journal:
     def probe(self) -> None:
         """After a failure: start a fresh segment and write a blank line (readers skip it).
         JournalError if the journal is still unwritable."""
-        path = self.directory / f"seg-{new_event_id()}-{os.getpid()}.jsonl"
-        fd = -1
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            path, fd = self._new_segment()
+        except OSError as exc:
+            raise JournalError(f"journal {self.directory} still unwritable: {exc}") from exc
+        try:
             os.write(fd, b"\n")
         except OSError as exc:
-            if fd >= 0:
-                os.close(fd)
+            os.close(fd)
             path.unlink(missing_ok=True)
             raise JournalError(f"journal {self.directory} still unwritable: {exc}") from exc
         self._install(path, fd)

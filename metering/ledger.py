@@ -6,6 +6,7 @@ import logging
 
 from cost.pricebook import Pricebook
 from metering.events import UsageEvent
+from metering.metrics import UsageMetrics
 from metering.writer import BatchWriter
 
 log = logging.getLogger(__name__)
@@ -14,8 +15,16 @@ log = logging.getLogger(__name__)
 class Ledger:
     """Records usage events; ``record`` never blocks and never touches the database itself."""
 
-    def __init__(self, *, writer: BatchWriter, prices: Pricebook, reject_unjournaled: bool) -> None:
+    def __init__(
+        self,
+        *,
+        writer: BatchWriter,
+        prices: Pricebook,
+        reject_unjournaled: bool,
+        metrics: UsageMetrics | None = None,
+    ) -> None:
         self._writer = writer
+        self._metrics = metrics
         self._prices = prices
         self._reject = reject_unjournaled
         self._unpriced: set[tuple[str, str]] = set()
@@ -53,7 +62,10 @@ class Ledger:
         )
         if event.cost_micro_usd is None and event.backend != "none":
             self._warn_unpriced(event.upstream_model, event.backend)
-        return self._writer.submit(event) or not self._reject
+        journaled = self._writer.submit(event)
+        if self._metrics is not None:
+            self._metrics.observe(event)
+        return journaled or not self._reject
 
     def _warn_unpriced(self, model: str, backend: str) -> None:
         if (model, backend) not in self._unpriced:

@@ -1,108 +1,302 @@
-"""Prometheus metrics of the ledger. Each app owns its registry: nothing global."""
+"""Every Prometheus metric tokenmeter exports, declared in one place (docs/metrics.md).
+
+Names follow Prometheus conventions (base units, ``_total`` on counters, one ``tokenmeter_``
+prefix); histogram buckets follow the OpenTelemetry GenAI conventions. Labels come only from
+small sets: backend, model alias, deployment, use case, status, token type. User and agent labels
+exist only when the operator enables them, and every free-form label is capped: values past the
+cap are folded into ``other``, so totals stay exact while the series count stays bounded.
+
+With several uvicorn workers the CLI sets ``PROMETHEUS_MULTIPROC_DIR`` before the workers start;
+prometheus_client then keeps each worker's values in shared files and ``/metrics`` merges them,
+so every request is counted once whichever worker answers the scrape.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import os
+from collections.abc import Sequence
 from typing import Any
 
-from prometheus_client import CollectorRegistry
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector
 
-from metering.ledger import Ledger
+from metering.events import UsageEvent
+
+# gen_ai.client.operation.duration / gen_ai.server.request.duration boundaries (seconds)
+DURATION_BUCKETS = (
+    0.01,
+    0.02,
+    0.04,
+    0.08,
+    0.16,
+    0.32,
+    0.64,
+    1.28,
+    2.56,
+    5.12,
+    10.24,
+    20.48,
+    40.96,
+    81.92,
+)
+# gen_ai.server.time_to_first_token boundaries (seconds)
+TTFT_BUCKETS = (
+    0.001,
+    0.005,
+    0.01,
+    0.02,
+    0.04,
+    0.06,
+    0.08,
+    0.1,
+    0.25,
+    0.5,
+    0.75,
+    1.0,
+    2.5,
+    5.0,
+    7.5,
+    10.0,
+)
+# The proxy's own time per request: OTel defines none; sub-millisecond resolution is the point.
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+OTHER = "other"
+TOKEN_TYPES = ("input", "cache_read", "cache_write_5m", "cache_write_1h", "output")
 
 
-class LedgerCollector(Collector):
-    """Backlog gauges read at scrape time, so they are never stale."""
+class LabelCap:
+    """Keeps at most ``limit`` distinct values (the ``allowed`` ones always), the rest ``other``."""
 
-    def __init__(self, ledger: Ledger) -> None:
-        self._ledger = ledger
+    def __init__(self, limit: int, allowed: Sequence[str] = ()) -> None:
+        self._limit = limit
+        self._seen = set(allowed)
+        self._allowed = frozenset(allowed)
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        yield GaugeMetricFamily(
-            "tokenmeter_journal_backlog_events",
-            "Usage events journaled but not yet committed to the database.",
-            value=self._ledger.backlog_events,
+    def __call__(self, value: str) -> str:
+        if value in self._seen:
+            return value
+        if len(self._seen) - len(self._allowed) < self._limit:
+            self._seen.add(value)
+            return value
+        return OTHER
+
+
+class UsageMetrics:
+    """Counters and histograms fed by every recorded usage event."""
+
+    def __init__(
+        self,
+        registry: CollectorRegistry,
+        *,
+        use_cases: Sequence[str] = (),
+        max_use_cases: int = 50,
+        user_label: bool = False,
+        agent_label: bool = False,
+        max_label_values: int = 100,
+    ) -> None:
+        self._use_case = LabelCap(max_use_cases, use_cases)
+        self._user = LabelCap(max_label_values) if user_label else None
+        self._agent = LabelCap(max_label_values) if agent_label else None
+        base = ["backend", "model", "deployment", "use_case"]
+        base += ["user"] if user_label else []
+        base += ["agent"] if agent_label else []
+        route = ["backend", "model", "deployment"]
+        r = registry
+        self.requests = Counter(
+            "tokenmeter_requests", "Requests by outcome.", [*base, "status"], registry=r
         )
-        yield GaugeMetricFamily(
-            "tokenmeter_journal_backlog_bytes",
-            "Bytes of journal past the database checkpoint.",
-            value=self._ledger.backlog_bytes,
+        self.tokens = Counter(
+            "tokenmeter_tokens",
+            "Tokens by disjoint type (sum = all tokens).",
+            [*base, "token_type"],
+            registry=r,
         )
-        yield GaugeMetricFamily(
-            "tokenmeter_database_up",
-            "1 if the last database write succeeded, else 0.",
-            value=1 if self._ledger.database_ok else 0,
+        self.reasoning = Counter(
+            "tokenmeter_reasoning_tokens",
+            "Output tokens spent on hidden reasoning (part of output).",
+            base,
+            registry=r,
         )
-        yield GaugeMetricFamily(
-            "tokenmeter_journal_writable",
-            "1 if the last journal append succeeded, else 0.",
-            value=0 if self._ledger.journal_failed else 1,
+        self.cost = Counter(
+            "tokenmeter_cost_usd", "Hosted cost at ingestion prices, USD.", base, registry=r
+        )
+        self.unpriced = Counter(
+            "tokenmeter_unpriced_requests",
+            "Requests whose model has no known price.",
+            base,
+            registry=r,
+        )
+        self.duration = Histogram(
+            "tokenmeter_request_duration_seconds",
+            "Request duration, first byte in to last byte out.",
+            [*route, "stream"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "tokenmeter_time_to_first_token_seconds",
+            "Time to the first streamed content chunk.",
+            route,
+            buckets=TTFT_BUCKETS,
+            registry=r,
+        )
+        self.overhead = Histogram(
+            "tokenmeter_overhead_seconds",
+            "Time per request not spent waiting on the upstream.",
+            route,
+            buckets=OVERHEAD_BUCKETS,
+            registry=r,
         )
 
+    def observe(self, event: UsageEvent) -> None:
+        labels = [event.backend, event.model, event.deployment, self._use_case(event.use_case)]
+        if self._user is not None:
+            labels.append(self._user(event.user))
+        if self._agent is not None:
+            labels.append(self._agent(event.agent))
+        route = (event.backend, event.model, event.deployment)
+        self.requests.labels(*labels, event.status).inc()
+        u = event.usage
+        for token_type, count in zip(
+            TOKEN_TYPES,
+            (
+                u.uncached_input_tokens,
+                u.cache_read_tokens,
+                u.cache_write_5m_tokens,
+                u.cache_write_1h_tokens,
+                u.output_tokens,
+            ),
+            strict=True,
+        ):
+            if count:
+                self.tokens.labels(*labels, token_type).inc(count)
+        if u.reasoning_tokens:
+            self.reasoning.labels(*labels).inc(u.reasoning_tokens)
+        if event.cost_micro_usd is None:
+            self.unpriced.labels(*labels).inc()
+        elif event.cost_micro_usd:
+            self.cost.labels(*labels).inc(event.cost_micro_usd / 1_000_000)
+        self.duration.labels(*route, "true" if event.stream else "false").observe(event.latency_s)
+        if event.ttft_s is not None:
+            self.ttft.labels(*route).observe(event.ttft_s)
+        self.overhead.labels(*route).observe(event.overhead_s)
 
-class TcoCollector(Collector):
-    """The live projection's headline numbers; absent until there is traffic to project.
 
-    Every replica computes the same projection from the shared database: aggregate these
-    across replicas with ``max`` (or ``avg``), never ``sum``.
+class StateMetrics:
+    """Gauges of the ledger's state and the live TCO projection, set by each process.
+
+    Per process: the backlog sums over workers; health takes the worst worker; the projection
+    (the same in every worker) takes the max. Aggregate across replicas the same way.
     """
 
-    def __init__(self, latest: Callable[[], dict[str, Any] | None]) -> None:
-        self._latest = latest
+    def __init__(self, registry: CollectorRegistry) -> None:
+        r = registry
+        self.backlog_events = Gauge(
+            "tokenmeter_journal_backlog_events",
+            "Usage events journaled but not yet in the database.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.backlog_bytes = Gauge(
+            "tokenmeter_journal_backlog_bytes",
+            "Bytes of journal past the database checkpoint.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.database_up = Gauge(
+            "tokenmeter_database_up",
+            "1 if the last database write succeeded, else 0.",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.journal_writable = Gauge(
+            "tokenmeter_journal_writable",
+            "1 if the last journal append succeeded, else 0.",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.tco_cost = Gauge(
+            "tokenmeter_tco_monthly_cost_usd",
+            "Projected monthly cost of the observed volume, per option.",
+            ["option"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.tco_break_even = Gauge(
+            "tokenmeter_tco_break_even_months",
+            "Months until on-prem capex is recovered (-1: never).",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.tco_crossover = Gauge(
+            "tokenmeter_tco_crossover_tokens_per_month",
+            "Monthly volume where hosted and on-prem cost the same (-1: never).",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.tco_gpus = Gauge(
+            "tokenmeter_tco_gpus_needed",
+            "GPUs needed for the observed peak.",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.tco_target = Gauge(
+            "tokenmeter_tco_negotiation_target_usd_per_mtok",
+            "Blended hosted price at which hosted costs what on-prem does.",
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.tco_utilization = Gauge(
+            "tokenmeter_tco_onprem_utilization_ratio",
+            "On-prem GPU busy share.",
+            ["kind"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
+        self.tco_binding = Gauge(
+            "tokenmeter_tco_binding_constraint",
+            "1 for the constraint that sizes the on-prem deployment.",
+            ["constraint"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
-        state = self._latest()
+    def set_ledger(
+        self, *, backlog_events: int, backlog_bytes: int, database_ok: bool, journal_ok: bool
+    ) -> None:
+        self.backlog_events.set(backlog_events)
+        self.backlog_bytes.set(backlog_bytes)
+        self.database_up.set(1 if database_ok else 0)
+        self.journal_writable.set(1 if journal_ok else 0)
+
+    def set_tco(self, state: dict[str, Any] | None) -> None:
         if not state or state.get("status") != "ok":
             return
         p = state["projection"]
-        option = GaugeMetricFamily(
-            "tokenmeter_tco_monthly_cost_usd",
-            "Projected monthly cost of serving the observed volume, per option.",
-            labels=["option"],
-        )
-        option.add_metric(["hosted"], p["hosted"]["total_usd_per_month"])
-        option.add_metric(["onprem"], p["onprem"]["total_usd_per_month"])
-        yield option
-        for name, doc, value in (
-            (
-                "tokenmeter_tco_break_even_months",
-                "Months until on-prem capex is recovered (absent when never).",
-                p["break_even"]["months_fractional"],
-            ),
-            (
-                "tokenmeter_tco_crossover_tokens_per_month",
-                "Monthly volume at which hosted and on-prem cost the same (absent when never).",
-                p["crossover"]["tokens_per_month"],
-            ),
-            (
-                "tokenmeter_tco_gpus_needed",
-                "GPUs needed for the observed peak.",
-                p["sizing"]["gpus_needed"],
-            ),
-            (
-                "tokenmeter_tco_negotiation_target_usd_per_mtok",
-                "Blended hosted price at which hosted costs what on-prem does.",
-                p["negotiation"]["target_usd_per_m"],
-            ),
-        ):
-            if value is not None:
-                yield GaugeMetricFamily(name, doc, value=value)
-        util = GaugeMetricFamily(
-            "tokenmeter_tco_onprem_utilization_ratio", "On-prem GPU busy share.", labels=["kind"]
-        )
+        self.tco_cost.labels("hosted").set(p["hosted"]["total_usd_per_month"])
+        self.tco_cost.labels("onprem").set(p["onprem"]["total_usd_per_month"])
+        self.tco_break_even.set(_or_never(p["break_even"]["months_fractional"]))
+        self.tco_crossover.set(_or_never(p["crossover"]["tokens_per_month"]))
+        self.tco_gpus.set(p["sizing"]["gpus_needed"])
+        self.tco_target.set(p["negotiation"]["target_usd_per_m"])
         for kind in ("observed", "measured", "target"):
             value = p[f"utilization_{kind}"]
             if value is not None:
-                util.add_metric([kind], value)
-        yield util
+                self.tco_utilization.labels(kind).set(value)
+        for constraint in ("prefill", "decode", "memory", "min_replicas"):
+            self.tco_binding.labels(constraint).set(
+                1 if p["sizing"]["binding"] == constraint else 0
+            )
 
 
-def ledger_registry(
-    ledger: Ledger, *, tco: Callable[[], dict[str, Any] | None] | None = None
-) -> CollectorRegistry:
-    registry = CollectorRegistry(auto_describe=True)
-    registry.register(LedgerCollector(ledger))
-    if tco is not None:
-        registry.register(TcoCollector(tco))
-    return registry
+def _or_never(value: float | None) -> float:
+    return -1.0 if value is None else value
+
+
+def exposition(registry: CollectorRegistry) -> bytes:
+    """The text to serve on /metrics: every worker's values when running multi-process."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        merged = CollectorRegistry()
+        MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+        return generate_latest(merged)
+    return generate_latest(registry)

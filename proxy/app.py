@@ -11,28 +11,19 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from metering.journal import Journal
-from metering.ledger import Ledger
-from metering.metrics import ledger_registry
-from metering.store import create_db_engine, prepare_schema
-from metering.writer import BatchWriter
+from metering.metrics import exposition
 from proxy import admin
-from proxy.auth import KeyCache
 from proxy.catalogue import default_models
 from proxy.errors import openai_error
-from proxy.pricing_setup import build_pricebook
-from proxy.projector import Projector
 from proxy.routes import api_routes
-from proxy.routing import build_router
-from proxy.runtime import Runtime
+from proxy.runtime import Runtime, build_runtime, close_runtime, publish_state
 from proxy.settings import ModelConfig, Settings, load_settings
 from proxy.simulation import bases_from_env
-from proxy.upstream import Upstream
 
 log = logging.getLogger("tokenmeter")
 
@@ -57,56 +48,12 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        storage = settings.storage
-        engine = create_db_engine(storage.url)
-        await asyncio.to_thread(prepare_schema, engine)
-        prices = await asyncio.to_thread(build_pricebook, settings, models)
-        projector = Projector(engine, settings.tco, prices)
-        journal = None
-        if storage.journal:
-            journal = Journal(Path(storage.journal_dir), fsync=storage.fsync)
-            journal.open()
-        writer = BatchWriter(
-            engine,
-            journal,
-            max_batch=storage.batch_max_events,
-            flush_interval_s=storage.flush_interval_s,
-            fsync_interval_s=storage.fsync_interval_s,
-            retention_days=storage.retention_days,
-        )
-        keys = KeyCache(
-            engine, refresh_interval_s=settings.auth.refresh_interval_s, required=not open_mode
-        )
-        upstream = Upstream()
-        writer.start()
-        await keys.start()
-        await upstream.start()
-        ledger = Ledger(
-            writer=writer,
-            prices=prices,
-            reject_unjournaled=storage.on_journal_error == "reject",
-        )
-        app.state.runtime = Runtime(
-            settings=settings,
-            engine=engine,
-            ledger=ledger,
-            keys=keys,
-            router=build_router(models, simulated_bases or {}),
-            upstream=upstream,
-            agent_use_cases={a: uc for uc, cfg in settings.use_cases.items() for a in cfg.agents},
-            open_mode=open_mode,
-            metrics=ledger_registry(ledger, tco=lambda: projector.latest),
-            projector=projector,
-        )
-        projector.start()
+        rt = await build_runtime(settings, models, simulated_bases or {}, open_mode=open_mode)
+        app.state.runtime = rt
         try:
             yield
         finally:
-            await projector.stop()
-            await upstream.stop()
-            await keys.stop()
-            await writer.stop()
-            engine.dispose()
+            await close_runtime(rt)
 
     app = FastAPI(
         title="tokenmeter",
@@ -153,7 +100,8 @@ async def readyz(request: Request) -> JSONResponse:
 
 async def metrics(request: Request) -> Response:
     rt: Runtime = request.app.state.runtime
-    return Response(generate_latest(rt.metrics), media_type=CONTENT_TYPE_LATEST)
+    publish_state(rt)
+    return Response(exposition(rt.metrics), media_type=CONTENT_TYPE_LATEST)
 
 
 def _ping(rt: Runtime) -> None:

@@ -56,6 +56,9 @@ def serve(
     settings = _settings(config)
     models = effective_models(settings)
     _check_tco(settings, models)
+    _engine(config).dispose()  # migrate once here, not racing in every worker
+    if workers > 1:
+        _share_metrics_between_workers()
     with run_simulated(models) as bases:
         _announce(settings, models, bases)
         os.environ[ENV_BASES] = encode_bases(bases)
@@ -81,6 +84,13 @@ def serve(
             access_log=False,
             timeout_graceful_shutdown=10,
         )
+
+
+def _share_metrics_between_workers() -> None:
+    import tempfile
+
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tokenmeter-metrics-")
 
 
 def _check_tco(settings: Settings, models: list) -> None:  # type: ignore[type-arg]

@@ -98,6 +98,17 @@ class LimitSettings(_Strict):
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
 
 
+class MetricsSettings(_Strict):
+    """Prometheus label policy: user and agent labels are opt-in, every label is capped."""
+
+    user_label: bool = False
+    agent_label: bool = False
+    max_label_values: int = Field(default=100, gt=0, description="per opt-in label")
+    max_use_cases: int = Field(
+        default=50, gt=0, description="use cases beyond the configured ones; the rest: other"
+    )
+
+
 class PriceRuleConfig(_Strict):
     """A negotiated discount, batch share or explicit price; prices in USD per million tokens."""
 
@@ -171,6 +182,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = LimitSettings()
     pricing: PricingSettings = PricingSettings()
     tco: TcoSettings = TcoSettings()
+    metrics: MetricsSettings = MetricsSettings()
     models: list[ModelConfig] = Field(default_factory=list)
     use_cases: dict[str, UseCaseConfig] = Field(default_factory=dict)
     admin_key: SecretStr | None = Field(default=None, description="alias of auth.admin_key")

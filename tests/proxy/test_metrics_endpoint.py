@@ -1,0 +1,151 @@
+"""/metrics through real servers: one process, and several uvicorn workers."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.conftest import backend_models
+from tests.support import wait_for
+
+
+def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = httpx.get(url + "/metrics").text
+    return {
+        (s.name, tuple(sorted(s.labels.items()))): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def total(samples, name: str, **labels: str) -> float:
+    return sum(
+        v
+        for (n, ls), v in samples.items()
+        if n == name and all(dict(ls).get(k) == val for k, val in labels.items())
+    )
+
+
+def test_metrics_match_the_ledger(gateway, api_key):
+    for i in range(5):
+        httpx.post(
+            gateway.url + "/v1/chat/completions",
+            json={
+                "model": "claude",
+                "messages": [{"role": "user", "content": "count me " * (i + 1)}],
+            },
+            headers={"Authorization": f"Bearer {api_key}", "X-Meter-Use-Case": "metrics-test"},
+        ).raise_for_status()
+    events = gateway.wait_events(5, "use_case = 'metrics-test'")
+    samples = scrape(gateway.url)
+    assert total(samples, "tokenmeter_requests_total", use_case="metrics-test") == 5
+    assert total(
+        samples, "tokenmeter_tokens_total", use_case="metrics-test", token_type="output"
+    ) == sum(e["output_tokens"] for e in events)
+    assert total(samples, "tokenmeter_cost_usd_total", use_case="metrics-test") == pytest.approx(
+        sum(e["cost_micro_usd"] for e in events) / 1e6
+    )
+    assert total(samples, "tokenmeter_overhead_seconds_count", model="claude") >= 5
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture
+def two_workers(fakes, tmp_path: Path) -> Iterator[str]:
+    port = free_port()
+    config = tmp_path / "tm.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "models": backend_models(fakes),
+                "auth": {"required": False},
+                "storage": {
+                    "url": f"sqlite:///{tmp_path / 'tm.db'}",
+                    "flush_interval_s": 0.05,
+                    "journal_dir": str(tmp_path / "journal"),
+                },
+                "tco": {"interval_s": 0.5},
+            }
+        )
+    )
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": ""}
+    env.pop("PROMETHEUS_MULTIPROC_DIR")
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "proxy",
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            str(port),
+            "--workers",
+            "2",
+            "--log-level",
+            "warning",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_for(lambda: _up(url), timeout_s=60)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _up(url: str) -> bool:
+    try:
+        return httpx.get(url + "/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def post(url: str, i: int) -> None:
+    httpx.post(
+        url + "/v1/chat/completions",
+        timeout=30,
+        json={"model": "vllm-model", "messages": [{"role": "user", "content": f"w{i}"}]},
+        headers={"X-Meter-Use-Case": "workers"},
+    ).raise_for_status()
+
+
+def test_two_workers_count_each_request_once(two_workers, tmp_path):
+    n = 60
+    with ThreadPoolExecutor(max_workers=12) as pool:  # concurrent: both workers take requests
+        list(pool.map(lambda i: post(two_workers, i), range(n)))
+    writers = {
+        p.name.rsplit("-", 1)[1]
+        for p in (tmp_path / "journal").glob("seg-*.jsonl")
+        if p.stat().st_size > 0
+    }
+    assert len(writers) == 2, writers  # both worker processes served and journaled requests
+    for _ in range(6):  # whichever worker answers the scrape, the totals are the same
+        assert total(scrape(two_workers), "tokenmeter_requests_total", use_case="workers") == n
+    tco = wait_for(
+        lambda: (b := httpx.get(two_workers + "/admin/tco").json())["status"] == "ok" and b
+    )
+    wait_for(lambda: total(scrape(two_workers), "tokenmeter_tco_gpus_needed") > 0)
+    gpus = [
+        v for (name, _), v in scrape(two_workers).items() if name == "tokenmeter_tco_gpus_needed"
+    ]
+    assert gpus == [tco["projection"]["sizing"]["gpus_needed"]]  # the max, not a sum
