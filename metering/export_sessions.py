@@ -13,6 +13,7 @@ from bisect import bisect_left
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import pairwise
 from typing import Any
 
 from sqlalchemy import Engine, Table, func, select
@@ -145,14 +146,12 @@ TOP_COLUMNS = (
 def session_views(stats: SessionStats, *, month_tokens: int) -> list[View]:
     """sessions (one row), session_distribution (buckets) and top_sessions."""
     ordered = sorted(stats.tokens)
+    summary = [_summary_row(stats, ordered)]
     return [
-        View("sessions", "sessions: count and tokens per session", SESSIONS_COLUMNS,
-             [_summary_row(stats, ordered)]),
-        View("session_distribution", "sessions by tokens per session", DISTRIBUTION_COLUMNS,
-             _buckets(ordered)),
-        View("top_sessions", f"the {TOP_SESSIONS} largest sessions", TOP_COLUMNS,
-             _top_rows(stats, month_tokens)),
-    ]  # fmt: skip
+        View("sessions", "sessions: count and tokens per session", SESSIONS_COLUMNS, summary),
+        View("session_distribution", "sessions by tokens", DISTRIBUTION_COLUMNS, _buckets(ordered)),
+        View("top_sessions", "the largest sessions", TOP_COLUMNS, _top_rows(stats, month_tokens)),
+    ]
 
 
 def _summary_row(stats: SessionStats, ordered: list[int]) -> tuple[Any, ...]:
@@ -177,7 +176,7 @@ def _nearest_rank(ordered: list[int], percentile: int) -> int:
 
 
 def bucket_edges(largest: int) -> list[int]:
-    """0, 100, 200, 500, 1000, 2000, 5000, ... up to past ``largest``."""
+    """0, 100, 200, 500, 1000, 2000, 5000, ... up to the first edge past ``largest``."""
     edges, scale = [0], 100
     while edges[-1] <= largest:
         edges.extend(m * scale for m in (1, 2, 5))
@@ -187,12 +186,18 @@ def bucket_edges(largest: int) -> list[int]:
     return edges
 
 
+def _first_bucket(edges: list[int], smallest: int) -> int:
+    """Index of the bucket holding ``smallest``: the histogram starts there."""
+    return bisect_left(edges, smallest + 1) - 1
+
+
 def _buckets(ordered: list[int]) -> list[tuple[Any, ...]]:
     if not ordered:
         return []
     edges, n, tokens = bucket_edges(ordered[-1]), len(ordered), sum(ordered)
+    edges = edges[_first_bucket(edges, ordered[0]) :]
     rows = []
-    for lo, hi in zip(edges, edges[1:], strict=False):
+    for lo, hi in pairwise(edges):
         i, j = bisect_left(ordered, lo), bisect_left(ordered, hi)
         in_bucket = sum(ordered[i:j])
         rows.append((lo, hi, j - i, share(j - i, n), in_bucket, share(in_bucket, tokens)))
@@ -203,7 +208,9 @@ def _top_rows(stats: SessionStats, month_tokens: int) -> list[tuple[Any, ...]]:
     rows = []
     for rank, item in enumerate(sorted(stats.top, reverse=True), start=1):
         session, requests, tokens, cost, *names, first, last = item.row
-        labels = [lo if lo == hi else "(several)" for lo, hi in zip(names[::2], names[1::2])]
+        labels = [
+            lo if lo == hi else "(several)" for lo, hi in zip(names[::2], names[1::2], strict=True)
+        ]
         rows.append(
             (
                 rank,

@@ -84,9 +84,9 @@ def _window(
     tokens: dict[str, list[int]] = {}
     requests = onprem_in = onprem_out = hosted_cost = 0
     for (use_case, on_prem), s in by_use_case.items():
-        inp, read, write = (s[_I[c]] for c in ("input_tokens", "cache_read_tokens",
-                                                "cache_write_tokens"))  # fmt: skip
-        w1h, out = s[_I["cache_write_1h_tokens"]], s[_I["output_tokens"]]
+        inp, read = s[_I["input_tokens"]], s[_I["cache_read_tokens"]]
+        write, w1h = s[_I["cache_write_tokens"]], s[_I["cache_write_1h_tokens"]]
+        out = s[_I["output_tokens"]]
         acc = tokens.setdefault(use_case, [0] * 5)
         for i, value in enumerate((inp - read - write, read, write - w1h, w1h, out)):
             acc[i] += value
@@ -146,30 +146,27 @@ USE_CASE_COLUMNS = (
     Column("onprem_usd_per_month", "usd", "its share of the on-prem cost (by GPU time)"),
     Column("savings_usd_per_month", "usd", "hosted minus on-prem: what moving it saves"),
 )
-_NUMBERS = (
-    ("requests", ("window", "requests"), "requests"),
-    ("extrapolation_factor", ("window", "extrapolation_factor"), "x"),
-    ("tokens_per_month", ("projection", "hosted", "tokens_per_month"), "tokens/month"),
-    ("hosted_usd_per_month", ("projection", "hosted", "total_usd_per_month"), "USD/month"),
-    ("onprem_usd_per_month", ("projection", "onprem", "total_usd_per_month"), "USD/month"),
-    ("onprem_capex_usd", ("projection", "onprem", "capex_usd"), "USD"),
-    ("onprem_opex_usd_per_month", ("projection", "onprem", "opex_usd_per_month"), "USD/month"),
-    ("gpus_needed", ("projection", "sizing", "gpus_needed"), "GPUs"),
-    ("gpus_deployed", ("projection", "onprem", "gpu_count"), "GPUs"),
-    ("break_even_month", ("projection", "break_even", "month"), "month"),
-    ("break_even_month_without_staff", ("projection", "break_even_without_staff", "month"),
-     "month"),
-    ("crossover_tokens_per_month", ("projection", "crossover", "tokens_per_month"),
-     "tokens/month"),
-    ("negotiation_target_usd_per_m", ("projection", "negotiation", "target_usd_per_m"),
-     "USD per million tokens"),
-    ("discount_needed", ("projection", "negotiation", "discount_needed"), "share"),
-    ("utilization_observed", ("projection", "utilization_observed"), "share"),
-    ("utilization_measured", ("projection", "utilization_measured"), "share"),
-    ("utilization_target", ("projection", "utilization_target"), "share"),
-    ("peak_input_tokens_per_s", ("window", "peak_input_tokens_per_s"), "tokens/s"),
-    ("peak_output_tokens_per_s", ("window", "peak_output_tokens_per_s"), "tokens/s"),
-)  # fmt: skip
+_NUMBERS = (  # item, where in the projection (dotted path), unit
+    ("requests", "window.requests", "requests"),
+    ("extrapolation_factor", "window.extrapolation_factor", "x"),
+    ("tokens_per_month", "projection.hosted.tokens_per_month", "tokens/month"),
+    ("hosted_usd_per_month", "projection.hosted.total_usd_per_month", "USD/month"),
+    ("onprem_usd_per_month", "projection.onprem.total_usd_per_month", "USD/month"),
+    ("onprem_capex_usd", "projection.onprem.capex_usd", "USD"),
+    ("onprem_opex_usd_per_month", "projection.onprem.opex_usd_per_month", "USD/month"),
+    ("gpus_needed", "projection.sizing.gpus_needed", "GPUs"),
+    ("gpus_deployed", "projection.onprem.gpu_count", "GPUs"),
+    ("break_even_month", "projection.break_even.month", "month"),
+    ("break_even_month_without_staff", "projection.break_even_without_staff.month", "month"),
+    ("crossover_tokens_per_month", "projection.crossover.tokens_per_month", "tokens/month"),
+    ("negotiation_target_usd_per_m", "projection.negotiation.target_usd_per_m", "USD/M tokens"),
+    ("discount_needed", "projection.negotiation.discount_needed", "share"),
+    ("utilization_observed", "projection.utilization_observed", "share"),
+    ("utilization_measured", "projection.utilization_measured", "share"),
+    ("utilization_target", "projection.utilization_target", "share"),
+    ("peak_input_tokens_per_s", "window.peak_input_tokens_per_s", "tokens/s"),
+    ("peak_output_tokens_per_s", "window.peak_output_tokens_per_s", "tokens/s"),
+)
 
 
 def tco_views(result: Mapping[str, Any]) -> list[View]:
@@ -179,8 +176,8 @@ def tco_views(result: Mapping[str, Any]) -> list[View]:
         for item in ("status", "scenario", "hosted_model")
     ]
     if result["status"] == "ok":
-        rows += [("window_start", None, "", result["window"]["start"]),
-                 ("window_end", None, "", result["window"]["end"])]  # fmt: skip
+        window = result["window"]
+        rows += [(f"window_{k}", None, "", window[k]) for k in ("start", "end")]
         for item, path, unit in _NUMBERS:
             value = _at(result, path)
             rows.append((item, None if value is None else float(value), unit, ""))
@@ -188,24 +185,20 @@ def tco_views(result: Mapping[str, Any]) -> list[View]:
         rows.append(("crossover_status", None, "", result["projection"]["crossover"]["status"]))
     rows.append(("verdict", None, "", tco_verdict(result)))
     ranking = result["projection"]["use_cases"] if result["status"] == "ok" else []
+    money = ("hosted_usd_per_month", "onprem_usd_per_month", "savings_usd_per_month")
     use_cases = [
-        (
-            u["use_case"],
-            round(u["tokens_per_month"]),
-            *(usd_from_float(u[k]) for k in ("hosted_usd_per_month", "onprem_usd_per_month",
-                                              "savings_usd_per_month")),
-        )
+        (u["use_case"], round(u["tokens_per_month"]), *(usd_from_float(u[k]) for k in money))
         for u in ranking
-    ]  # fmt: skip
+    ]
     return [
         View("tco", "the month's hosted vs. on-prem projection", TCO_COLUMNS, rows),
         View("tco_use_cases", "use cases to move on-prem first", USE_CASE_COLUMNS, use_cases),
     ]
 
 
-def _at(result: Mapping[str, Any], path: tuple[str, ...]) -> Any:
+def _at(result: Mapping[str, Any], path: str) -> Any:
     value: Any = result
-    for key in path:
+    for key in path.split("."):
         value = value.get(key) if isinstance(value, Mapping) else None
     return value
 

@@ -89,7 +89,8 @@ def share(part: int, whole: int) -> float:
 
 def metric_values(s: Sums) -> tuple[Any, ...]:
     """The METRICS columns of one row."""
-    inp, read, write = s[_I["input_tokens"]], s[_I["cache_read_tokens"]], s[_I["cache_write_tokens"]]
+    inp, read = s[_I["input_tokens"]], s[_I["cache_read_tokens"]]
+    write = s[_I["cache_write_tokens"]]
     return (
         s[_I["requests"]],
         s[_I["errors"]],

@@ -64,7 +64,7 @@ def smallest_set(
 
 
 def headline(pareto: ParetoSet, *, items: str, volume: str) -> str:
-    """"20% of use cases (3 of 15) carry 84% of tokens".
+    """ "20% of use cases (3 of 15) carry 84% of tokens".
 
     The item share is rounded to the nearest percent; the volume share is rounded down, so the
     headline never claims more than the set carries.

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from metering.metrics import exposition
-from proxy import admin
+from proxy import admin, admin_exports
 from proxy.catalogue import default_models
 from proxy.errors import openai_error
 from proxy.routes import api_routes
@@ -65,6 +65,7 @@ def create_app(
     app.add_exception_handler(HTTPException, _admin_error)
     app.router.routes.extend(api_routes())
     app.include_router(admin.router)
+    app.include_router(admin_exports.router)
     app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
     app.add_api_route("/readyz", readyz, methods=["GET"], include_in_schema=False)
     app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)

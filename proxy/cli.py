@@ -10,6 +10,7 @@ from typing import Annotated
 
 import typer
 
+from proxy.cli_extra import register_extra_commands
 from proxy.settings import ConfigError, Settings, load_settings
 
 cli = typer.Typer(
@@ -21,6 +22,7 @@ keys_cli = typer.Typer(help="Manage virtual keys.", no_args_is_help=True)
 db_cli = typer.Typer(help="Database schema.", no_args_is_help=True)
 cli.add_typer(keys_cli, name="keys")
 cli.add_typer(db_cli, name="db")
+register_extra_commands(cli)  # export, demo
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML config file", envvar="TOKENMETER_CONFIG")
