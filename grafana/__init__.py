@@ -1,0 +1,1 @@
+"""tokenmeter's Grafana dashboards, generated from Python (``python -m grafana.build``)."""
