@@ -61,6 +61,8 @@ class UsageEvent:
     latency_s: float = 0.0
     ttft_s: float | None = None
     overhead_s: float = 0.0
+    request_id: str = ""  # shared by the attempts of one request (fallback); "" before 0004
+    attempt: int = 1
 
     def flat(self) -> dict[str, Any]:
         """Every field as a plain value, token counts spread out under their column names."""
@@ -93,6 +95,8 @@ class UsageEvent:
             "latency_s": self.latency_s,
             "ttft_s": self.ttft_s,
             "overhead_s": self.overhead_s,
+            "request_id": self.request_id,
+            "attempt": self.attempt,
         }
 
     @classmethod

@@ -40,6 +40,8 @@ class UsageEventRecord(SQLModel, table=True):
     latency_s: float
     ttft_s: float | None = None
     overhead_s: float
+    request_id: str = Field(default="", max_length=26)
+    attempt: int = 1
 
 
 class ApiKeyBase(SQLModel):

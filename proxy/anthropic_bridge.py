@@ -102,6 +102,8 @@ async def messages_native(
 ) -> Response | EventStreamResponse:
     headers = native_headers(dep, client_headers)
     resp = await send_timed(upstream, call, dep, "/v1/messages", orjson.dumps(body), headers)
+    if resp.status >= 500 or resp.status == 429:
+        await raise_for_upstream(resp, call, dep)  # recorded; a fallback may take over
     if resp.status >= 400 or not call.stream:
         return await _native_json(resp, call, dep, body)
     return EventStreamResponse(_relay_native(resp, call, body), headers=_response_headers(resp))

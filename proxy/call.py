@@ -27,10 +27,12 @@ class Call:
     __slots__ = (
         "_done",
         "_ledger",
+        "attempt",
         "attribution",
         "deployment",
         "key",
         "model",
+        "request_id",
         "started",
         "started_perf",
         "stream",
@@ -42,6 +44,8 @@ class Call:
         self._ledger = ledger
         self._done = False
         self.key = key
+        self.request_id = ""  # the first attempt's event id, set when it is recorded
+        self.attempt = 1
         self.started = time.time()
         self.started_perf = time.perf_counter()
         self.attribution = UNATTRIBUTED
@@ -54,6 +58,13 @@ class Call:
     def mark_first_chunk(self) -> None:
         if self.ttft_s is None:
             self.ttft_s = time.perf_counter() - self.started_perf
+
+    def next_attempt(self) -> Call:
+        """The same request on its next deployment: a new event, the same request id."""
+        nxt = Call(self._ledger, self.key)
+        nxt.request_id, nxt.attempt = self.request_id, self.attempt + 1
+        nxt.attribution, nxt.model, nxt.stream = self.attribution, self.model, self.stream
+        return nxt
 
     def discard(self) -> None:
         """Nothing to record for this request (it spends no tokens)."""
@@ -74,9 +85,13 @@ class Call:
         latency_s = time.perf_counter() - self.started_perf
         dep = self.deployment
         att = self.attribution
+        event_id = new_event_id()
+        self.request_id = self.request_id or event_id
         return self._ledger.record(
             UsageEvent(
-                id=new_event_id(),
+                id=event_id,
+                request_id=self.request_id,
+                attempt=self.attempt,
                 started_at=self.started,
                 finished_at=self.started + latency_s,
                 key_id=self.key.id,

@@ -15,6 +15,7 @@ from proxy.anthropic_bridge import chat_via_anthropic, messages_native, native_h
 from proxy.auth import bearer_token
 from proxy.call import Call
 from proxy.errors import ProxyError, anthropic_error, openai_error
+from proxy.fallback import with_fallback
 from proxy.intake import attribute_by_headers, authenticate, read_json, upstream_body
 from proxy.passthrough import (
     forward_json,
@@ -23,6 +24,7 @@ from proxy.passthrough import (
     read_timed,
     send_timed,
 )
+from proxy.routing import Deployment
 from proxy.runtime import Runtime
 
 Handler = Callable[[Request, Runtime, Call], Awaitable[ASGIApp]]
@@ -70,43 +72,55 @@ def _check_messages(body: dict[str, Any]) -> None:
 async def chat_completions(request: Request, rt: Runtime, call: Call) -> ASGIApp:
     body = await read_json(request, rt, call)
     _check_messages(body)
-    dep = call.deployment = rt.router.pick(body.get("model"))
-    if dep.is_anthropic:
-        return await chat_via_anthropic(rt.upstream, call, dep, body)
-    out = upstream_body(body, dep.model)
-    if call.stream:
-        return await forward_stream(rt.upstream, call, dep, out)
-    out.pop("stream_options", None)  # vLLM rejects stream_options on non-streaming requests
-    return await forward_json(rt.upstream, call, dep, "/chat/completions", out)
+
+    async def attempt(call: Call, dep: Deployment) -> ASGIApp:
+        if dep.is_anthropic:
+            return await chat_via_anthropic(rt.upstream, call, dep, body)
+        out = upstream_body(body, dep.model)
+        if call.stream:
+            return await forward_stream(rt.upstream, call, dep, out)
+        out.pop("stream_options", None)  # vLLM rejects stream_options on non-streaming requests
+        return await forward_json(rt.upstream, call, dep, "/chat/completions", out)
+
+    return await with_fallback(rt, call, body.get("model"), attempt)
 
 
 async def embeddings(request: Request, rt: Runtime, call: Call) -> ASGIApp:
     body = await read_json(request, rt, call)
     if body.get("input") in (None, "", []):
         raise ProxyError(400, "input is required", code="invalid_request")
-    dep = call.deployment = rt.router.pick(body.get("model"))
-    if dep.is_anthropic:
-        raise ProxyError(
-            400, f"model {call.model!r} has no embeddings (anthropic backend)", code="unsupported"
-        )
     call.stream = False
-    return await forward_json(rt.upstream, call, dep, "/embeddings", upstream_body(body, dep.model))
+
+    async def attempt(call: Call, dep: Deployment) -> ASGIApp:
+        out = upstream_body(body, dep.model)
+        return await forward_json(rt.upstream, call, dep, "/embeddings", out)
+
+    return await with_fallback(
+        rt, call, body.get("model"), attempt, accept=lambda d: not d.is_anthropic
+    )
 
 
 async def messages(request: Request, rt: Runtime, call: Call) -> ASGIApp:
     body = await read_json(request, rt, call)
     _check_messages(body)
-    dep = call.deployment = rt.router.pick(body.get("model"))
-    if not dep.is_anthropic:
+
+    async def attempt(call: Call, dep: Deployment) -> ASGIApp:
+        out = upstream_body(body, dep.model)
+        return await messages_native(rt.upstream, call, dep, out, request.headers)
+
+    try:
+        return await with_fallback(
+            rt, call, body.get("model"), attempt, accept=lambda d: d.is_anthropic
+        )
+    except ProxyError as exc:
+        if exc.code != "unsupported":
+            raise
         raise ProxyError(
             400,
             f"model {call.model!r} is not served by an anthropic deployment; "
             "use /v1/chat/completions",
             code="unsupported",
-        )
-    return await messages_native(
-        rt.upstream, call, dep, upstream_body(body, dep.model), request.headers
-    )
+        ) from exc
 
 
 async def count_tokens(request: Request) -> Response:
@@ -115,7 +129,7 @@ async def count_tokens(request: Request) -> Response:
     try:
         call = await authenticate(request, rt, anthropic=True)
         body = await read_json(request, rt, call)
-        dep = call.deployment = rt.router.pick(body.get("model"))
+        dep = call.deployment = rt.router.candidates(body.get("model"))[0]
         if not dep.is_anthropic:
             raise ProxyError(400, f"model {call.model!r} is not an anthropic deployment")
         call.discard()

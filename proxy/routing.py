@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass, field
 from urllib.parse import quote
 
+from proxy.balancer import Breaker, SmoothWeighted, monotonic, rendezvous
 from proxy.errors import ProxyError
 from proxy.settings import ANTHROPIC_PUBLIC_API, DeploymentConfig, ModelConfig
 
-ANTHROPIC_VERSION = "2023-06-01"  # pinned for requests we translate; native calls forward theirs
+ANTHROPIC_VERSION = "2023-06-01"
+UNKNOWN_SESSION = "unknown"  # pinned for requests we translate; native calls forward theirs
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,12 +73,32 @@ def build_deployment(
     )
 
 
-class Router:
-    """Picks a deployment of an alias by weight."""
+@dataclass(frozen=True, slots=True)
+class RoutePolicy:
+    sticky_sessions: bool = False
+    max_attempts: int = 2
 
-    def __init__(self, models: dict[str, list[Deployment]]) -> None:
+
+class Router:
+    """Orders the deployments of an alias for one request: the chosen one first, then the
+    fallbacks by weight. Breakers are per deployment name and survive config reloads."""
+
+    def __init__(
+        self,
+        models: dict[str, list[Deployment]],
+        policies: dict[str, RoutePolicy] | None = None,
+        breakers: dict[str, Breaker] | None = None,
+        *,
+        failures_to_open: int = 5,
+        cooldown_s: float = 30.0,
+    ) -> None:
         self._models = models
-        self._weights = {name: [d.weight for d in deps] for name, deps in models.items()}
+        self._policies = policies or {}
+        self._balancers = {alias: SmoothWeighted(len(deps)) for alias, deps in models.items()}
+        self.breakers = breakers if breakers is not None else {}
+        for deps in models.values():
+            for d in deps:
+                self.breakers.setdefault(d.name, Breaker(failures_to_open, cooldown_s))
 
     @property
     def aliases(self) -> list[str]:
@@ -86,7 +107,8 @@ class Router:
     def deployments(self, alias: str) -> list[Deployment]:
         return self._models.get(alias, [])
 
-    def pick(self, alias: object) -> Deployment:
+    def candidates(self, alias: object, *, session: str | None = None) -> list[Deployment]:
+        """Deployments to try in order, at most the alias's ``max_attempts``."""
         if not isinstance(alias, str) or not alias:
             raise ProxyError(400, "model is required", code="invalid_request")
         deps = self._models.get(alias)
@@ -94,13 +116,42 @@ class Router:
             raise ProxyError(
                 404, f"model {alias!r} does not exist; see GET /v1/models", code="model_not_found"
             )
+        policy = self._policies.get(alias, RoutePolicy())
         if len(deps) == 1:
-            return deps[0]
-        return random.choices(deps, weights=self._weights[alias])[0]
+            return deps
+        now = monotonic()
+        breakers = [self.breakers[d.name] for d in deps]
+        allowed = [b.available(now) for b in breakers]
+        if not any(allowed):  # everything is failing: trying beats refusing
+            allowed = [True] * len(deps)
+        if policy.sticky_sessions and session and session != UNKNOWN_SESSION:
+            first = rendezvous(session, [d.name for d in deps], [d.weight for d in deps], allowed)
+        else:
+            weights = [d.weight * b.weight_factor(now) for d, b in zip(deps, breakers, strict=True)]
+            first = self._balancers[alias].pick(weights, allowed)
+        rest = sorted(
+            (i for i in range(len(deps)) if i != first),
+            key=lambda i: (not allowed[i], -deps[i].weight),
+        )
+        return [deps[i] for i in [first, *rest][: policy.max_attempts]]
+
+    def begin(self, dep: Deployment) -> None:
+        self.breakers[dep.name].begin(monotonic())
+
+    def record(self, dep: Deployment, *, ok: bool) -> None:
+        self.breakers[dep.name].record(ok, monotonic())
 
 
-def build_router(models: list[ModelConfig], api_bases: dict[tuple[str, int], str]) -> Router:
-    """``api_bases`` overrides the base URL of deployments (alias, index): the simulated ones."""
+def build_router(
+    models: list[ModelConfig],
+    api_bases: dict[tuple[str, int], str],
+    *,
+    breakers: dict[str, Breaker] | None = None,
+    failures_to_open: int = 5,
+    cooldown_s: float = 30.0,
+) -> Router:
+    """``api_bases`` overrides the base URL of deployments (alias, index): the simulated ones.
+    Passing the previous router's ``breakers`` keeps their state across a config reload."""
     return Router(
         {
             m.name: [
@@ -108,5 +159,9 @@ def build_router(models: list[ModelConfig], api_bases: dict[tuple[str, int], str
                 for i, d in enumerate(m.deployments)
             ]
             for m in models
-        }
+        },
+        {m.name: RoutePolicy(m.sticky == "session", m.max_attempts) for m in models},
+        breakers,
+        failures_to_open=failures_to_open,
+        cooldown_s=cooldown_s,
     )

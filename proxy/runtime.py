@@ -93,7 +93,12 @@ async def build_runtime(
         ),
         writer=writer,
         keys=keys,
-        router=build_router(models, simulated_bases),
+        router=build_router(
+            models,
+            simulated_bases,
+            failures_to_open=settings.routing.failures_to_open,
+            cooldown_s=settings.routing.cooldown_s,
+        ),
         upstream=upstream,
         agent_use_cases={a: uc for uc, cfg in settings.use_cases.items() for a in cfg.agents},
         open_mode=open_mode,

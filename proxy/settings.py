@@ -63,6 +63,19 @@ class DeploymentConfig(_Strict):
 class ModelConfig(_Strict):
     name: str = Field(min_length=1)
     deployments: list[DeploymentConfig] = Field(min_length=1)
+    sticky: Literal["none", "session"] = Field(
+        default="none", description="session: one conversation stays on one deployment"
+    )
+    max_attempts: int = Field(
+        default=2, ge=1, le=5, description="deployments tried per request, fallbacks included"
+    )
+
+
+class RoutingSettings(_Strict):
+    """The passive circuit breaker of every deployment."""
+
+    failures_to_open: int = Field(default=5, ge=1)
+    cooldown_s: float = Field(default=30.0, gt=0)
 
 
 class UseCaseConfig(_Strict):
@@ -183,6 +196,7 @@ class Settings(BaseSettings):
     pricing: PricingSettings = PricingSettings()
     tco: TcoSettings = TcoSettings()
     metrics: MetricsSettings = MetricsSettings()
+    routing: RoutingSettings = RoutingSettings()
     models: list[ModelConfig] = Field(default_factory=list)
     use_cases: dict[str, UseCaseConfig] = Field(default_factory=dict)
     admin_key: SecretStr | None = Field(default=None, description="alias of auth.admin_key")

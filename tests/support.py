@@ -102,8 +102,16 @@ class Gateway:
 
     def wait_events(self, n: int, where: str = "1=1", **params: Any) -> list[dict[str, Any]]:
         """Exactly ``n`` events matching ``where`` once the writer has caught up."""
-        rows = wait_for(
-            lambda: len(self.events(where, **params)) >= n and self.events(where, **params)
-        )
+        seen: list[list[dict[str, Any]]] = []
+
+        def caught_up() -> bool:
+            seen.append(self.events(where, **params))
+            return len(seen[-1]) >= n
+
+        try:
+            wait_for(caught_up)
+        except AssertionError as exc:
+            raise AssertionError(f"expected {n} events, found {len(seen[-1])}: {seen[-1]}") from exc
+        rows = seen[-1]
         assert len(rows) == n, rows
         return rows

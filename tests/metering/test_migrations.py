@@ -25,7 +25,9 @@ def test_upgrade_from_previous_revision_backfills_rollups(db_url):
     engine = create_db_engine(db_url)
     upgrade_schema(engine, "0001")
     rng = random.Random(11)
-    rows = [event_row(make_event(rng)) for _ in range(40)]
+    later = {"request_id", "attempt"}  # columns added after revision 0001
+    rows = [{k: v for k, v in event_row(make_event(rng)).items() if k not in later}
+            for _ in range(40)]
     with engine.begin() as conn:
         conn.execute(
             text(
