@@ -9,12 +9,14 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from pydantic import BaseModel, Field
 
+from metering.compare import compare_deployments
 from metering.keys import create_key, list_keys, revoke_key
 from metering.queries import GROUP_COLUMNS, usage_summary
 from metering.tables import ApiKeyPublic
 from proxy.attribution import MAX_LEN
 from proxy.auth import check_admin
 from proxy.errors import ProxyError
+from proxy.pilot import pilot_report
 from proxy.runtime import Runtime
 
 
@@ -96,3 +98,18 @@ async def get_tco(rt: AdminRuntime, fresh: bool = False) -> dict[str, Any]:
     if fresh or latest is None:
         latest = await rt.projector.refresh()
     return latest
+
+
+@router.get("/compare")
+async def get_compare(
+    rt: AdminRuntime,
+    model: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> dict[str, Any]:
+    """The pilot report: each deployment's latency, errors and cost per 1k tokens."""
+    projection = rt.projector.latest or await rt.projector.refresh()
+    rows = await asyncio.to_thread(
+        compare_deployments, rt.engine, model=model, since=_utc(since), until=_utc(until)
+    )
+    return pilot_report(rows, projection, model=model, since=since, until=until)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -238,6 +239,64 @@ def tco(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from exc
     typer.echo(json.dumps(result, indent=2) if as_json else render_tco(result))
+
+
+@cli.command()
+def compare(
+    model: Annotated[str | None, typer.Option(help="model alias (default: all)")] = None,
+    since: Annotated[datetime | None, typer.Option(help="start, inclusive (UTC)")] = None,
+    until: Annotated[datetime | None, typer.Option(help="end, exclusive (UTC)")] = None,
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """The pilot report: latency, errors and cost per 1k tokens per deployment."""
+    import json
+
+    from metering.compare import compare_deployments
+    from proxy.app import effective_models
+    from proxy.pilot import pilot_report
+    from proxy.pricing_setup import build_pricebook
+    from proxy.projector import project_now
+
+    settings = _settings(config)
+    engine = _engine(config)
+    since, until = (_as_utc(t) for t in (since, until))
+    rows = compare_deployments(engine, model=model, since=since, until=until)
+    book = build_pricebook(settings, effective_models(settings))
+    report = pilot_report(
+        rows, project_now(engine, settings.tco, book), model=model, since=since, until=until
+    )
+    if as_json:
+        typer.echo(json.dumps(report, indent=2, default=str))
+        return
+    typer.echo(
+        f"{'deployment':<44} {'reqs':>6} {'err%':>6} {'p50 ms':>8} {'p95 ms':>8} "
+        f"{'ttft50':>8} {'tok/s':>7} {'$/1k':>10}"
+    )
+    for r in report["deployments"]:
+        cost = (
+            r.get("onprem_usd_per_1k_tokens_measured")
+            if r["on_prem"]
+            else r["hosted_usd_per_1k_tokens"]
+        )
+        typer.echo(
+            f"{r['deployment']:<44} {r['requests']:>6} {r['error_rate']:>6.1%} "
+            f"{_ms(r['latency_s']['p50']):>8} {_ms(r['latency_s']['p95']):>8} "
+            f"{_ms(r['ttft_s']['p50']):>8} {_num(r['output_tokens_per_s']):>7} "
+            f"{_num(cost, 5):>10}"
+        )
+
+
+def _as_utc(value: datetime | None) -> datetime | None:
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds * 1000:.1f}"
+
+
+def _num(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 @db_cli.command("upgrade")

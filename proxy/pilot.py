@@ -1,0 +1,32 @@
+"""The pilot report: the ledger's per-deployment numbers plus the TCO model's on-prem cost."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+
+def pilot_report(
+    rows: list[dict[str, Any]],
+    projection: dict[str, Any] | None,
+    *,
+    model: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> dict[str, Any]:
+    """On-prem rows get their cost per 1k tokens from the TCO model, at the utilization
+    measured and at the plan's target: a 5 % pilot always looks expensive at its real load."""
+    measured = target = None
+    if projection and projection.get("status") == "ok":
+        p = projection["projection"]
+        measured = _per_1k(p["onprem_usd_per_m_measured"])
+        target = _per_1k(p["onprem_usd_per_m_target"])
+    for row in rows:
+        if row["on_prem"]:
+            row["onprem_usd_per_1k_tokens_measured"] = measured
+            row["onprem_usd_per_1k_tokens_target"] = target
+    return {"model": model, "since": since, "until": until, "deployments": rows}
+
+
+def _per_1k(usd_per_m: float | None) -> float | None:
+    return None if usd_per_m is None else usd_per_m / 1000
