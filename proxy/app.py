@@ -20,6 +20,7 @@ from metering.metrics import exposition
 from proxy import admin, admin_exports
 from proxy.catalogue import default_models
 from proxy.errors import openai_error
+from proxy.reload import watch_config
 from proxy.routes import api_routes
 from proxy.runtime import Runtime, build_runtime, close_runtime, publish_state
 from proxy.settings import ModelConfig, Settings, load_settings
@@ -41,14 +42,20 @@ def auth_required(settings: Settings, models: list[ModelConfig]) -> bool:
 
 
 def create_app(
-    settings: Settings, *, simulated_bases: dict[tuple[str, int], str] | None = None
+    settings: Settings,
+    *,
+    simulated_bases: dict[tuple[str, int], str] | None = None,
+    config_path: Path | None = None,
 ) -> FastAPI:
+    """The app; with ``config_path`` it re-reads that file when it changes (routing reload)."""
     models = effective_models(settings)
     open_mode = not auth_required(settings, models)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt = await build_runtime(settings, models, simulated_bases or {}, open_mode=open_mode)
+        if config_path is not None:
+            rt.tasks.append(asyncio.create_task(watch_config(rt, config_path)))
         app.state.runtime = rt
         try:
             yield
@@ -114,4 +121,6 @@ def app_from_env() -> FastAPI:
     """Factory for uvicorn workers: the CLI hands the config over through the environment."""
     path = os.environ.get(ENV_CONFIG)
     settings = load_settings(Path(path) if path else None)
-    return create_app(settings, simulated_bases=bases_from_env())
+    return create_app(
+        settings, simulated_bases=bases_from_env(), config_path=Path(path) if path else None
+    )

@@ -39,6 +39,7 @@ class Runtime:
     metrics: CollectorRegistry
     state: StateMetrics
     projector: Projector
+    simulated_bases: dict[tuple[str, int], str] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -105,6 +106,7 @@ async def build_runtime(
         metrics=registry,
         state=StateMetrics(registry),
         projector=Projector(engine, settings.tco, prices),
+        simulated_bases=simulated_bases,
     )
     rt.projector.start()
     rt.tasks.append(asyncio.create_task(_publish_state_forever(rt), name="tokenmeter-state"))

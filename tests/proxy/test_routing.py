@@ -286,3 +286,84 @@ def test_circuit_opens_then_closes_after_recovery(gateway, api_key, flaky, sessi
 
     wait_for(recovered, timeout_s=5, interval_s=0.1)
     assert not gateway.app.state.runtime.router.breakers["openai_compatible/flaky"].is_open
+
+
+def test_weights_change_when_the_config_file_changes(fakes, tmp_path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    def write(good: int, pilot: int) -> None:
+        dep = {
+            "backend": "vllm",
+            "api_base": fakes["vllm"].url + "/v1",
+            "api_key_env": "TM_TEST_VLLM_KEY",
+        }
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "auth": {"required": False},
+                    "storage": {
+                        "url": f"sqlite:///{tmp_path / 'tm.db'}",
+                        "journal_dir": str(tmp_path / "journal"),
+                    },
+                    "models": [
+                        {
+                            "name": "m",
+                            "deployments": [
+                                {**dep, "model": "good", "weight": good},
+                                {**dep, "model": "pilot", "weight": pilot},
+                            ],
+                        }
+                    ],
+                }
+            )
+        )
+
+    def served_by() -> str:
+        r = httpx.post(
+            url + "/v1/chat/completions",
+            timeout=30,
+            json={"model": "m", "messages": [{"role": "user", "content": "hi"}]},
+        )
+        return str(r.json()["model"])
+
+    config = tmp_path / "tm.yaml"
+    write(100, 0)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "proxy",
+            "serve",
+            "--config",
+            str(config),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: _healthy(url), timeout_s=60)
+        assert {served_by() for _ in range(5)} == {"good"}
+        write(0, 100)
+        wait_for(lambda: served_by() == "pilot", timeout_s=10, interval_s=0.2)
+        assert {served_by() for _ in range(5)} == {"pilot"}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return httpx.get(url + "/healthz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
