@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -17,6 +18,11 @@ if TYPE_CHECKING:
 
     from metering.export import Month, MonthExport
     from metering.export_tco import TcoInputs
+    from proxy.demo import DemoOptions
+    from proxy.demo_org import PlannedRequest
+
+
+DEMO_REQUESTS = 15_000  # about a minute on a 2-core machine
 
 
 class ExportFormat(StrEnum):
@@ -32,6 +38,7 @@ ConfigOpt = Annotated[
 
 def register_extra_commands(cli: typer.Typer) -> None:
     cli.command("export")(export)
+    cli.command("demo")(demo)
 
 
 def export(
@@ -94,6 +101,85 @@ def _build(settings: Settings, month: Month, fmt: str, out: Path) -> tuple[Path,
         os.replace(tmp, out)
     engine.dispose()
     return out, export_
+
+
+def demo(
+    port: Annotated[int, typer.Option(help="gateway port on 127.0.0.1 (0: any free)")] = 4100,
+    seed: Annotated[int | None, typer.Option(help="replay a month (default: random)")] = None,
+    seats: Annotated[int, typer.Option(min=1, help="seats in the organisation")] = 200,
+    month: Annotated[str | None, typer.Option(help="YYYY-MM (default: last month)")] = None,
+    requests: Annotated[int, typer.Option(min=1, help="requests in the month")] = DEMO_REQUESTS,
+    concurrency: Annotated[int, typer.Option(min=1, help="requests in flight")] = 32,
+    directory: Annotated[
+        Path | None, typer.Option("--dir", help="ledger and log (default: a new temp directory)")
+    ] = None,
+    serve: Annotated[bool, typer.Option(help="keep serving after the report")] = True,
+) -> None:
+    """Play a synthetic organisation's month through the gateway on simulated backends, print
+    the 80/20 split, the top use cases and the TCO verdict, then keep serving."""
+    import random
+    import tempfile
+
+    from metering.export import Month, UnknownMonth
+    from proxy.demo import DemoOptions
+    from proxy.demo_gateway import GatewayError
+
+    try:
+        played = Month.parse(month) if month else _last_month()
+    except UnknownMonth as exc:
+        _fail(str(exc), code=2)
+    if directory is not None and (directory / "ledger.db").exists():
+        _fail(f"{directory} already holds a demo ledger: pass a new --dir", code=2)
+    where = directory or Path(tempfile.mkdtemp(prefix="tokenmeter-demo-"))
+    where.mkdir(parents=True, exist_ok=True)
+    opts = DemoOptions(
+        port=port,
+        seed=random.randrange(10_000) if seed is None else seed,
+        seats=seats,
+        month=played,
+        requests=requests,
+        concurrency=concurrency,
+        directory=where,
+        serve=serve,
+    )
+    try:
+        _play(opts)
+    except GatewayError as exc:
+        _fail(str(exc), code=1)
+
+
+def _play(opts: DemoOptions) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    from proxy.demo import run_demo
+
+    tco = _tco_inputs(Settings.model_construct())  # the demo's gateway runs on the defaults
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn())
+    bar = Progress(*columns, transient=True, disable=not sys.stderr.isatty())
+    task = bar.add_task(str(opts.month), total=opts.requests)
+
+    def done(r: PlannedRequest) -> None:
+        if not bar.live.is_started:
+            bar.start()
+        bar.update(
+            task, advance=1, description=f"{datetime.fromtimestamp(r.at, UTC):%a %d %b %H:%M}"
+        )
+
+    def say(text: str) -> None:
+        bar.stop()
+        typer.echo(text)
+
+    try:
+        run_demo(opts, tco, progress=done, say=say)
+    finally:
+        bar.stop()
+
+
+def _last_month() -> Month:
+    from metering.export import Month
+
+    today = datetime.now(UTC)
+    return Month(today.year - (today.month == 1), (today.month - 2) % 12 + 1)
 
 
 def _tco_inputs(settings: Settings) -> TcoInputs:
