@@ -44,7 +44,7 @@ class View:
 
 
 METRICS = (
-    Column("requests", "int", "requests started in the month"),
+    Column("requests", "int", "requests started in the month (each fallback attempt counts)"),
     Column("errors", "int", "requests that did not end ok"),
     Column("unpriced_requests", "int", "requests with no known price (cost counted as 0)"),
     Column("input_tokens", "int", "all input tokens, cache reads and writes included"),

@@ -51,7 +51,7 @@ def render_report(export: MonthExport, run: DemoRun) -> str:
         f"  {run.url}/admin/exports/{month}.xlsx  this month's finance export",
         f"  TOKENMETER_STORAGE__URL={run.ledger_url} \\",
         f"    tokenmeter export --month {month} --format xlsx",
-        "  Grafana: scrape /metrics with Prometheus, import grafana/dashboards/ (docs/metrics.md)",
+        "  Grafana: the dashboards in grafana/dashboards/ over /metrics (docs/deployment.md)",
         "",
     ]
     if run.serving:
