@@ -169,10 +169,23 @@ def _play(opts: DemoOptions) -> None:
         bar.stop()
         typer.echo(text)
 
+    _stop_on_signals()
     try:
         run_demo(opts, tco, progress=done, say=say)
     finally:
         bar.stop()
+
+
+def _stop_on_signals() -> None:
+    """SIGTERM, and SIGINT even where the shell ignores it (a background job), end the demo the
+    way Ctrl-C does: the gateway child is shut down, never left running on its own."""
+    import signal
+
+    def interrupt(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, interrupt)
 
 
 def _last_month() -> Month:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,10 +60,10 @@ def read_until(proc: subprocess.Popen[str], marker: str, timeout_s: float) -> st
     return "".join(seen)
 
 
-@pytest.fixture(scope="module")
-def demo(tmp_path_factory) -> Iterator[Demo]:
-    directory = tmp_path_factory.mktemp("demo") / "run"
-    args = ["--seed", "11", "--requests", str(REQUESTS), "--port", "0", "--month", str(MONTH)]
+@contextmanager
+def running_demo(directory: Path, *, requests: int) -> Iterator[Demo]:
+    """The demo, once it has printed its report and serves."""
+    args = ["--seed", "11", "--requests", str(requests), "--port", "0", "--month", str(MONTH)]
     proc = subprocess.Popen(
         [sys.executable, "-m", "proxy", "demo", *args, "--dir", str(directory)],
         stdout=subprocess.PIPE,
@@ -75,6 +76,12 @@ def demo(tmp_path_factory) -> Iterator[Demo]:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory) -> Iterator[Demo]:
+    with running_demo(tmp_path_factory.mktemp("demo") / "run", requests=REQUESTS) as d:
+        yield d
 
 
 def test_printed_headline_is_the_exports(demo):
@@ -120,6 +127,15 @@ def test_keeps_serving_until_ctrl_c(demo):
     assert demo.proc.wait(timeout=30) == 0
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"{demo.url}/healthz")
+
+
+def test_sigterm_stops_the_gateway_too(tmp_path):
+    with running_demo(tmp_path / "run", requests=20) as small:
+        assert httpx.get(f"{small.url}/healthz").status_code == 200
+        small.proc.send_signal(signal.SIGTERM)
+        assert small.proc.wait(timeout=30) == 0
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{small.url}/healthz")
 
 
 def test_refuses_a_directory_that_holds_a_ledger(demo):
