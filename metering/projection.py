@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import Engine, Table, func, select, text
+from sqlalchemy import DateTime, Engine, Table, bindparam, func, select, text
 
 from cost.capacity import OnPremPlan, gpus_per_replica, utilization_for_volume
 from cost.tco import (
@@ -126,7 +126,7 @@ def _peaks(conn: Any, *, since: datetime) -> tuple[float, float]:
         text(
             f"SELECT MAX(i), MAX(o) FROM (SELECT SUM(input_tokens) AS i, SUM(output_tokens) AS o "
             f"FROM usage_events WHERE started_at >= :since GROUP BY {minute}) per_minute"
-        ),
+        ).bindparams(bindparam("since", type_=DateTime(timezone=True))),  # the column's format
         {"since": since},
     ).one()
     return (float(row[0] or 0) / 60, float(row[1] or 0) / 60)

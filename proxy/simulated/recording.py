@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
@@ -45,11 +46,16 @@ class FakeStats:
         return asdict(self)
 
 
+MAX_RECORDED = 1000
+
+
 class Recorder:
     """Written from the server's event loop, read from test threads."""
 
     def __init__(self) -> None:
-        self.requests: list[RecordedRequest] = []
+        # Bounded: as the simulated backends of a long-running server, the fakes must not
+        # keep every request body they ever saw.
+        self.requests: deque[RecordedRequest] = deque(maxlen=MAX_RECORDED)
         self.stats = FakeStats()
         self._lock = threading.Lock()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import socket
 import threading
 import time
+from collections.abc import Sequence
 from types import TracebackType
 from typing import Self
 
@@ -42,7 +43,8 @@ class FakeServer:
         return f"http://{host}:{self.port}"
 
     @property
-    def requests(self) -> list[RecordedRequest]:
+    def requests(self) -> Sequence[RecordedRequest]:
+        """The latest requests received (the most recent ``MAX_RECORDED``)."""
         return self.recorder.requests
 
     @property

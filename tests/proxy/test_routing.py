@@ -18,7 +18,7 @@ from starlette.routing import Route
 from proxy.balancer import Breaker
 from proxy.routing import Deployment, RoutePolicy, Router
 from proxy.simulated import FakeServer
-from tests.support import Gateway, wait_for
+from tests.support import Gateway, serving, wait_for
 
 
 def deployment(name: str, weight: float) -> Deployment:
@@ -289,8 +289,6 @@ def test_circuit_opens_then_closes_after_recovery(gateway, api_key, flaky, sessi
 
 
 def test_weights_change_when_the_config_file_changes(fakes, tmp_path):
-    import subprocess
-    import sys
 
     import yaml
 
@@ -331,39 +329,8 @@ def test_weights_change_when_the_config_file_changes(fakes, tmp_path):
 
     config = tmp_path / "tm.yaml"
     write(100, 0)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    url = f"http://127.0.0.1:{port}"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "proxy",
-            "serve",
-            "--config",
-            str(config),
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(lambda: _healthy(url), timeout_s=60)
+    with serving(config) as url:
         assert {served_by() for _ in range(5)} == {"good"}
         write(0, 100)
         wait_for(lambda: served_by() == "pilot", timeout_s=10, interval_s=0.2)
         assert {served_by() for _ in range(5)} == {"pilot"}
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
-
-
-def _healthy(url: str) -> bool:
-    try:
-        return httpx.get(url + "/healthz", timeout=1).status_code == 200
-    except httpx.HTTPError:
-        return False
