@@ -16,14 +16,14 @@ from datetime import UTC, datetime
 from itertools import pairwise
 from typing import Any
 
-from sqlalchemy import Engine, Table, func, select
+from sqlalchemy import Engine, Table, select
 
 from metering.export_views import Column, View, share, usd
-from metering.tables import UsageEventRecord
+from metering.tables import UsageSessionMonthRecord
 
 TOP_SESSIONS = 50
 NO_SESSION = "unknown"  # what the gateway records when a request names no session
-_EVENTS: Table = UsageEventRecord.__table__  # type: ignore[attr-defined]
+_SESSIONS: Table = UsageSessionMonthRecord.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(slots=True)
@@ -80,20 +80,17 @@ def read_sessions(engine: Engine, *, start: datetime, end: datetime) -> SessionS
 
 
 def _grouped(engine: Engine, *, start: datetime, end: datetime) -> Iterator[Any]:
-    e = _EVENTS.c
-    stmt = (
-        select(
-            e.session,
-            func.count(),
-            func.coalesce(func.sum(e.input_tokens + e.output_tokens), 0),
-            func.coalesce(func.sum(e.cost_micro_usd), 0),
-            *(agg(e[c]) for c in ("user", "agent", "use_case") for agg in (func.min, func.max)),
-            func.min(e.started_at),
-            func.max(e.started_at),
-        )
-        .where(e.started_at >= start, e.started_at < end)
-        .group_by(e.session)
-    )
+    """The month's sessions from their monthly rollup: time independent of request count."""
+    t = _SESSIONS.c
+    stmt = select(
+        t.session,
+        t.requests,
+        t.total_tokens,
+        t.cost_micro_usd,
+        *(t[f"{c}_{m}"] for c in ("user", "agent", "use_case") for m in ("min", "max")),
+        t.first_started_at,
+        t.last_started_at,
+    ).where(t.month == start.astimezone(UTC).strftime("%Y-%m"))
     with engine.connect() as conn:
         yield from conn.execution_options(yield_per=10_000).execute(stmt)
 

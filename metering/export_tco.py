@@ -9,14 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
-from sqlalchemy import Engine, text
+from sqlalchemy import Engine
 
 from cost.capacity import OnPremPlan
 from cost.tco import HostedPricing, MonthlyTokens, NoTrafficError, project_tco
+from metering import projection
 from metering.export_views import CENT, Column, Sums, View
 from metering.projection import SECONDS_PER_MONTH, Window, observed_volume, to_json
 from metering.tables import ROLLUP_SUMS
@@ -111,26 +112,8 @@ def _window(
 
 def busiest_minute(engine: Engine, *, start: datetime, end: datetime) -> tuple[float, float]:
     """Input and output tokens per second of the busiest minute in [start, end)."""
-    if engine.dialect.name == "postgresql":
-        minute = "date_trunc('minute', started_at)"
-    else:
-        minute = "substr(started_at, 1, 16)"
-    query = text(
-        "SELECT MAX(i), MAX(o) FROM (SELECT SUM(input_tokens) AS i, SUM(output_tokens) AS o "
-        f"FROM usage_events WHERE started_at >= :start AND started_at < :end GROUP BY {minute}) m"
-    )
     with engine.connect() as conn:
-        row = conn.execute(
-            query, {"start": _param(engine, start), "end": _param(engine, end)}
-        ).one()
-    return float(row[0] or 0) / 60, float(row[1] or 0) / 60
-
-
-def _param(engine: Engine, value: datetime) -> datetime | str:
-    # SQLite stores DateTime as naive ISO text; a raw text() query must compare like with like.
-    if engine.dialect.name == "sqlite":
-        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
-    return value
+        return projection.busiest_minute(conn, since=start, until=end)
 
 
 TCO_COLUMNS = (

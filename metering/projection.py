@@ -2,8 +2,9 @@
 
 Monthly volume by token class and use case is extrapolated from the rollups of the observed
 window (``window_days``, or since the first request when that is shorter); peak rates are the
-busiest minute of the last ``peak_window_s`` of raw events; on-prem utilization is measured from
-the on-prem deployments' traffic against one replica of the plan (the pilot's hardware).
+busiest minute of the last ``peak_window_s`` (per-minute rollups); on-prem utilization is
+measured from the on-prem deployments' traffic against one replica of the plan (the pilot's
+hardware).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, Table, bindparam, func, select, text
+from sqlalchemy import Engine, Table, func, select
 
 from cost.capacity import OnPremPlan, gpus_per_replica, utilization_for_volume
 from cost.tco import (
@@ -25,12 +26,13 @@ from cost.tco import (
     ObservedVolume,
     project_tco,
 )
-from metering.tables import UsageEventRecord, UsageRollupRecord
+from metering.tables import UsageEventRecord, UsageMinuteRecord, UsageRollupRecord
 
 SECONDS_PER_MONTH = 365.25 / 12 * 86_400
 MIN_WINDOW_S = 60.0  # a shorter window would extrapolate a single request into a month
 _ROLLUPS: Table = UsageRollupRecord.__table__  # type: ignore[attr-defined]
 _EVENTS: Table = UsageEventRecord.__table__  # type: ignore[attr-defined]
+_MINUTES: Table = UsageMinuteRecord.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,7 +82,7 @@ def read_window(
             .where(r.hour >= hour_since)
             .group_by(r.use_case, r.on_prem)
         ).all()
-        peaks = _peaks(conn, since=max(since, now - timedelta(seconds=peak_window_s)))
+        peaks = busiest_minute(conn, since=max(since, now - timedelta(seconds=peak_window_s)))
     if not rows or sum(int(row[7]) for row in rows) == 0:
         return None
     by_use_case: dict[str, list[int]] = {}
@@ -116,19 +118,15 @@ def read_window(
     )
 
 
-def _peaks(conn: Any, *, since: datetime) -> tuple[float, float]:
-    """Busiest minute's input and output tokens per second."""
-    if conn.dialect.name == "postgresql":
-        minute = "date_trunc('minute', started_at)"
-    else:
-        minute = "substr(started_at, 1, 16)"
-    row = conn.execute(
-        text(
-            f"SELECT MAX(i), MAX(o) FROM (SELECT SUM(input_tokens) AS i, SUM(output_tokens) AS o "
-            f"FROM usage_events WHERE started_at >= :since GROUP BY {minute}) per_minute"
-        ).bindparams(bindparam("since", type_=DateTime(timezone=True))),  # the column's format
-        {"since": since},
-    ).one()
+def busiest_minute(
+    conn: Any, *, since: datetime, until: datetime | None = None
+) -> tuple[float, float]:
+    """Input and output tokens per second of the busiest minute in [since, until)."""
+    m = _MINUTES.c
+    stmt = select(func.max(m.input_tokens), func.max(m.output_tokens)).where(m.minute >= since)
+    if until is not None:
+        stmt = stmt.where(m.minute < until)
+    row = conn.execute(stmt).one()
     return (float(row[0] or 0) / 60, float(row[1] or 0) / 60)
 
 

@@ -130,3 +130,34 @@ class UsageRollupRecord(SQLModel, table=True):
     output_tokens: int = Field(sa_column=Column(BigInteger, nullable=False))
     reasoning_tokens: int = Field(sa_column=Column(BigInteger, nullable=False))
     cost_micro_usd: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class UsageMinuteRecord(SQLModel, table=True):
+    """Tokens per minute: the peak rates the TCO projection sizes hardware for."""
+
+    __tablename__ = "usage_minutes"
+
+    minute: datetime = Field(sa_column=Column(DateTime(timezone=True), primary_key=True))
+    requests: int = Field(sa_column=Column(BigInteger, nullable=False))
+    input_tokens: int = Field(sa_column=Column(BigInteger, nullable=False))
+    output_tokens: int = Field(sa_column=Column(BigInteger, nullable=False))
+
+
+class UsageSessionMonthRecord(SQLModel, table=True):
+    """Each session's totals per month (UTC), for the export's session views."""
+
+    __tablename__ = "usage_sessions_monthly"
+
+    month: str = Field(primary_key=True, max_length=7)
+    session: str = Field(primary_key=True, max_length=128)
+    requests: int = Field(sa_column=Column(BigInteger, nullable=False))
+    total_tokens: int = Field(sa_column=Column(BigInteger, nullable=False))
+    cost_micro_usd: int = Field(sa_column=Column(BigInteger, nullable=False))
+    user_min: str = Field(max_length=128)
+    user_max: str = Field(max_length=128)
+    agent_min: str = Field(max_length=128)
+    agent_max: str = Field(max_length=128)
+    use_case_min: str = Field(max_length=128)
+    use_case_max: str = Field(max_length=128)
+    first_started_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    last_started_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))

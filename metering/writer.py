@@ -22,7 +22,14 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from metering.events import UsageEvent
 from metering.journal import Journal, JournalError, Segment
-from metering.rollups import add_to_rollups, rollup_rows
+from metering.rollups import (
+    add_to_minutes,
+    add_to_rollups,
+    add_to_sessions,
+    minute_rows,
+    rollup_rows,
+    session_rows,
+)
 from metering.tables import UsageEventRecord
 
 log = logging.getLogger(__name__)
@@ -60,6 +67,8 @@ def insert_events(engine: Engine, events: Sequence[UsageEvent]) -> int:
         if new:
             conn.execute(dialect.insert(_EVENTS).on_conflict_do_nothing(index_elements=["id"]), new)
             add_to_rollups(conn, rollup_rows(new))
+            add_to_minutes(conn, minute_rows(new))
+            add_to_sessions(conn, session_rows(new))
     return len(new)
 
 

@@ -93,3 +93,51 @@ def test_rollups_are_keyed_by_hour(db_url):
         ).all()
     assert [int(r[1]) for r in rows] == [2, 1]
     engine.dispose()
+
+
+def test_minute_and_session_rollups_equal_the_events(db_url):
+    engine = create_db_engine(db_url)
+    upgrade_schema(engine)
+    apply_traffic(engine, seed=11, n=400, batch=29, replay_every=2)
+    pg = engine.dialect.name == "postgresql"
+    minute = "date_trunc('minute', started_at)" if pg else "substr(started_at, 1, 16)"
+    month = (
+        "to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM')" if pg else "substr(started_at, 1, 7)"
+    )
+    with engine.connect() as conn:
+        by_minute = sorted(
+            tuple(map(int, r))
+            for r in conn.execute(
+                text(
+                    f"SELECT COUNT(*), SUM(input_tokens), SUM(output_tokens) FROM usage_events "
+                    f"GROUP BY {minute}"
+                )
+            )
+        )
+        minutes = sorted(
+            tuple(map(int, r))
+            for r in conn.execute(
+                text("SELECT requests, input_tokens, output_tokens FROM usage_minutes")
+            )
+        )
+        by_session = sorted(
+            (r[0], r[1], *map(int, r[2:]))
+            for r in conn.execute(
+                text(
+                    f"SELECT {month}, session, COUNT(*), SUM(input_tokens + output_tokens), "
+                    f"SUM(cost_micro_usd) FROM usage_events GROUP BY {month}, session"
+                )
+            )
+        )
+        sessions = sorted(
+            (r[0], r[1], *map(int, r[2:]))
+            for r in conn.execute(
+                text(
+                    "SELECT month, session, requests, total_tokens, cost_micro_usd "
+                    "FROM usage_sessions_monthly"
+                )
+            )
+        )
+    assert minutes == by_minute and sum(m[0] for m in minutes) == 400
+    assert sessions == by_session
+    engine.dispose()
