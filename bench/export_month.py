@@ -143,6 +143,18 @@ def generate(con: sqlite3.Connection, n: int, seed: int) -> None:
         _insert_sql("usage_rollups_hourly", ROLLUP_COLUMNS),
         [(*key, *sums) for key, sums in sorted(rollups.items())],
     )
+    # The per-minute and per-session rollups the writer keeps, built here in bulk.
+    con.execute(
+        "INSERT INTO usage_minutes (minute, requests, input_tokens, output_tokens) "
+        "SELECT substr(started_at, 1, 16) || ':00.000000', COUNT(*), SUM(input_tokens), "
+        "SUM(output_tokens) FROM usage_events GROUP BY substr(started_at, 1, 16)"
+    )
+    con.execute(
+        "INSERT INTO usage_sessions_monthly SELECT substr(started_at, 1, 7), session, COUNT(*), "
+        "SUM(input_tokens + output_tokens), COALESCE(SUM(cost_micro_usd), 0), MIN(user), "
+        "MAX(user), MIN(agent), MAX(agent), MIN(use_case), MAX(use_case), MIN(started_at), "
+        "MAX(started_at) FROM usage_events GROUP BY substr(started_at, 1, 7), session"
+    )
     con.commit()
 
 
