@@ -66,6 +66,10 @@ class Call:
         nxt.attribution, nxt.model, nxt.stream = self.attribution, self.model, self.stream
         return nxt
 
+    def overhead_s(self) -> float:
+        """Time since the request started that was not spent waiting on the upstream."""
+        return max(0.0, time.perf_counter() - self.started_perf - self.upstream_s)
+
     def discard(self) -> None:
         """Nothing to record for this request (it spends no tokens)."""
         self._done = True

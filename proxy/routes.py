@@ -26,6 +26,7 @@ from proxy.passthrough import (
 )
 from proxy.routing import Deployment
 from proxy.runtime import Runtime
+from proxy.streaming import EventStreamResponse
 
 Handler = Callable[[Request, Runtime, Call], Awaitable[ASGIApp]]
 
@@ -42,7 +43,10 @@ def _endpoint(
         call: Call | None = None
         try:
             call = await authenticate(request, rt, anthropic=anthropic)
-            return await handler(request, rt, call)
+            response = await handler(request, rt, call)
+            if rt.settings.metrics.overhead_header:
+                _add_overhead_header(response, call)
+            return response
         except ProxyError as exc:
             if call is not None:
                 attribute_by_headers(request, rt, call)
@@ -50,6 +54,18 @@ def _endpoint(
             return error(exc.status, exc.message, code=exc.code)
 
     return endpoint
+
+
+OVERHEAD_HEADER = "x-tokenmeter-overhead-ms"
+
+
+def _add_overhead_header(response: ASGIApp, call: Call) -> None:
+    """The proxy's own time so far (not waiting on the upstream), for users to verify."""
+    value = f"{call.overhead_s() * 1000:.3f}"
+    if isinstance(response, EventStreamResponse):
+        response.add_header(OVERHEAD_HEADER, value)
+    elif isinstance(response, Response):
+        response.headers[OVERHEAD_HEADER] = value
 
 
 def _anthropic_error(status: int, message: str, *, code: str | None = None) -> Response:

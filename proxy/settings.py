@@ -116,6 +116,9 @@ class MetricsSettings(_Strict):
 
     user_label: bool = False
     agent_label: bool = False
+    overhead_header: bool = Field(
+        default=False, description="add x-tokenmeter-overhead-ms to every proxied response"
+    )
     max_label_values: int = Field(default=100, gt=0, description="per opt-in label")
     max_use_cases: int = Field(
         default=50, gt=0, description="use cases beyond the configured ones; the rest: other"

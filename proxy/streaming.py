@@ -28,6 +28,9 @@ class EventStreamResponse:
         raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
         self._headers = raw
 
+    def add_header(self, name: str, value: str) -> None:
+        self._headers.append((name.lower().encode(), value.encode()))
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         pump = asyncio.ensure_future(self._pump(send))
         watcher = asyncio.ensure_future(_wait_disconnect(receive))
