@@ -28,6 +28,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from metering.export import Month  # noqa: E402
+from metering.tables import ROLLUP_KEYS, ROLLUP_SUMS  # noqa: E402
 
 MONTH = Month(2026, 10)
 USE_CASES = [f"use-case-{i:02d}" for i in range(40)]
@@ -67,27 +68,7 @@ EVENT_COLUMNS = (
     "ttft_s",
     "overhead_s",
 )
-ROLLUP_COLUMNS = (
-    "hour",
-    "use_case",
-    "user",
-    "agent",
-    "key_id",
-    "model",
-    "backend",
-    "deployment",
-    "on_prem",
-    "requests",
-    "errors",
-    "unpriced_requests",
-    "input_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "cache_write_1h_tokens",
-    "output_tokens",
-    "reasoning_tokens",
-    "cost_micro_usd",
-)
+ROLLUP_COLUMNS = (*ROLLUP_KEYS, *ROLLUP_SUMS)
 _TS = "%Y-%m-%d %H:%M:%S.%f"  # how SQLAlchemy stores DateTime in SQLite
 
 

@@ -34,16 +34,33 @@ def make_events(n: int, seed: int = 1) -> list[UsageEvent]:
     out = []
     for i in range(n):
         started = now - 86_400 + i * 86_400 / n
-        out.append(UsageEvent(
-            id=new_event_id(int(started * 1e9)), started_at=started, finished_at=started + 0.8,
-            key_id=f"key_{rng.randrange(50)}", user=rng.choice(users),
-            agent=rng.choice(["claude-code", "vibe", "kb-search", "continue"]),
-            session=f"s-{rng.randrange(10_000)}", use_case=rng.choice(["coding", "rag", "chat"]),
-            model="claude-sonnet", backend="anthropic", deployment="anthropic/claude-sonnet-4-5",
-            upstream_model="claude-sonnet-4-5", on_prem=False, stream=True, status="ok",
-            http_status=200, usage=TokenUsage(input_tokens=rng.randrange(20_000),
-                                              output_tokens=rng.randrange(2_000)),
-            cost_micro_usd=rng.randrange(100_000), latency_s=0.8, ttft_s=0.2, overhead_s=0.0004))
+        out.append(
+            UsageEvent(
+                id=new_event_id(int(started * 1e9)),
+                started_at=started,
+                finished_at=started + 0.8,
+                key_id=f"key_{rng.randrange(50)}",
+                user=rng.choice(users),
+                agent=rng.choice(["claude-code", "vibe", "kb-search", "continue"]),
+                session=f"s-{rng.randrange(10_000)}",
+                use_case=rng.choice(["coding", "rag", "chat"]),
+                model="claude-sonnet",
+                backend="anthropic",
+                deployment="anthropic/claude-sonnet-4-5",
+                upstream_model="claude-sonnet-4-5",
+                on_prem=False,
+                stream=True,
+                status="ok",
+                http_status=200,
+                usage=TokenUsage(
+                    input_tokens=rng.randrange(20_000), output_tokens=rng.randrange(2_000)
+                ),
+                cost_micro_usd=rng.randrange(100_000),
+                latency_s=0.8,
+                ttft_s=0.2,
+                overhead_s=0.0004,
+            )
+        )
     return out
 
 
@@ -90,20 +107,24 @@ def main() -> None:
     result: dict[str, float] = {}
     with tempfile.TemporaryDirectory() as tmp:
         for policy in ("none", "interval", "always"):
-            sample = events[: 2000] if policy == "always" else events
+            sample = events[:2000] if policy == "always" else events
             result[f"journal_append_us_fsync_{policy}"] = round(
-                journal_append_cost(sample, Path(tmp) / policy, policy), 2)
+                journal_append_cost(sample, Path(tmp) / policy, policy), 2
+            )
         result["sqlite_events_per_s"] = round(
-            ingest_rate(f"sqlite:///{Path(tmp) / 'ledger.db'}", events, args.batch))
+            ingest_rate(f"sqlite:///{Path(tmp) / 'ledger.db'}", events, args.batch)
+        )
     if args.pg:
         name = "tm_bench_" + uuid.uuid4().hex[:8]
-        admin = create_engine(args.pg.replace("postgresql://", "postgresql+psycopg://"),
-                              isolation_level="AUTOCOMMIT")
+        admin = create_engine(
+            args.pg.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT"
+        )
         with admin.connect() as conn:
             conn.execute(text(f"CREATE DATABASE {name}"))
         try:
             result["postgresql_events_per_s"] = round(
-                ingest_rate(args.pg.rsplit("/", 1)[0] + "/" + name, events, args.batch))
+                ingest_rate(args.pg.rsplit("/", 1)[0] + "/" + name, events, args.batch)
+            )
         finally:
             with admin.connect() as conn:
                 conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))

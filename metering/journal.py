@@ -103,9 +103,6 @@ class Segment:
         os.replace(tmp, self.checkpoint_path)
         self.offset = offset
 
-    def is_drained(self) -> bool:
-        return self.pending_bytes() == 0
-
     def remove(self) -> None:
         self.path.unlink(missing_ok=True)
         self.checkpoint_path.unlink(missing_ok=True)
