@@ -59,7 +59,10 @@ def serve(
     settings = _settings(config)
     models = effective_models(settings)
     _check_tco(settings, models)
-    _engine(config).dispose()  # migrate once here, not racing in every worker
+    if workers > 1 or not settings.storage.url.startswith("sqlite"):
+        # migrate SQLite once here, not racing in every worker; refuse an outdated shared
+        # database with a clear message before any worker starts
+        _engine(config).dispose()
     if workers > 1:
         _share_metrics_between_workers()
     with run_simulated(models) as bases:
