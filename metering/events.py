@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from cost.usage import TokenUsage
@@ -112,4 +112,9 @@ _TOKEN_FIELDS = (
     "cache_write_1h_tokens",
     "output_tokens",
     "reasoning_tokens",
+)
+
+# The keys of ``UsageEvent.flat()``: a journal line with exactly these is an event as written now.
+FLAT_FIELDS = frozenset(
+    [*(f.name for f in fields(UsageEvent) if f.name != "usage"), *_TOKEN_FIELDS]
 )

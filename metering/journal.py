@@ -20,11 +20,11 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import orjson
 
-from metering.events import UsageEvent, new_event_id
+from metering.events import FLAT_FIELDS, UsageEvent, new_event_id
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +43,15 @@ def encode_event(event: UsageEvent) -> bytes:
 
 def decode_event(line: bytes) -> UsageEvent:
     return UsageEvent.from_flat(orjson.loads(line))
+
+
+def decode_row(line: bytes) -> dict[str, Any]:
+    """A journal line as the event's flat row; lines of older versions (fields missing that have
+    defaults) are completed, and a line that is not an event raises."""
+    row: dict[str, Any] = orjson.loads(line)
+    if row.keys() != FLAT_FIELDS:
+        row = decode_event(line).flat()
+    return row
 
 
 @dataclass(slots=True)
@@ -64,8 +73,8 @@ class Segment:
         except FileNotFoundError:
             return 0
 
-    def read(self, max_events: int, *, final: bool) -> tuple[list[UsageEvent], int]:
-        """Events past the checkpoint and the offset after them.
+    def read(self, max_events: int, *, final: bool) -> tuple[list[dict[str, Any]], int]:
+        """Events (as flat rows) past the checkpoint and the offset after them.
 
         A trailing line without its newline is a write in progress, or, in a segment whose
         writer died (``final``), a torn write: it is never returned.
@@ -80,7 +89,7 @@ class Segment:
                 self.path.name,
                 len(data) - end,
             )
-        events: list[UsageEvent] = []
+        events: list[dict[str, Any]] = []
         pos = 0
         while pos < end and len(events) < max_events:
             nl = data.index(b"\n", pos)
@@ -88,7 +97,7 @@ class Segment:
             pos = nl + 1
             if line.strip():
                 try:
-                    events.append(decode_event(line))
+                    events.append(decode_row(line))
                 except (orjson.JSONDecodeError, TypeError, KeyError, ValueError):
                     log.error(
                         "journal %s: unreadable line at byte %d skipped",
@@ -98,9 +107,13 @@ class Segment:
         return events, self.offset + pos
 
     def commit(self, offset: int) -> None:
-        tmp = self.checkpoint_path.with_suffix(".tmp")
-        tmp.write_text(str(offset))
-        os.replace(tmp, self.checkpoint_path)
+        path = str(self.path) + ".ckpt"
+        fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        try:
+            os.write(fd, str(offset).encode())
+        finally:
+            os.close(fd)
+        os.replace(path + ".tmp", path)
         self.offset = offset
 
     def remove(self) -> None:

@@ -17,24 +17,14 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Table, delete, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Engine, delete
 
 from metering.events import UsageEvent
+from metering.ingest import EVENTS, insert_rows
 from metering.journal import Journal, JournalError, Segment
-from metering.rollups import (
-    add_to_minutes,
-    add_to_rollups,
-    add_to_sessions,
-    minute_rows,
-    rollup_rows,
-    session_rows,
-)
-from metering.tables import UsageEventRecord
 
 log = logging.getLogger(__name__)
 
-_EVENTS: Table = UsageEventRecord.__table__  # type: ignore[attr-defined]
 _MAX_BACKOFF_S = 5.0
 _ORPHAN_SCAN_S = 30.0
 
@@ -47,35 +37,15 @@ def event_row(event: UsageEvent) -> dict[str, Any]:
 
 
 def insert_events(engine: Engine, events: Sequence[UsageEvent]) -> int:
-    """Insert ``events`` and their rollups in one transaction; returns how many were new.
-
-    Ids already in the table are skipped and left out of the rollups, so a replay changes
-    nothing. (Only one writer ever holds a journal segment, so no other transaction inserts the
-    same ids concurrently; ``ON CONFLICT DO NOTHING`` guards the events table regardless.)
-    """
-    if not events:
-        return 0
-    rows = list({e.id: event_row(e) for e in events}.values())
-    dialect = postgresql if engine.dialect.name == "postgresql" else sqlite
-    with engine.begin() as conn:
-        existing = set(
-            conn.execute(
-                select(_EVENTS.c.id).where(_EVENTS.c.id.in_([r["id"] for r in rows]))
-            ).scalars()
-        )
-        new = [r for r in rows if r["id"] not in existing]
-        if new:
-            conn.execute(dialect.insert(_EVENTS).on_conflict_do_nothing(index_elements=["id"]), new)
-            add_to_rollups(conn, rollup_rows(new))
-            add_to_minutes(conn, minute_rows(new))
-            add_to_sessions(conn, session_rows(new))
-    return len(new)
+    """Insert ``events`` and their rollups in one transaction; returns how many were new
+    (see ``metering.ingest.insert_rows``)."""
+    return insert_rows(engine, [e.flat() for e in events])
 
 
 def prune_events(engine: Engine, *, older_than: datetime) -> int:
     """Delete raw events started before ``older_than``; rollups are kept."""
     with engine.begin() as conn:
-        result = conn.execute(delete(_EVENTS).where(_EVENTS.c.started_at < older_than))
+        result = conn.execute(delete(EVENTS).where(EVENTS.c.started_at < older_than))
         return int(result.rowcount or 0)
 
 
@@ -246,15 +216,15 @@ class BatchWriter:
 
     def _drain_segment(self, seg: Segment, *, final: bool, own: bool) -> None:
         while True:
-            events, offset = seg.read(self._max_batch, final=final)
+            rows, offset = seg.read(self._max_batch, final=final)
             if offset == seg.offset:
                 return
-            self.written += insert_events(self._engine, events)
+            self.written += insert_rows(self._engine, rows)
             seg.commit(offset)
             if own:
-                self._committed_own += len(events)
+                self._committed_own += len(rows)
             else:
-                seg.pending_events = max(0, seg.pending_events - len(events))
+                seg.pending_events = max(0, seg.pending_events - len(rows))
 
     def _prune(self) -> None:
         assert self._retention_days is not None

@@ -1,0 +1,66 @@
+"""The batch insert binds values through the driver itself: every column must read back exactly
+as SQLAlchemy's own types would have written it, on both engines."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+
+from sqlalchemy import insert, select, text
+
+from metering.ingest import EVENTS, MINUTES, ROLLUPS, SESSIONS, insert_rows
+from metering.store import create_db_engine, upgrade_schema
+from metering.writer import event_row
+from tests.metering.factories import make_event
+
+
+def test_events_are_stored_as_sqlalchemy_would_store_them(db_url, tmp_path):
+    rng = random.Random(7)
+    events = [make_event(rng) for _ in range(40)]
+    events[0].started_at = 1_767_225_599.9999996  # rounds up across a year, month, hour edge
+    events[1].cost_micro_usd, events[1].ttft_s = None, None
+    ours = create_db_engine(db_url)
+    upgrade_schema(ours)
+    reference = create_db_engine(f"sqlite:///{tmp_path / 'reference.db'}")
+    upgrade_schema(reference)
+    assert insert_rows(ours, [e.flat() for e in events]) == 40
+    with reference.begin() as conn:
+        conn.execute(insert(EVENTS), [event_row(e) for e in events])
+    with ours.connect() as a, reference.connect() as b:
+        read = select(EVENTS).order_by(EVENTS.c.id)
+        assert _utc(a.execute(read)) == _utc(b.execute(read))
+        if ours.dialect.name == "sqlite":  # and byte for byte where the storage is text
+            raw = text("SELECT * FROM usage_events ORDER BY id")
+            assert list(a.execute(raw)) == list(b.execute(raw))
+
+
+def _utc(rows) -> list[tuple]:
+    """Rows with datetimes as naive UTC (PostgreSQL answers aware, SQLite naive)."""
+    return [
+        tuple(
+            v.astimezone(UTC).replace(tzinfo=None) if isinstance(v, datetime) and v.tzinfo else v
+            for v in row
+        )
+        for row in rows
+    ]
+
+
+def test_rollup_times_are_bound_as_sqlalchemy_datetimes(db_url):
+    rng = random.Random(8)
+    event = make_event(rng)
+    event.started_at = 1_767_225_599.9999996  # 2026-01-01 00:00:00.000000 once rounded
+    engine = create_db_engine(db_url)
+    upgrade_schema(engine)
+    insert_rows(engine, [event.flat()])
+    new_year = datetime(2026, 1, 1, tzinfo=UTC)
+    with engine.connect() as conn:
+        hour = conn.execute(select(ROLLUPS.c.hour)).scalar_one()
+        minute = conn.execute(select(MINUTES.c.minute)).scalar_one()
+        month, first = conn.execute(select(SESSIONS.c.month, SESSIONS.c.first_started_at)).one()
+        started = conn.execute(select(EVENTS.c.started_at)).scalar_one()
+        if engine.dialect.name == "sqlite":
+            stored = conn.execute(text("SELECT hour FROM usage_rollups_hourly")).scalar_one()
+            assert stored == "2026-01-01 00:00:00.000000"
+    assert month == "2026-01"
+    for value in (hour, minute, first, started):
+        assert value.replace(tzinfo=UTC) == new_year
