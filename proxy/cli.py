@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
@@ -63,9 +67,7 @@ def serve(
         # migrate SQLite once here, not racing in every worker; refuse an outdated shared
         # database with a clear message before any worker starts
         _engine(config).dispose()
-    if workers > 1:
-        _share_metrics_between_workers()
-    with run_simulated(models) as bases:
+    with _metrics_shared_between(workers), run_simulated(models) as bases:
         _announce(settings, models, bases)
         os.environ[ENV_BASES] = encode_bases(bases)
         if config is not None:
@@ -92,11 +94,20 @@ def serve(
         )
 
 
-def _share_metrics_between_workers() -> None:
-    import tempfile
-
-    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tokenmeter-metrics-")
+@contextmanager
+def _metrics_shared_between(workers: int) -> Iterator[None]:
+    """Several workers: prometheus_client's multiprocess mode, in a directory of ours (removed
+    when serve exits) unless the operator set PROMETHEUS_MULTIPROC_DIR."""
+    if workers == 1 or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        yield
+        return
+    path = tempfile.mkdtemp(prefix="tokenmeter-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    try:
+        yield
+    finally:
+        del os.environ["PROMETHEUS_MULTIPROC_DIR"]
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def _check_tco(settings: Settings, models: list) -> None:  # type: ignore[type-arg]

@@ -129,10 +129,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def serving(config: Path, *extra: str, log: Path | None = None) -> Iterator[str]:
-    """``tokenmeter serve --config CONFIG`` in a subprocess on a free port; yields its URL."""
+def serving(
+    config: Path, *extra: str, log: Path | None = None, env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """``tokenmeter serve --config CONFIG`` in a subprocess on a free port; yields its URL.
+    ``env`` is added to this process's environment (less any PROMETHEUS_MULTIPROC_DIR)."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"} | (env or {})
     out = log.open("w") if log is not None else subprocess.DEVNULL
     proc = subprocess.Popen(
         [

@@ -71,8 +71,13 @@ def two_workers(fakes, tmp_path: Path) -> Iterator[str]:
             }
         )
     )
-    with serving(config, "--workers", "2", log=tmp_path / "serve.log") as url:
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {"TMPDIR": str(tmp)}
+    with serving(config, "--workers", "2", log=tmp_path / "serve.log", env=env) as url:
+        assert [p.name[:19] for p in tmp.iterdir()] == ["tokenmeter-metrics-"]
         yield url
+    assert list(tmp.iterdir()) == []  # serve removes the metrics directory it made
 
 
 def post(url: str, i: int) -> None:
