@@ -313,11 +313,7 @@ def start_tokenmeter(workers: int, work: Path, mock: str, out: Path) -> Target:
     target = Target(f"tokenmeter-{workers}w", f"http://127.0.0.1:{port}/v1", created.stdout.strip())
     argv = [tokenmeter, "serve", "--config", config, "--host", "127.0.0.1", "--port", str(port)]
     argv += ["--log-level", "warning", "--workers", str(workers)]
-    env = {}
-    if workers > 1:  # else serve makes a metrics directory in /tmp and leaves it behind
-        env["PROMETHEUS_MULTIPROC_DIR"] = str(work / f"{target.label}-metrics")
-        Path(env["PROMETHEUS_MULTIPROC_DIR"]).mkdir()
-    start_server(target, argv, out, timeout=60, **env)
+    start_server(target, argv, out, timeout=60)
     return target
 
 

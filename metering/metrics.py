@@ -97,6 +97,7 @@ class UsageMetrics:
         self._use_case = LabelCap(max_use_cases, use_cases)
         self._user = LabelCap(max_label_values) if user_label else None
         self._agent = LabelCap(max_label_values) if agent_label else None
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}
         base = ["backend", "model", "deployment", "use_case"]
         base += ["user"] if user_label else []
         base += ["agent"] if agent_label else []
@@ -154,8 +155,10 @@ class UsageMetrics:
             labels.append(self._user(event.user))
         if self._agent is not None:
             labels.append(self._agent(event.agent))
+        base = tuple(labels)
         route = (event.backend, event.model, event.deployment)
-        self.requests.labels(*labels, event.status).inc()
+        child = self._child
+        child(self.requests, (*base, event.status)).inc()
         u = event.usage
         for token_type, count in zip(
             TOKEN_TYPES,
@@ -169,17 +172,26 @@ class UsageMetrics:
             strict=True,
         ):
             if count:
-                self.tokens.labels(*labels, token_type).inc(count)
+                child(self.tokens, (*base, token_type)).inc(count)
         if u.reasoning_tokens:
-            self.reasoning.labels(*labels).inc(u.reasoning_tokens)
+            child(self.reasoning, base).inc(u.reasoning_tokens)
         if event.cost_micro_usd is None:
-            self.unpriced.labels(*labels).inc()
+            child(self.unpriced, base).inc()
         elif event.cost_micro_usd:
-            self.cost.labels(*labels).inc(event.cost_micro_usd / 1_000_000)
-        self.duration.labels(*route, "true" if event.stream else "false").observe(event.latency_s)
+            child(self.cost, base).inc(event.cost_micro_usd / 1_000_000)
+        stream = "true" if event.stream else "false"
+        child(self.duration, (*route, stream)).observe(event.latency_s)
         if event.ttft_s is not None:
-            self.ttft.labels(*route).observe(event.ttft_s)
-        self.overhead.labels(*route).observe(event.overhead_s)
+            child(self.ttft, route).observe(event.ttft_s)
+        child(self.overhead, route).observe(event.overhead_s)
+
+    def _child(self, metric: Any, labels: tuple[str, ...]) -> Any:
+        """``metric.labels(*labels)``, remembered: the label sets are capped, so is this."""
+        key = (id(metric), labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
 
 
 class StateMetrics:
