@@ -168,33 +168,38 @@ async def _relay(
     status: Status = "cancelled"
     chunks = 0
     done = False
-    lines = resp.lines()
+    batches = resp.line_batches()
+    out: list[bytes] = []
     try:
-        while True:
+        while not done:
             t0 = time.perf_counter()
-            line = await anext(lines, None)
+            lines = await anext(batches, None)
             call.upstream_s += time.perf_counter() - t0
-            if line is None:
+            if lines is None:
                 break
-            if not line.startswith(b"data:"):
-                continue
-            payload = line[5:].strip()
-            if payload == b"[DONE]":
-                done = True
-                break
-            if b'"usage"' in payload and b'"usage":null' not in payload:
-                payload = view.filter(payload)
-                if not payload:
+            out = []
+            for line in lines:
+                if not line.startswith(b"data:"):
                     continue
-            call.mark_first_chunk()
-            chunks += 1
-            yield b"data: " + payload + b"\n\n"
+                payload = line[5:].strip()
+                if payload == b"[DONE]":
+                    done = True
+                    break
+                if b'"usage"' in payload and b'"usage":null' not in payload:
+                    payload = view.filter(payload)
+                    if not payload:
+                        continue
+                call.mark_first_chunk()
+                chunks += 1
+                out.append(b"data: " + payload + b"\n\n")
+            if out and not done:  # what arrived together leaves in one write
+                yield b"".join(out)
         status = "ok" if done else "upstream_error"
         # Journal before the client sees the end: a response received whole is always recorded.
         _finish_stream(call, status, view.last, body, chunks)
         if not done:
             yield error_event("upstream closed the stream before it finished")
-        yield view.closing_chunk() + _DONE
+        yield (b"".join(out) if done else b"") + view.closing_chunk() + _DONE
     except UpstreamTimeout:
         status = "timeout"
         yield error_event("upstream timed out mid-stream")

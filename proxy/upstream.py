@@ -48,6 +48,25 @@ class UpstreamResponse:
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"upstream stream broke: {exc}") from exc
 
+    async def line_batches(self) -> AsyncIterator[list[bytes]]:
+        """The body's lines (newline removed) in the batches the network delivered them, so a
+        relay can forward what arrived together in one write; a last line without its newline
+        comes last, on its own."""
+        content = self._resp.content
+        tail = b""
+        try:
+            while data := await content.readany():
+                lines = (tail + data).split(b"\n")
+                tail = lines.pop()
+                if lines:
+                    yield lines
+        except TimeoutError as exc:
+            raise UpstreamTimeout("upstream timed out mid-stream") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"upstream stream broke: {exc}") from exc
+        if tail:
+            yield [tail]
+
     def close(self) -> None:
         """Drop the connection: tells the upstream to stop generating."""
         self._resp.close()
