@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from datetime import datetime
 
 from sqlalchemy import inspect, text
 
-from metering.store import create_db_engine, head_revision, schema_revision, upgrade_schema
+from metering.store import (
+    MIGRATIONS,
+    create_db_engine,
+    head_revision,
+    schema_revision,
+    upgrade_schema,
+)
 from metering.writer import event_row, insert_events
 from tests.metering.factories import make_event
 
@@ -26,8 +34,9 @@ def test_upgrade_from_previous_revision_backfills_rollups(db_url):
     upgrade_schema(engine, "0001")
     rng = random.Random(11)
     later = {"request_id", "attempt"}  # columns added after revision 0001
-    rows = [{k: v for k, v in event_row(make_event(rng)).items() if k not in later}
-            for _ in range(40)]
+    rows = [
+        {k: v for k, v in event_row(make_event(rng)).items() if k not in later} for _ in range(40)
+    ]
     with engine.begin() as conn:
         conn.execute(
             text(
@@ -83,3 +92,21 @@ def test_upgrade_from_previous_revision_backfills_rollups(db_url):
         ).scalar_one()
     assert n_rows == n_groups
     engine.dispose()
+
+
+def test_head_revision_is_the_newest_migration():
+    from alembic.script import ScriptDirectory
+
+    assert head_revision() == ScriptDirectory(str(MIGRATIONS)).get_current_head()
+
+
+def test_serving_a_migrated_ledger_does_not_load_alembic(tmp_path):
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'ledger.db'}")
+    upgrade_schema(engine)
+    script = (
+        "import sys; from metering.store import create_db_engine, prepare_schema; "
+        f"prepare_schema(create_db_engine({str(engine.url)!r})); "
+        "import proxy.app; print(sorted(m for m in sys.modules if m.startswith('alembic')))"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
