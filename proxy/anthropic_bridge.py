@@ -65,23 +65,29 @@ async def _translate_stream(
     tracker = AnthropicUsageTracker()
     state = _StreamState()
     try:
-        async for event in _events(resp, call, state):
-            tracker.on_event(event)
-            if event.get("type") == "error":
-                state.status = "upstream_error"
-                yield error_event(_event_message(event))
-                return
-            for chunk in translator.on_event(event):
-                call.mark_first_chunk()
-                state.chunks += 1
-                yield b"data: " + orjson.dumps(chunk) + b"\n\n"
-            if event.get("type") == "message_stop":
-                _record(call, body, tracker, state)  # journaled before the client sees the end
-                final = translator.usage_chunk(tracker.fields)
-                if final is not None:
-                    yield b"data: " + orjson.dumps(final) + b"\n\n"
-                yield b"data: [DONE]\n\n"
-                return
+        async for batch in _event_batches(resp, call, state):
+            out: list[bytes] = []  # what arrived together leaves in one write
+            for event, _raw in batch:
+                if event is None:
+                    continue
+                tracker.on_event(event)
+                if event.get("type") == "error":
+                    state.status = "upstream_error"
+                    yield b"".join(out) + error_event(_event_message(event))
+                    return
+                for chunk in translator.on_event(event):
+                    call.mark_first_chunk()
+                    state.chunks += 1
+                    out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+                if event.get("type") == "message_stop":
+                    _record(call, body, tracker, state)  # journaled before the client sees the end
+                    final = translator.usage_chunk(tracker.fields)
+                    if final is not None:
+                        out.append(b"data: " + orjson.dumps(final) + b"\n\n")
+                    yield b"".join(out) + b"data: [DONE]\n\n"
+                    return
+            if out:
+                yield b"".join(out)
         yield error_event("upstream closed the stream before it finished")
     except UpstreamTimeout:
         state.status = "timeout"
@@ -143,8 +149,12 @@ async def _relay_native(
     tracker = AnthropicUsageTracker()
     state = _StreamState()
     try:
-        async for event, raw in _raw_events(resp, call, state):
-            if event is not None:
+        async for batch in _event_batches(resp, call, state):
+            out: list[bytes] = []  # what arrived together leaves in one write
+            for event, raw in batch:
+                out.append(raw)
+                if event is None:
+                    continue
                 tracker.on_event(event)
                 kind = event.get("type")
                 if kind == "content_block_delta":
@@ -152,11 +162,12 @@ async def _relay_native(
                     state.chunks += 1
                 elif kind == "error":
                     state.status = "upstream_error"
-            if event is not None and event.get("type") == "message_stop":
-                _record(call, body, tracker, state)  # journaled before the client sees the end
-                yield raw
-                return
-            yield raw
+                elif kind == "message_stop":
+                    _record(call, body, tracker, state)  # journaled before the client sees the end
+                    yield b"".join(out)
+                    return
+            if out:
+                yield b"".join(out)
     except UpstreamTimeout:
         state.status = "timeout"
     except UpstreamError:
@@ -174,39 +185,40 @@ class _StreamState:
         self.chunks = 0
 
 
-async def _events(
-    resp: UpstreamResponse, call: Call, state: _StreamState
-) -> AsyncIterator[dict[str, Any]]:
-    async for event, _raw in _raw_events(resp, call, state):
-        if event is not None:
-            yield event
+Event = tuple[dict[str, Any] | None, bytes]
 
 
-async def _raw_events(
+async def _event_batches(
     resp: UpstreamResponse, call: Call, state: _StreamState
-) -> AsyncIterator[tuple[dict[str, Any] | None, bytes]]:
-    """(parsed data, raw event bytes) per SSE event; the stream's status is set on the way."""
-    lines = resp.lines()
+) -> AsyncIterator[list[Event]]:
+    """(parsed data, raw event bytes) per SSE event, in the batches the network delivered them;
+    the stream's status is set on the way."""
+    batches = resp.line_batches()
     buf: list[bytes] = []
     event: dict[str, Any] | None = None
     while True:
         t0 = time.perf_counter()
-        line = await anext(lines, None)
+        lines = await anext(batches, None)
         call.upstream_s += time.perf_counter() - t0
-        if line is None:
+        if lines is None:
             if buf:
-                yield event, b"".join(buf) + b"\n"
+                yield [(event, b"\n".join(buf) + b"\n\n")]
             if not state.done:
                 state.status = "upstream_error"
             return
-        buf.append(line)
-        if line.startswith(b"data:"):
-            event = orjson.loads(line[5:])
-            if event.get("type") == "message_stop":
-                state.status, state.done = "ok", True
-        elif line in (b"\n", b"\r\n"):
-            yield event, b"".join(buf)
-            buf, event = [], None
+        events: list[Event] = []
+        for line in lines:
+            if line in (b"", b"\r"):
+                events.append((event, b"\n".join([*buf, line]) + b"\n"))
+                buf, event = [], None
+                continue
+            buf.append(line)
+            if line.startswith(b"data:"):
+                event = orjson.loads(line[5:])
+                if event.get("type") == "message_stop":
+                    state.status, state.done = "ok", True
+        if events:
+            yield events
 
 
 def _event_message(event: Mapping[str, Any]) -> str:

@@ -34,20 +34,6 @@ class UpstreamResponse:
         finally:
             self._resp.release()
 
-    async def lines(self) -> AsyncIterator[bytes]:
-        """The body line by line (newline kept), for server-sent events."""
-        content = self._resp.content
-        try:
-            while True:
-                line = await content.readline()
-                if not line:
-                    return
-                yield line
-        except TimeoutError as exc:
-            raise UpstreamTimeout("upstream timed out mid-stream") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"upstream stream broke: {exc}") from exc
-
     async def line_batches(self) -> AsyncIterator[list[bytes]]:
         """The body's lines (newline removed) in the batches the network delivered them, so a
         relay can forward what arrived together in one write; a last line without its newline

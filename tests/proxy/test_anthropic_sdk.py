@@ -158,3 +158,36 @@ def test_openai_client_sees_cached_tokens_of_anthropic(gateway, api_key, session
     assert resp.usage.prompt_tokens_details.cached_tokens == 40
     [event] = gateway.wait_events(1, "session = :s", s=session_id)
     assert (event["input_tokens"], event["cache_write_tokens"]) == (resp.usage.prompt_tokens, 50)
+
+
+def test_native_stream_is_relayed_with_its_framing(gateway, api_key, fakes):
+    """The gateway forwards Anthropic's events as they were framed (it batches writes, never
+    events): the same event lines, in the same order, as the upstream sends them directly."""
+    import httpx
+    import orjson
+
+    from tests.conftest import FAKE_KEYS
+
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 64, "stream": True}
+    body["messages"] = prompt("framing")
+
+    def frames(url: str, headers: dict[str, str], model: str) -> list[tuple[str, str]]:
+        with httpx.stream("POST", url, json={**body, "model": model}, headers=headers) as r:
+            raw = b"".join(r.iter_raw())
+        assert raw.endswith(b"\n\n")
+        out = []
+        for event in raw[:-2].split(b"\n\n"):
+            name, data = event.split(b"\n")
+            assert name.startswith(b"event: ") and data.startswith(b"data: ")
+            out.append((name.decode(), orjson.loads(data[6:])["type"]))
+        return out
+
+    version = {"anthropic-version": "2023-06-01"}
+    direct = frames(
+        fakes["anthropic"].url + "/v1/messages",
+        {"x-api-key": FAKE_KEYS["anthropic"], **version},
+        "claude-sonnet-4-5",
+    )
+    relayed = frames(gateway.url + "/v1/messages", {"x-api-key": api_key, **version}, "claude")
+    assert relayed == direct
+    assert [n for n, _ in relayed][-1] == "event: message_stop"
