@@ -107,13 +107,14 @@ class Segment:
         return events, self.offset + pos
 
     def commit(self, offset: int) -> None:
-        path = str(self.path) + ".ckpt"
-        fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+        path = self.checkpoint_path
+        tmp = f"{path}.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         try:
             os.write(fd, str(offset).encode())
         finally:
             os.close(fd)
-        os.replace(path + ".tmp", path)
+        os.replace(tmp, path)
         self.offset = offset
 
     def remove(self) -> None:

@@ -15,7 +15,6 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from sqlalchemy import Engine, delete
 
@@ -27,13 +26,6 @@ log = logging.getLogger(__name__)
 
 _MAX_BACKOFF_S = 5.0
 _ORPHAN_SCAN_S = 30.0
-
-
-def event_row(event: UsageEvent) -> dict[str, Any]:
-    row = event.flat()
-    row["started_at"] = datetime.fromtimestamp(event.started_at, UTC)
-    row["finished_at"] = datetime.fromtimestamp(event.finished_at, UTC)
-    return row
 
 
 def insert_events(engine: Engine, events: Sequence[UsageEvent]) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from datetime import UTC, datetime
 from typing import Any
 
 from cost.usage import TokenUsage
@@ -46,3 +47,11 @@ def make_event(rng: random.Random | None = None, **fields: Any) -> UsageEvent:
     }
     base.update(fields)
     return UsageEvent(**base)
+
+
+def event_row(event: UsageEvent) -> dict[str, Any]:
+    """The event as SQLAlchemy's own insert takes it (datetimes, not Unix seconds)."""
+    row = event.flat()
+    row["started_at"] = datetime.fromtimestamp(event.started_at, UTC)
+    row["finished_at"] = datetime.fromtimestamp(event.finished_at, UTC)
+    return row

@@ -10,8 +10,7 @@ from sqlalchemy import insert, select, text
 
 from metering.ingest import EVENTS, MINUTES, ROLLUPS, SESSIONS, insert_rows
 from metering.store import create_db_engine, upgrade_schema
-from metering.writer import event_row
-from tests.metering.factories import make_event
+from tests.metering.factories import event_row, make_event
 
 
 def test_events_are_stored_as_sqlalchemy_would_store_them(db_url, tmp_path):

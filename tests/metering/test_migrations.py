@@ -16,8 +16,8 @@ from metering.store import (
     schema_revision,
     upgrade_schema,
 )
-from metering.writer import event_row, insert_events
-from tests.metering.factories import make_event
+from metering.writer import insert_events
+from tests.metering.factories import event_row, make_event
 
 
 def test_upgrade_from_empty_reaches_head(db_url):
