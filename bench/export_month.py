@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from metering.export import Month  # noqa: E402
+from metering.export.month import Month  # noqa: E402
 from metering.tables import ROLLUP_KEYS, ROLLUP_SUMS  # noqa: E402
 
 MONTH = Month(2026, 10)
@@ -171,10 +171,10 @@ def peak_rss_mb() -> float:
 
 def measure(path: Path, fmt: str) -> dict[str, object]:
     """Run in a child process: export one format, report times per step and memory."""
-    from metering.export import build_month_export
-    from metering.export_files import write_export
+    from metering.export.files import write_export
+    from metering.export.month import build_month_export
     from metering.store import create_db_engine
-    from tests.metering.export_month import tco_inputs
+    from tests.metering.export.month_data import tco_inputs
 
     base_rss = peak_rss_mb()
     engine = create_db_engine(f"sqlite:///{path}")

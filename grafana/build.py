@@ -15,7 +15,10 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from grafana import backends, ledger, spend, tco
+from grafana.boards import backends
+from grafana.boards import spend_by_use_case as spend
+from grafana.boards import tco_live as tco
+from grafana.boards import users_agents_sessions as ledger
 from grafana.panels import Json
 
 OUT = Path(__file__).parent / "dashboards"

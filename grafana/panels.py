@@ -8,6 +8,8 @@ from __future__ import annotations
 import textwrap
 from typing import Any
 
+from cost.prices import ON_PREM_BACKENDS
+
 PROM = {"type": "prometheus", "uid": "tokenmeter-prometheus"}
 LEDGER = {"type": "grafana-postgresql-datasource", "uid": "tokenmeter-ledger"}
 TOKENS = "si:tok"  # 1.2 Mtok
@@ -181,8 +183,10 @@ ONPREM_VARIABLE = {
     "type": "constant",
     "name": "onprem_backends",
     "label": "On-prem backends (regex)",
-    "description": "Backends counted as on-prem: vllm and tgi unless a deployment sets on_prem",
-    "query": "vllm|tgi",
+    "description": "Backends counted as on-prem: "
+    + " and ".join(sorted(ON_PREM_BACKENDS))
+    + " unless a deployment sets on_prem",
+    "query": "|".join(sorted(ON_PREM_BACKENDS)),
     "hide": 2,
 }
 FILTERS = [

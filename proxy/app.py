@@ -20,28 +20,18 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from metering.metrics import exposition
-from proxy import admin, admin_exports
-from proxy.catalogue import default_models
-from proxy.errors import openai_error
-from proxy.reload import watch_config
-from proxy.routes import api_routes
-from proxy.runtime import Runtime, build_runtime, close_runtime, publish_state
-from proxy.settings import ModelConfig, Settings, load_settings
-from proxy.simulation import bases_from_env
+from proxy import admin
+from proxy.config.catalogue import auth_required, effective_models
+from proxy.config.settings import Settings, load_settings
+from proxy.gateway.errors import openai_error
+from proxy.gateway.reload import watch_config
+from proxy.gateway.routes import api_routes
+from proxy.gateway.runtime import Runtime, build_runtime, close_runtime, publish_state
+from proxy.simulated.launcher import bases_from_env
 
 log = logging.getLogger("tokenmeter")
 
 ENV_CONFIG = "TOKENMETER_CONFIG"
-
-
-def effective_models(settings: Settings) -> list[ModelConfig]:
-    return settings.models or default_models()
-
-
-def auth_required(settings: Settings, models: list[ModelConfig]) -> bool:
-    if settings.auth.required is not None:
-        return settings.auth.required
-    return not all(d.simulated for m in models for d in m.deployments)
 
 
 def create_app(
@@ -75,8 +65,8 @@ def create_app(
         redoc_url=None,
     )
     app.add_exception_handler(HTTPException, _admin_error)
-    app.include_router(admin.router)
-    app.include_router(admin_exports.router)
+    for router in admin.routers:
+        app.include_router(router)
     app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
     app.add_api_route("/readyz", readyz, methods=["GET"], include_in_schema=False)
     app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)

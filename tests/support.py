@@ -20,7 +20,7 @@ from sqlalchemy import Engine, text
 
 from metering.store import create_db_engine
 from proxy.app import create_app
-from proxy.settings import load_settings
+from proxy.config.settings import load_settings
 
 ADMIN_KEY = "admin-test-key"
 T = TypeVar("T")

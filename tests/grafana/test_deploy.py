@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from metering.store import create_db_engine, upgrade_schema
-from proxy.settings import load_settings
+from proxy.config.settings import load_settings
 from tests.grafana.queries import ROOT
 
 DEPLOY = ROOT / "deploy"

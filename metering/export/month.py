@@ -1,0 +1,195 @@
+"""The monthly finance export: where the tokens and dollars of one calendar month (UTC) went.
+
+Every view but the sessions is built from the hourly rollups, whose size depends on the number of
+distinct (hour, use case, user, agent, model, backend) combinations, not on the number of
+requests; the session views group the month's raw events. Amounts are integer sums, so the
+totals equal the raw events' to the token and the micro-dollar (``MonthExport.reconciled``).
+Writers for CSV, XLSX and Parquet are in ``metering.export.files``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, Table, func, select
+
+from metering.export.pareto import ParetoSet, headline, smallest_set
+from metering.export.sessions import EventTotals, read_sessions, session_views
+from metering.export.tco_sheet import TcoInputs, month_projection, tco_views
+from metering.export.views import (
+    Sums,
+    View,
+    add_into,
+    cost_micro,
+    group_view,
+    pareto_view,
+    summary_view,
+    total_tokens,
+    zero_sums,
+)
+from metering.tables import ROLLUP_SUMS, UsageRollupRecord
+
+_ROLLUPS: Table = UsageRollupRecord.__table__  # type: ignore[attr-defined]
+GROUPINGS = (
+    ("use_cases", "use_case"),
+    ("agents", "agent"),
+    ("users", "user"),
+    ("models", "model"),
+    ("backends", "backend"),
+)
+_CELL_KEYS = ("use_case", "user", "agent", "model", "backend", "on_prem")
+STEPS = ("reading the month's rollups", "grouping the month's events by session", "TCO projection")
+Progress = Callable[[str], None]
+
+
+class ExportError(Exception):
+    """No export for this month; the message says why."""
+
+
+class UnknownMonth(ExportError):
+    """The month is not a calendar month written YYYY-MM."""
+
+
+class EmptyMonth(ExportError):
+    """The ledger recorded no request in the month."""
+
+
+@dataclass(frozen=True, slots=True)
+class Month:
+    """A calendar month in UTC."""
+
+    year: int
+    month: int
+
+    @classmethod
+    def parse(cls, text: str) -> Month:
+        match = re.fullmatch(r"(\d{4})-(\d{2})", text.strip())
+        if not match or not 1 <= int(match.group(2)) <= 12 or int(match.group(1)) < 1970:
+            raise UnknownMonth(f"not a month: {text!r} (expected YYYY-MM, e.g. 2026-10)")
+        return cls(int(match.group(1)), int(match.group(2)))
+
+    @property
+    def start(self) -> datetime:
+        return datetime(self.year, self.month, 1, tzinfo=UTC)
+
+    @property
+    def end(self) -> datetime:
+        """The first instant of the next month (exclusive)."""
+        year, month = divmod(self.year * 12 + self.month, 12)
+        return datetime(year, month + 1, 1, tzinfo=UTC)
+
+    def __str__(self) -> str:
+        return f"{self.year:04d}-{self.month:02d}"
+
+
+@dataclass(frozen=True, slots=True)
+class MonthExport:
+    """The month's views, its 80/20 sets and headlines, and both ways of counting its totals."""
+
+    month: Month
+    views: list[View]
+    tokens: ParetoSet
+    cost: ParetoSet
+    totals: Sums
+    events: EventTotals
+    tco: dict[str, Any] | None
+
+    @property
+    def headline(self) -> str:
+        """ "N% of use cases carry M% of tokens"."""
+        return headline(self.tokens, items="use cases", volume="tokens")
+
+    @property
+    def cost_headline(self) -> str:
+        return headline(self.cost, items="use cases", volume="cost")
+
+    @property
+    def reconciled(self) -> bool:
+        """True when the rollups' totals equal the raw events' (requests, tokens, cost)."""
+        ev = self.events
+        mine = (self.totals[0], total_tokens(self.totals), cost_micro(self.totals))
+        return mine == (ev.requests, ev.total_tokens, ev.cost_micro_usd)
+
+    def view(self, name: str) -> View:
+        return next(v for v in self.views if v.name == name)
+
+
+def build_month_export(
+    engine: Engine,
+    month: Month,
+    *,
+    tco: TcoInputs | None = None,
+    now: datetime | None = None,
+    progress: Progress | None = None,
+) -> MonthExport:
+    """All views of ``month``; EmptyMonth when the ledger has no request in it."""
+    step = progress or (lambda _: None)
+    now = now or datetime.now(UTC)
+    step(STEPS[0])
+    cells = read_cells(engine, start=month.start, end=month.end)
+    if not cells:
+        raise EmptyMonth(_why_empty(engine, month, now))
+    by_scope: dict[str, Sums] = {"all": zero_sums(), "hosted": zero_sums(), "on_prem": zero_sums()}
+    groups: dict[str, dict[str, Sums]] = {name: {} for name, _ in GROUPINGS}
+    by_use_case: dict[tuple[str, bool], Sums] = {}
+    for keys, sums in cells:
+        labels = dict(zip(_CELL_KEYS, keys, strict=True))
+        for target in (by_scope["all"], by_scope["on_prem" if labels["on_prem"] else "hosted"]):
+            add_into(target, sums)
+        for name, key in GROUPINGS:
+            add_into(groups[name].setdefault(labels[key], zero_sums()), sums)
+        add_into(by_use_case.setdefault((labels["use_case"], labels["on_prem"]), zero_sums()), sums)
+    total = by_scope["all"]
+    uc = groups["use_cases"]
+    pareto = {
+        "tokens": smallest_set((k, total_tokens(s)) for k, s in uc.items()),
+        "cost": smallest_set((k, cost_micro(s)) for k, s in uc.items()),
+    }
+    views = [
+        summary_view(str(month), by_scope),
+        pareto_view({m: (p, headline(p, items="use cases", volume=m)) for m, p in pareto.items()}),
+        *(group_view(name, key, groups[name], total) for name, key in GROUPINGS),
+    ]
+    step(STEPS[1])
+    sessions = read_sessions(engine, start=month.start, end=month.end)
+    views += session_views(sessions, month_tokens=total_tokens(total))
+    step(STEPS[2])
+    result = None
+    if tco is not None:
+        end = min(month.end, max(now, month.start))
+        result = month_projection(engine, tco, start=month.start, end=end, by_use_case=by_use_case)
+        views += tco_views(result)
+    return MonthExport(
+        month, views, pareto["tokens"], pareto["cost"], total, sessions.events, result
+    )
+
+
+def read_cells(
+    engine: Engine, *, start: datetime, end: datetime
+) -> list[tuple[tuple[Any, ...], list[int]]]:
+    """Rollup sums of [start, end) per use case, user, agent, model, backend and on_prem."""
+    r = _ROLLUPS.c
+    keys = [r[k] for k in _CELL_KEYS]
+    stmt = (
+        select(*keys, *(func.coalesce(func.sum(r[c]), 0) for c in ROLLUP_SUMS))
+        .where(r.hour >= start, r.hour < end)
+        .group_by(*keys)
+    )
+    n = len(keys)
+    with engine.connect() as conn:
+        return [(tuple(row[:n]), [int(v) for v in row[n:]]) for row in conn.execute(stmt)]
+
+
+def _why_empty(engine: Engine, month: Month, now: datetime) -> str:
+    if month.start > now:
+        return f"{month} has not started yet: no requests to export"
+    hour = _ROLLUPS.c.hour
+    with engine.connect() as conn:
+        first, last = conn.execute(select(func.min(hour), func.max(hour))).one()
+    if first is None:
+        return f"no requests in {month}: the ledger is empty"
+    return f"no requests in {month}: the ledger has requests from {first:%Y-%m} to {last:%Y-%m}"

@@ -1,0 +1,49 @@
+"""/admin/keys: virtual keys minted, listed and revoked."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, HTTPException
+from pydantic import BaseModel, Field
+
+from metering.keys import create_key, list_keys, revoke_key
+from metering.tables import ApiKeyPublic
+from proxy.admin.guard import AdminRuntime
+from proxy.gateway.attribution import MAX_LEN
+
+router = APIRouter(prefix="/admin", tags=["admin"])
+
+_Label = Annotated[str, Field(min_length=1, max_length=MAX_LEN, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+
+class KeyCreate(BaseModel):
+    user: _Label
+    team: _Label | None = None
+    use_case: _Label | None = None
+    agent: _Label | None = None
+
+
+class KeyCreated(ApiKeyPublic):
+    key: str = Field(description="the key itself; shown this once, stored only as a hash")
+
+
+@router.post("/keys", status_code=201)
+async def post_key(body: KeyCreate, rt: AdminRuntime) -> KeyCreated:
+    public, key = await asyncio.to_thread(create_key, rt.engine, **body.model_dump())
+    await rt.keys.reload()
+    return KeyCreated(**public.model_dump(), key=key)
+
+
+@router.get("/keys")
+async def get_keys(rt: AdminRuntime) -> list[ApiKeyPublic]:
+    return await asyncio.to_thread(list_keys, rt.engine)
+
+
+@router.delete("/keys/{key_id}")
+async def delete_key(key_id: str, rt: AdminRuntime) -> dict[str, Any]:
+    if not await asyncio.to_thread(revoke_key, rt.engine, key_id):
+        raise HTTPException(404, f"no active key {key_id!r}")
+    await rt.keys.reload()
+    return {"id": key_id, "revoked": True}

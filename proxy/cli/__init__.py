@@ -1,0 +1,30 @@
+"""The ``tokenmeter`` command line: one module per command group, shared options in ``common``."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from proxy.cli import db, demo, export, keys, reports, serve
+
+cli = typer.Typer(
+    help="tokenmeter: an LLM gateway that meters every token.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+cli.command()(serve.serve)
+cli.add_typer(keys.keys_cli, name="keys")
+cli.command()(reports.prices)
+cli.command()(reports.tco)
+cli.command()(reports.compare)
+cli.command("export")(export.export)
+cli.command("demo")(demo.demo)
+cli.add_typer(db.db_cli, name="db")
+
+
+def main() -> None:
+    try:
+        cli()
+    except KeyboardInterrupt:
+        sys.exit(130)

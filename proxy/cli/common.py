@@ -1,0 +1,65 @@
+"""What every command shares: the --config option, settings, the ledger, failing clearly."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn
+
+import typer
+
+from proxy.config.settings import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+
+    from metering.export.tco_sheet import TcoInputs
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML config file", envvar="TOKENMETER_CONFIG")
+]
+
+
+def fail(message: str, *, code: int) -> NoReturn:
+    """One line on stderr and the exit code: 2 for bad input or configuration, 1 otherwise."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def load(config: Path | None) -> Settings:
+    try:
+        return load_settings(config)
+    except ConfigError as exc:
+        fail(str(exc), code=2)
+
+
+def open_ledger(settings: Settings) -> Engine:
+    """The ledger's engine, its schema brought up to date (or refused when outdated)."""
+    from metering.store import SchemaOutdated, create_db_engine, prepare_schema
+
+    engine = create_db_engine(settings.storage.url)
+    try:
+        prepare_schema(engine)
+    except SchemaOutdated as exc:
+        fail(str(exc), code=2)
+    return engine
+
+
+def tco_inputs(settings: Settings) -> TcoInputs:
+    """The configured TCO plan and hosted option, or a clear exit naming the bad key."""
+    from metering.export.tco_sheet import TcoInputs
+    from proxy.config.catalogue import effective_models
+    from proxy.config.pricebook import build_pricebook
+    from proxy.gateway.projector import tco_inputs as plan_and_hosted
+
+    book = build_pricebook(settings, effective_models(settings))
+    try:
+        plan, hosted = plan_and_hosted(settings.tco, book)
+    except ConfigError as exc:
+        fail(str(exc), code=2)
+    return TcoInputs(plan=plan, hosted=hosted, scenario=settings.tco.scenario)
+
+
+def as_utc(value: datetime | None) -> datetime | None:
+    """A naive time from the command line is UTC."""
+    return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value

@@ -1,0 +1,276 @@
+"""One settings object: YAML file (optional) overlaid by ``TOKENMETER_*`` environment variables.
+
+Environment wins over the file, so a container can override one key of a mounted config. Nested
+keys use a double underscore: ``TOKENMETER_STORAGE__URL=postgresql+psycopg://...``.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from cost.prices import ON_PREM_BACKENDS
+
+Backend = Literal["anthropic", "azure_mistral", "vllm", "tgi", "openai_compatible"]
+
+ANTHROPIC_PUBLIC_API = "https://api.anthropic.com"
+DEFAULT_TIMEOUT_S = 600.0  # long generations of large models take minutes
+DEFAULT_AZURE_API_VERSION = "2024-05-01-preview"  # what the azure-ai-inference SDKs send
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message names the offending key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DeploymentConfig(_Strict):
+    backend: Backend
+    model: str = Field(min_length=1, description="model name sent to the upstream")
+    api_base: str | None = None
+    api_key_env: str | None = None
+    api_version: str = DEFAULT_AZURE_API_VERSION
+    timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0)
+    weight: float = Field(default=1.0, ge=0)
+    on_prem: bool | None = None
+    simulated: bool = False
+    name: str | None = None
+    price_key: str | None = Field(
+        default=None, description="price-map key; derived from backend and model when not set"
+    )
+
+    @property
+    def is_on_prem(self) -> bool:
+        if self.on_prem is not None:
+            return self.on_prem
+        return self.backend in ON_PREM_BACKENDS
+
+    def api_key(self) -> str | None:
+        return os.environ.get(self.api_key_env) if self.api_key_env else None
+
+
+class ModelConfig(_Strict):
+    name: str = Field(min_length=1)
+    deployments: list[DeploymentConfig] = Field(min_length=1)
+    sticky: Literal["none", "session"] = Field(
+        default="none", description="session: one conversation stays on one deployment"
+    )
+    max_attempts: int = Field(
+        default=2, ge=1, le=5, description="deployments tried per request, fallbacks included"
+    )
+
+
+class RoutingSettings(_Strict):
+    """The passive circuit breaker of every deployment."""
+
+    failures_to_open: int = Field(default=5, ge=1)
+    cooldown_s: float = Field(default=30.0, gt=0)
+
+
+class UseCaseConfig(_Strict):
+    agents: list[str] = Field(default_factory=list)
+
+
+class StorageSettings(_Strict):
+    url: str = "sqlite:///./tokenmeter.db"
+    batch_max_events: int = Field(default=1000, gt=0)
+    flush_interval_s: float = Field(default=0.2, gt=0)
+    journal: bool = Field(default=True, description="off only for benchmarks: loses on a crash")
+    journal_dir: str = "./tokenmeter-journal"
+    fsync: Literal["none", "interval", "always"] = "none"
+    fsync_interval_s: float = Field(default=1.0, gt=0)
+    on_journal_error: Literal["reject", "serve"] = Field(
+        default="reject",
+        description="reject: answer 503 while the journal is unwritable; serve: keep serving, "
+        "holding events in memory (lost if the process dies before the database takes them)",
+    )
+    retention_days: int | None = Field(default=None, gt=0)
+
+
+class AuthSettings(_Strict):
+    admin_key: SecretStr | None = None
+    required: bool | None = Field(
+        default=None,
+        description="require a virtual key; default: yes unless every backend is simulated",
+    )
+    refresh_interval_s: float = Field(default=0.25, gt=0)
+
+
+class LimitSettings(_Strict):
+    max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+
+
+class MetricsSettings(_Strict):
+    """Prometheus label policy: user and agent labels are opt-in, every label is capped."""
+
+    user_label: bool = False
+    agent_label: bool = False
+    overhead_header: bool = Field(
+        default=False, description="add x-tokenmeter-overhead-ms to every proxied response"
+    )
+    max_label_values: int = Field(default=100, gt=0, description="per opt-in label")
+    max_use_cases: int = Field(
+        default=50, gt=0, description="use cases beyond the configured ones; the rest: other"
+    )
+
+
+class PriceRuleConfig(_Strict):
+    """A negotiated discount, batch share or explicit price; prices in USD per million tokens."""
+
+    model: str | None = None
+    backend: Backend | None = None
+    effective_from: datetime | None = None
+    discount: Decimal = Field(default=Decimal(0), ge=0, le=1)
+    batch_share: Decimal = Field(default=Decimal(0), ge=0, le=1)
+    input_per_mtok: Decimal | None = Field(default=None, ge=0)
+    output_per_mtok: Decimal | None = Field(default=None, ge=0)
+    cache_read_per_mtok: Decimal | None = Field(default=None, ge=0)
+    cache_write_per_mtok: Decimal | None = Field(default=None, ge=0)
+    cache_write_1h_per_mtok: Decimal | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _prices_complete(self) -> PriceRuleConfig:
+        given = [f for f in _PRICE_FIELDS if getattr(self, f) is not None]
+        if given and (self.input_per_mtok is None or self.output_per_mtok is None):
+            raise ValueError("an explicit price needs input_per_mtok and output_per_mtok")
+        return self
+
+
+_PRICE_FIELDS = (
+    "input_per_mtok",
+    "output_per_mtok",
+    "cache_read_per_mtok",
+    "cache_write_per_mtok",
+    "cache_write_1h_per_mtok",
+)
+
+
+class PricingSettings(_Strict):
+    price_file: str | None = Field(
+        default=None, description="a litellm-format price file to use instead of litellm's own"
+    )
+    rules: list[PriceRuleConfig] = Field(default_factory=list)
+
+
+class TcoSettings(_Strict):
+    """The on-prem plan the observed traffic is projected onto, and the hosted option."""
+
+    scenario: str = "enterprise-h100"
+    overrides: dict[str, Any] = Field(default_factory=dict, description="OnPremPlan fields")
+    hosted_model: str | None = Field(
+        default=None, description="price-map key; default: the scenario's like-for-like model"
+    )
+    interval_s: float = Field(default=15.0, gt=0)
+    window_days: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check_plan(self) -> TcoSettings:
+        from cost.scenarios import get_scenario
+
+        try:
+            get_scenario(self.scenario).with_overrides(**self.overrides)
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"tco: {exc}") from exc
+        return self
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TOKENMETER_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    storage: StorageSettings = StorageSettings()
+    auth: AuthSettings = AuthSettings()
+    limits: LimitSettings = LimitSettings()
+    pricing: PricingSettings = PricingSettings()
+    tco: TcoSettings = TcoSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    routing: RoutingSettings = RoutingSettings()
+    models: list[ModelConfig] = Field(default_factory=list)
+    use_cases: dict[str, UseCaseConfig] = Field(default_factory=dict)
+    admin_key: SecretStr | None = Field(default=None, description="alias of auth.admin_key")
+    simulated_clock: bool = Field(
+        default=False,
+        description="honour X-Tokenmeter-Simulated-Time (Unix s) as the request's start: for "
+        "`tokenmeter demo` and tests only; never in production",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (env_settings, init_settings)
+
+    @model_validator(mode="after")
+    def _check_names(self) -> Settings:
+        seen: set[str] = set()
+        for i, model in enumerate(self.models):
+            if model.name in seen:
+                raise ValueError(f"models.{i}.name: duplicate model name {model.name!r}")
+            seen.add(model.name)
+            for j, dep in enumerate(model.deployments):
+                if dep.api_base is None and not dep.simulated and dep.backend != "anthropic":
+                    raise ValueError(
+                        f"models.{i}.deployments.{j}.api_base: required for backend {dep.backend!r}"
+                    )
+        return self
+
+    @property
+    def agent_use_cases(self) -> dict[str, str]:
+        """Agent → the use case it serves, from ``use_cases.<name>.agents``."""
+        return {a: uc for uc, cfg in self.use_cases.items() for a in cfg.agents}
+
+    @property
+    def effective_admin_key(self) -> str | None:
+        key = self.auth.admin_key or self.admin_key
+        return key.get_secret_value() if key else None
+
+
+def load_settings(path: Path | None = None, **overrides: Any) -> Settings:
+    """Read the YAML file (if any), overlay the environment, validate; ConfigError on failure."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"config file {path} is not valid YAML: {exc}") from exc
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path}: top level must be a mapping")
+        data = loaded or {}
+    data.update(overrides)
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc)) from exc
+
+
+def _describe(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(part) for part in err["loc"])
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"{loc}: {msg}" if loc and not msg.startswith(loc) else msg)
+    return "invalid configuration: " + "; ".join(lines)

@@ -1,0 +1,268 @@
+"""Anthropic deployments: OpenAI-shaped requests translated both ways, and the native
+Messages API passed through (for the Anthropic SDK and coding tools)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from cost.usage import TokenUsage
+from metering.events import Status
+from proxy.gateway.call import Call
+from proxy.gateway.deployments import ANTHROPIC_VERSION, Deployment
+from proxy.gateway.errors import journal_unavailable
+from proxy.gateway.exchange import error_event, raise_for_upstream, read_timed, send_timed
+from proxy.gateway.streaming import EventStreamResponse
+from proxy.gateway.translate import StreamTranslator, to_anthropic_request, to_openai_response
+from proxy.gateway.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
+from proxy.gateway.upstream_usage import (
+    AnthropicUsageTracker,
+    anthropic_usage,
+    estimate_tokens,
+    prompt_chars,
+)
+
+_FORWARDED = ("anthropic-version", "anthropic-beta")
+
+
+def native_headers(dep: Deployment, client: Mapping[str, str]) -> dict[str, str]:
+    headers = dict(dep.headers)
+    headers["anthropic-version"] = client.get("anthropic-version") or ANTHROPIC_VERSION
+    if client.get("anthropic-beta"):
+        headers["anthropic-beta"] = client["anthropic-beta"]
+    return headers
+
+
+def _response_headers(resp: UpstreamResponse) -> dict[str, str]:
+    # Claude Code de-duplicates usage by request-id: it must survive the proxy.
+    rid = resp.headers.get("request-id")
+    return {"request-id": rid} if rid else {}
+
+
+async def chat_via_anthropic(
+    upstream: Upstream, call: Call, dep: Deployment, body: dict[str, Any]
+) -> Response | EventStreamResponse:
+    request = to_anthropic_request(body, model=dep.model)
+    headers = native_headers(dep, {})
+    resp = await send_timed(upstream, call, dep, "/v1/messages", orjson.dumps(request), headers)
+    await raise_for_upstream(resp, call, dep)
+    alias = call.model
+    if not call.stream:
+        msg = orjson.loads(await read_timed(resp, call, dep))
+        if not call.finish("ok", 200, anthropic_usage(msg.get("usage") or {})):
+            raise journal_unavailable()
+        return Response(
+            orjson.dumps(to_openai_response(msg, model=alias)), media_type="application/json"
+        )
+    options = body.get("stream_options")
+    include_usage = isinstance(options, dict) and options.get("include_usage") is True
+    translator = StreamTranslator(model=alias, include_usage=include_usage)
+    return EventStreamResponse(_translate_stream(resp, call, body, translator))
+
+
+async def _translate_stream(
+    resp: UpstreamResponse, call: Call, body: dict[str, Any], translator: StreamTranslator
+) -> AsyncIterator[bytes]:
+    tracker = AnthropicUsageTracker()
+    state = _StreamState()
+    try:
+        async for batch in _event_batches(resp, call, state):
+            out: list[bytes] = []  # what arrived together leaves in one write
+            for event, _raw in batch:
+                if event is None:
+                    continue
+                tracker.on_event(event)
+                if event.get("type") == "error":
+                    state.status = "upstream_error"
+                    yield b"".join(out) + error_event(_event_message(event))
+                    return
+                for chunk in translator.on_event(event):
+                    call.mark_first_chunk()
+                    state.chunks += 1
+                    out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
+                if event.get("type") == "message_stop":
+                    _record(call, body, tracker, state)  # journaled before the client sees the end
+                    final = translator.usage_chunk(tracker.fields)
+                    if final is not None:
+                        out.append(b"data: " + orjson.dumps(final) + b"\n\n")
+                    yield b"".join(out) + b"data: [DONE]\n\n"
+                    return
+            if out:
+                yield b"".join(out)
+        yield error_event("upstream closed the stream before it finished")
+    except UpstreamTimeout:
+        state.status = "timeout"
+        yield error_event("upstream timed out mid-stream")
+    except UpstreamError as exc:
+        state.status = "upstream_error"
+        yield error_event(str(exc))
+    finally:
+        _finish(resp, call, body, tracker, state)
+
+
+async def messages_native(
+    upstream: Upstream,
+    call: Call,
+    dep: Deployment,
+    body: dict[str, Any],
+    client_headers: Mapping[str, str],
+) -> Response | EventStreamResponse:
+    headers = native_headers(dep, client_headers)
+    resp = await send_timed(upstream, call, dep, "/v1/messages", orjson.dumps(body), headers)
+    if resp.status >= 500 or resp.status == 429:
+        await raise_for_upstream(resp, call, dep)  # recorded; a fallback may take over
+    if resp.status >= 400 or not call.stream:
+        return await _native_json(resp, call, dep, body)
+    return EventStreamResponse(_relay_native(resp, call, body), headers=_response_headers(resp))
+
+
+async def _native_json(
+    resp: UpstreamResponse, call: Call, dep: Deployment, body: dict[str, Any]
+) -> Response:
+    data = await read_timed(resp, call, dep)
+    if resp.status >= 400:
+        # Anthropic clients understand Anthropic error bodies: pass them through as they are.
+        status: Status = (
+            "client_error" if resp.status < 500 and resp.status != 429 else "upstream_error"
+        )
+        call.finish(status, resp.status)
+        return Response(
+            data,
+            status_code=resp.status,
+            media_type="application/json",
+            headers=_response_headers(resp),
+        )
+    msg = orjson.loads(data)
+    usage = msg.get("usage") if isinstance(msg, dict) else None
+    if isinstance(usage, dict):
+        journaled = call.finish("ok", 200, anthropic_usage(usage))
+    else:
+        estimate = TokenUsage(input_tokens=estimate_tokens(prompt_chars(body)))
+        journaled = call.finish("ok", 200, estimate, source="estimated")
+    if not journaled:
+        raise journal_unavailable()
+    return Response(data, media_type="application/json", headers=_response_headers(resp))
+
+
+async def _relay_native(
+    resp: UpstreamResponse, call: Call, body: dict[str, Any]
+) -> AsyncIterator[bytes]:
+    tracker = AnthropicUsageTracker()
+    state = _StreamState()
+    try:
+        async for batch in _event_batches(resp, call, state):
+            out: list[bytes] = []  # what arrived together leaves in one write
+            for event, raw in batch:
+                out.append(raw)
+                if event is None:
+                    continue
+                tracker.on_event(event)
+                kind = event.get("type")
+                if kind == "content_block_delta":
+                    call.mark_first_chunk()
+                    state.chunks += 1
+                elif kind == "error":
+                    state.status = "upstream_error"
+                elif kind == "message_stop":
+                    _record(call, body, tracker, state)  # journaled before the client sees the end
+                    yield b"".join(out)
+                    return
+            if out:
+                yield b"".join(out)
+    except UpstreamTimeout:
+        state.status = "timeout"
+    except UpstreamError:
+        state.status = "upstream_error"
+    finally:
+        _finish(resp, call, body, tracker, state)
+
+
+class _StreamState:
+    __slots__ = ("chunks", "done", "status")
+
+    def __init__(self) -> None:
+        self.status: Status = "cancelled"
+        self.done = False
+        self.chunks = 0
+
+
+Event = tuple[dict[str, Any] | None, bytes]
+
+
+async def _event_batches(
+    resp: UpstreamResponse, call: Call, state: _StreamState
+) -> AsyncIterator[list[Event]]:
+    """(parsed data, raw event bytes) per SSE event, in the batches the network delivered them;
+    the stream's status is set on the way."""
+    batches = resp.line_batches()
+    buf: list[bytes] = []
+    event: dict[str, Any] | None = None
+    while True:
+        t0 = time.perf_counter()
+        lines = await anext(batches, None)
+        call.upstream_s += time.perf_counter() - t0
+        if lines is None:
+            if buf:
+                yield [(event, b"\n".join(buf) + b"\n\n")]
+            if not state.done:
+                state.status = "upstream_error"
+            return
+        events: list[Event] = []
+        for line in lines:
+            if line in (b"", b"\r"):
+                events.append((event, b"\n".join([*buf, line]) + b"\n"))
+                buf, event = [], None
+                continue
+            buf.append(line)
+            if line.startswith(b"data:"):
+                event = orjson.loads(line[5:])
+                if event.get("type") == "message_stop":
+                    state.status, state.done = "ok", True
+        if events:
+            yield events
+
+
+def _event_message(event: Mapping[str, Any]) -> str:
+    err = event.get("error")
+    return str(err.get("message", "upstream error")) if isinstance(err, dict) else "upstream error"
+
+
+def _finish(
+    resp: UpstreamResponse,
+    call: Call,
+    body: dict[str, Any],
+    tracker: AnthropicUsageTracker,
+    state: _StreamState,
+) -> None:
+    if state.done:
+        resp.release()
+    else:
+        resp.close()
+    _record(call, body, tracker, state)
+
+
+def _record(
+    call: Call, body: dict[str, Any], tracker: AnthropicUsageTracker, state: _StreamState
+) -> None:
+    http_status = 200 if state.status in ("ok", "cancelled") else 502
+    if tracker.seen_start and (state.done or tracker.seen_delta or state.chunks == 0):
+        call.finish(state.status, http_status, tracker.usage())
+        return
+    # Input and cache counts are exact from message_start; output was never reported.
+    usage = (
+        tracker.usage()
+        if tracker.seen_start
+        else TokenUsage(input_tokens=estimate_tokens(prompt_chars(body)))
+    )
+    estimate = TokenUsage(
+        input_tokens=usage.input_tokens,
+        cache_read_tokens=usage.cache_read_tokens,
+        cache_write_tokens=usage.cache_write_tokens,
+        cache_write_1h_tokens=usage.cache_write_1h_tokens,
+        output_tokens=max(usage.output_tokens, state.chunks),
+    )
+    call.finish(state.status, http_status, estimate, source="estimated")

@@ -1,0 +1,120 @@
+"""One request's metering state, from authentication to the usage event."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from cost.usage import TokenUsage
+from metering.events import Status, UsageEvent, UsageSource, new_event_id
+from metering.keys import KeyInfo
+from proxy.gateway.attribution import UNKNOWN, Attribution
+
+if TYPE_CHECKING:
+    from metering.ledger import Ledger
+    from proxy.gateway.deployments import Deployment
+
+UNATTRIBUTED = Attribution(UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN)
+
+
+class Call:
+    """Collects what the usage event needs while a request is served; ``finish`` records it once.
+
+    ``upstream_s`` accumulates time spent waiting on the upstream, so the proxy's own overhead is
+    the rest of the latency.
+    """
+
+    __slots__ = (
+        "_done",
+        "_ledger",
+        "attempt",
+        "attribution",
+        "deployment",
+        "key",
+        "model",
+        "request_id",
+        "started",
+        "started_perf",
+        "stream",
+        "ttft_s",
+        "upstream_s",
+    )
+
+    def __init__(self, ledger: Ledger, key: KeyInfo) -> None:
+        self._ledger = ledger
+        self._done = False
+        self.key = key
+        self.request_id = ""  # the first attempt's event id, set when it is recorded
+        self.attempt = 1
+        self.started = time.time()
+        self.started_perf = time.perf_counter()
+        self.attribution = UNATTRIBUTED
+        self.deployment: Deployment | None = None
+        self.model = UNKNOWN
+        self.stream = False
+        self.ttft_s: float | None = None
+        self.upstream_s = 0.0
+
+    def mark_first_chunk(self) -> None:
+        if self.ttft_s is None:
+            self.ttft_s = time.perf_counter() - self.started_perf
+
+    def next_attempt(self) -> Call:
+        """The same request on its next deployment: a new event, the same request id."""
+        nxt = Call(self._ledger, self.key)
+        nxt.request_id, nxt.attempt = self.request_id, self.attempt + 1
+        nxt.attribution, nxt.model, nxt.stream = self.attribution, self.model, self.stream
+        return nxt
+
+    def overhead_s(self) -> float:
+        """Time since the request started that was not spent waiting on the upstream."""
+        return max(0.0, time.perf_counter() - self.started_perf - self.upstream_s)
+
+    def discard(self) -> None:
+        """Nothing to record for this request (it spends no tokens)."""
+        self._done = True
+
+    def finish(
+        self,
+        status: Status,
+        http_status: int,
+        usage: TokenUsage | None = None,
+        *,
+        source: UsageSource = "upstream",
+    ) -> bool:
+        """Record the event once; False if it could not be journaled (answer 503 if possible)."""
+        if self._done:
+            return True
+        self._done = True
+        latency_s = time.perf_counter() - self.started_perf
+        dep = self.deployment
+        att = self.attribution
+        event_id = new_event_id()
+        self.request_id = self.request_id or event_id
+        return self._ledger.record(
+            UsageEvent(
+                id=event_id,
+                request_id=self.request_id,
+                attempt=self.attempt,
+                started_at=self.started,
+                finished_at=self.started + latency_s,
+                key_id=self.key.id,
+                user=att.user,
+                agent=att.agent,
+                session=att.session,
+                use_case=att.use_case,
+                model=self.model,
+                backend=dep.backend if dep else "none",
+                deployment=dep.name if dep else "none",
+                upstream_model=dep.model if dep else "none",
+                on_prem=dep.on_prem if dep else False,
+                stream=self.stream,
+                status=status,
+                http_status=http_status,
+                usage=usage or TokenUsage(),
+                usage_source=source,
+                latency_s=latency_s,
+                ttft_s=self.ttft_s,
+                overhead_s=max(0.0, latency_s - self.upstream_s),
+            )
+        )

@@ -1,0 +1,60 @@
+"""Trying the deployments of an alias in turn until one answers.
+
+A request moves to the next deployment on connection failure, 5xx, 429 or timeout, as long as
+nothing has been sent to the client yet (a streaming response is only returned once its upstream
+answered, so a stream that has started never moves). Each attempt is its own usage event, all
+sharing the request id; the attempt budget is the alias's ``max_attempts``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from starlette.types import ASGIApp
+
+from proxy.gateway.call import Call
+from proxy.gateway.deployments import Deployment
+from proxy.gateway.errors import ProxyError
+from proxy.gateway.runtime import Runtime
+
+Attempt = Callable[[Call, Deployment], Awaitable[ASGIApp]]
+_RETRYABLE = frozenset({"upstream_timeout", "upstream_unavailable", "upstream_error"})
+
+
+def retryable(exc: ProxyError) -> bool:
+    return exc.code in _RETRYABLE or (exc.code == "upstream_rejected" and exc.status == 429)
+
+
+async def with_fallback(
+    rt: Runtime,
+    call: Call,
+    model: object,
+    attempt: Attempt,
+    *,
+    accept: Callable[[Deployment], bool] = lambda _dep: True,
+) -> ASGIApp:
+    """Run ``attempt`` on each candidate deployment that ``accept``s until one succeeds."""
+    candidates = [
+        d for d in rt.router.candidates(model, session=call.attribution.session) if accept(d)
+    ]
+    if not candidates:
+        raise ProxyError(
+            400, f"model {call.model!r} has no deployment for this API", code="unsupported"
+        )
+    current = call
+    for i, dep in enumerate(candidates):
+        if i:
+            current = call.next_attempt()
+        current.deployment = dep
+        rt.router.begin(dep)
+        try:
+            response = await attempt(current, dep)
+        except ProxyError as exc:
+            failed = retryable(exc)
+            rt.router.record(dep, ok=not failed)
+            if not failed or i == len(candidates) - 1:
+                raise
+            continue
+        rt.router.record(dep, ok=True)
+        return response
+    raise AssertionError("unreachable: the loop returns or raises")

@@ -1,0 +1,100 @@
+"""The common front half of every proxied request: auth, size, JSON, model, attribution."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+import orjson
+from starlette.requests import ClientDisconnect, Request
+
+from proxy.gateway.attribution import MAX_LEN, resolve_attribution
+from proxy.gateway.auth import bearer_token
+from proxy.gateway.call import UNATTRIBUTED, Call
+from proxy.gateway.errors import ProxyError, journal_unavailable
+from proxy.gateway.runtime import Runtime
+
+# Attribution keys we read from body metadata; stripped before the body goes upstream, where
+# OpenAI-family servers would reject or store them and Anthropic accepts only user_id.
+METADATA_KEYS = ("user", "agent", "session", "use_case")
+SIMULATED_TIME_HEADER = "x-tokenmeter-simulated-time"
+
+
+async def authenticate(request: Request, rt: Runtime, *, anthropic: bool = False) -> Call:
+    token = bearer_token(request.headers, allow_x_api_key=anthropic)
+    key = await rt.keys.authenticate(token)
+    if not rt.ledger.accepting:
+        raise journal_unavailable()
+    call = Call(rt.ledger, key)
+    if rt.settings.simulated_clock:
+        _set_simulated_start(call, request.headers.get(SIMULATED_TIME_HEADER))
+    return call
+
+
+def _set_simulated_start(call: Call, value: str | None) -> None:
+    """Only with ``simulated_clock`` on (the demo): the request is metered as if it started at
+    the header's Unix time, through the same path as live traffic."""
+    if value is None:
+        return
+    try:
+        call.started = float(value)
+    except ValueError as exc:
+        raise ProxyError(400, f"header {SIMULATED_TIME_HEADER} must be Unix seconds") from exc
+
+
+async def read_json(request: Request, rt: Runtime, call: Call) -> dict[str, Any]:
+    """The body as a JSON object; sets the call's model and attribution on the way."""
+    limit = rt.settings.limits.max_body_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ProxyError(413, f"request body exceeds {limit} bytes", code="request_too_large")
+    raw = bytearray()
+    try:
+        async for chunk in request.stream():
+            raw += chunk
+            if len(raw) > limit:
+                raise ProxyError(
+                    413, f"request body exceeds {limit} bytes", code="request_too_large"
+                )
+    except ClientDisconnect as exc:
+        raise ProxyError(400, "client disconnected while sending the body") from exc
+    try:
+        body = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ProxyError(
+            400, f"request body is not valid JSON: {exc}", code="invalid_json"
+        ) from exc
+    if not isinstance(body, dict):
+        raise ProxyError(400, "request body must be a JSON object", code="invalid_request")
+    model = body.get("model")
+    if isinstance(model, str) and 0 < len(model) <= MAX_LEN:
+        call.model = model
+    call.stream = body.get("stream") is True
+    call.attribution = resolve_attribution(
+        request.headers, body, key=call.key, agent_use_cases=rt.agent_use_cases
+    )
+    return body
+
+
+def attribute_by_headers(request: Request, rt: Runtime, call: Call) -> None:
+    """Attribute a request whose body was unusable, so its error record is still findable."""
+    if call.attribution is not UNATTRIBUTED:
+        return
+    with contextlib.suppress(ProxyError):
+        call.attribution = resolve_attribution(
+            request.headers, {}, key=call.key, agent_use_cases=rt.agent_use_cases
+        )
+
+
+def upstream_body(body: dict[str, Any], model: str) -> dict[str, Any]:
+    """A shallow copy for the upstream: its model name, our attribution keys removed."""
+    out = dict(body)
+    out["model"] = model
+    metadata = out.get("metadata")
+    if isinstance(metadata, dict) and any(k in metadata for k in METADATA_KEYS):
+        rest = {k: v for k, v in metadata.items() if k not in METADATA_KEYS}
+        if rest:
+            out["metadata"] = rest
+        else:
+            del out["metadata"]
+    return out

@@ -1,0 +1,172 @@
+"""OpenAI-shaped upstreams (vLLM, TGI, Azure AI inference, any OpenAI-compatible server).
+
+The request body goes through with its model renamed; the response goes back byte for byte,
+except that on streams we always ask the upstream for usage and hide the usage-only chunk
+(and any usage on other chunks) from a client that did not ask for it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from cost.usage import TokenUsage
+from metering.events import Status
+from proxy.gateway.call import Call
+from proxy.gateway.deployments import Deployment
+from proxy.gateway.errors import journal_unavailable
+from proxy.gateway.exchange import error_event, raise_for_upstream, read_timed, send_timed
+from proxy.gateway.streaming import EventStreamResponse
+from proxy.gateway.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
+from proxy.gateway.upstream_usage import estimate_tokens, openai_usage, prompt_chars
+
+_DONE = b"data: [DONE]\n\n"
+
+
+async def forward_json(
+    upstream: Upstream, call: Call, dep: Deployment, path: str, body: dict[str, Any]
+) -> Response:
+    """Non-streaming chat completion or embeddings."""
+    resp = await send_timed(upstream, call, dep, path, orjson.dumps(body))
+    await raise_for_upstream(resp, call, dep)
+    data = await read_timed(resp, call, dep)
+    usage, source = _usage_of(data, body)
+    if not call.finish("ok", 200, usage, source=source):
+        raise journal_unavailable()
+    return Response(data, status_code=200, media_type="application/json")
+
+
+def _usage_of(data: bytes, body: dict[str, Any]) -> tuple[TokenUsage, Any]:
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        parsed = None
+    usage = parsed.get("usage") if isinstance(parsed, dict) else None
+    if isinstance(usage, dict):
+        return openai_usage(usage), "upstream"
+    return TokenUsage(input_tokens=estimate_tokens(prompt_chars(body))), "estimated"
+
+
+async def forward_stream(
+    upstream: Upstream, call: Call, dep: Deployment, body: dict[str, Any]
+) -> EventStreamResponse:
+    client_options = body.get("stream_options")
+    options = client_options if isinstance(client_options, dict) else {}
+    view = _UsageView(
+        wants=options.get("include_usage") is True,
+        continuous=options.get("continuous_usage_stats") is True,
+    )
+    body["stream_options"] = {**options, "include_usage": True}
+    resp = await send_timed(upstream, call, dep, "/chat/completions", orjson.dumps(body))
+    await raise_for_upstream(resp, call, dep)
+    return EventStreamResponse(_relay(resp, call, body, view))
+
+
+class _UsageView:
+    """What the client sees of usage: the OpenAI contract whatever the upstream does.
+
+    A client that asked for ``include_usage`` gets exactly one usage-only chunk before
+    ``[DONE]`` (synthesised when the upstream, like Azure, put usage on a content chunk);
+    a client that did not gets no usage at all. Usage on content chunks is kept only for a client
+    that asked for vLLM's ``continuous_usage_stats``.
+    """
+
+    __slots__ = ("continuous", "last", "sent", "template", "wants")
+
+    def __init__(self, *, wants: bool, continuous: bool) -> None:
+        self.wants = wants
+        self.continuous = continuous
+        self.last: dict[str, Any] | None = None
+        self.sent = False
+        self.template: dict[str, Any] = {}
+
+    def filter(self, payload: bytes) -> bytes:
+        """Record the chunk's usage; return what to forward (b"" to drop the chunk)."""
+        obj = orjson.loads(payload)
+        usage = obj.get("usage") if isinstance(obj, dict) else None
+        if not usage:
+            return payload
+        self.last = usage
+        if not obj.get("choices"):
+            self.sent = self.wants
+            return payload if self.wants else b""
+        if self.wants and self.continuous:
+            return payload
+        self.template = {k: obj[k] for k in ("id", "object", "created", "model") if k in obj}
+        obj["usage"] = None
+        return orjson.dumps(obj)
+
+    def closing_chunk(self) -> bytes:
+        if not self.wants or self.sent or self.last is None:
+            return b""
+        chunk = {**self.template, "choices": [], "usage": self.last}
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+async def _relay(
+    resp: UpstreamResponse, call: Call, body: dict[str, Any], view: _UsageView
+) -> AsyncIterator[bytes]:
+    status: Status = "cancelled"
+    chunks = 0
+    done = False
+    batches = resp.line_batches()
+    out: list[bytes] = []
+    try:
+        while not done:
+            t0 = time.perf_counter()
+            lines = await anext(batches, None)
+            call.upstream_s += time.perf_counter() - t0
+            if lines is None:
+                break
+            out = []
+            for line in lines:
+                if not line.startswith(b"data:"):
+                    continue
+                payload = line[5:].strip()
+                if payload == b"[DONE]":
+                    done = True
+                    break
+                if b'"usage"' in payload and b'"usage":null' not in payload:
+                    payload = view.filter(payload)
+                    if not payload:
+                        continue
+                call.mark_first_chunk()
+                chunks += 1
+                out.append(b"data: " + payload + b"\n\n")
+            if out and not done:  # what arrived together leaves in one write
+                yield b"".join(out)
+        status = "ok" if done else "upstream_error"
+        # Journal before the client sees the end: a response received whole is always recorded.
+        _finish_stream(call, status, view.last, body, chunks)
+        if not done:
+            yield error_event("upstream closed the stream before it finished")
+        yield (b"".join(out) if done else b"") + view.closing_chunk() + _DONE
+    except UpstreamTimeout:
+        status = "timeout"
+        yield error_event("upstream timed out mid-stream")
+    except UpstreamError as exc:
+        status = "upstream_error"
+        yield error_event(str(exc))
+    finally:
+        if done:
+            resp.release()
+        else:
+            resp.close()
+        _finish_stream(call, status, view.last, body, chunks)
+
+
+def _finish_stream(
+    call: Call, status: Status, usage: dict[str, Any] | None, body: dict[str, Any], chunks: int
+) -> None:
+    http_status = 200 if status in ("ok", "cancelled") else 502
+    if usage is not None:
+        call.finish(status, http_status, openai_usage(usage))
+        return
+    # Cut before the upstream sent its count: one token per content chunk is what OpenAI-shaped
+    # servers stream; the prompt is estimated from its text.
+    estimate = TokenUsage(input_tokens=estimate_tokens(prompt_chars(body)), output_tokens=chunks)
+    call.finish(status, http_status, estimate, source="estimated")

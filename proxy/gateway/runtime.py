@@ -1,0 +1,144 @@
+"""Everything a request handler needs, built once in the app's lifespan, and torn down."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+from sqlalchemy import Engine
+
+from metering.journal import Journal
+from metering.ledger import Ledger
+from metering.metrics import StateMetrics, UsageMetrics
+from metering.store import create_db_engine, prepare_schema
+from metering.writer import BatchWriter
+from proxy.config.pricebook import build_pricebook
+from proxy.config.settings import ModelConfig, Settings
+from proxy.gateway.auth import KeyCache
+from proxy.gateway.deployments import Router, build_router
+from proxy.gateway.projector import Projector
+from proxy.gateway.upstream import Upstream
+
+STATE_INTERVAL_S = 1.0  # how often each process refreshes its state gauges
+
+
+@dataclass(slots=True)
+class Runtime:
+    settings: Settings
+    engine: Engine
+    ledger: Ledger
+    writer: BatchWriter
+    keys: KeyCache
+    router: Router
+    upstream: Upstream
+    agent_use_cases: dict[str, str]
+    open_mode: bool
+    metrics: CollectorRegistry
+    state: StateMetrics
+    projector: Projector
+    simulated_bases: dict[tuple[str, int], str] = field(default_factory=dict)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+async def build_runtime(
+    settings: Settings,
+    models: list[ModelConfig],
+    simulated_bases: dict[tuple[str, int], str],
+    *,
+    open_mode: bool,
+) -> Runtime:
+    storage = settings.storage
+    engine = create_db_engine(storage.url)
+    await asyncio.to_thread(prepare_schema, engine)
+    prices = await asyncio.to_thread(build_pricebook, settings, models)
+    journal = None
+    if storage.journal:
+        journal = Journal(Path(storage.journal_dir), fsync=storage.fsync)
+        journal.open()
+    writer = BatchWriter(
+        engine,
+        journal,
+        max_batch=storage.batch_max_events,
+        flush_interval_s=storage.flush_interval_s,
+        fsync_interval_s=storage.fsync_interval_s,
+        retention_days=storage.retention_days,
+    )
+    registry = CollectorRegistry(auto_describe=True)
+    m = settings.metrics
+    usage_metrics = UsageMetrics(
+        registry,
+        use_cases=list(settings.use_cases),
+        max_use_cases=m.max_use_cases,
+        user_label=m.user_label,
+        agent_label=m.agent_label,
+        max_label_values=m.max_label_values,
+    )
+    keys = KeyCache(
+        engine, refresh_interval_s=settings.auth.refresh_interval_s, required=not open_mode
+    )
+    upstream = Upstream()
+    writer.start()
+    await keys.start()
+    await upstream.start()
+    rt = Runtime(
+        settings=settings,
+        engine=engine,
+        ledger=Ledger(
+            writer=writer,
+            prices=prices,
+            reject_unjournaled=storage.on_journal_error == "reject",
+            metrics=usage_metrics,
+        ),
+        writer=writer,
+        keys=keys,
+        router=build_router(
+            models,
+            simulated_bases,
+            failures_to_open=settings.routing.failures_to_open,
+            cooldown_s=settings.routing.cooldown_s,
+        ),
+        upstream=upstream,
+        agent_use_cases=settings.agent_use_cases,
+        open_mode=open_mode,
+        metrics=registry,
+        state=StateMetrics(registry),
+        projector=Projector(engine, settings.tco, prices),
+        simulated_bases=simulated_bases,
+    )
+    rt.projector.start()
+    rt.tasks.append(asyncio.create_task(_publish_state_forever(rt), name="tokenmeter-state"))
+    return rt
+
+
+async def close_runtime(rt: Runtime) -> None:
+    for task in rt.tasks:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    await rt.projector.stop()
+    await rt.upstream.stop()
+    await rt.keys.stop()
+    await rt.writer.stop()
+    rt.engine.dispose()
+
+
+def publish_state(rt: Runtime) -> None:
+    """Copy this process's ledger state and latest projection into the state gauges."""
+    rt.state.set_ledger(
+        backlog_events=rt.ledger.backlog_events,
+        backlog_bytes=rt.ledger.backlog_bytes,
+        database_ok=rt.ledger.database_ok,
+        journal_ok=not rt.ledger.journal_failed,
+    )
+    rt.state.set_tco(rt.projector.latest)
+
+
+async def _publish_state_forever(rt: Runtime) -> None:
+    # Each worker refreshes its own gauges: with several workers, the one that answers a
+    # scrape reads the others' values from the shared multiprocess files.
+    while True:
+        publish_state(rt)
+        await asyncio.sleep(STATE_INTERVAL_S)

@@ -1,0 +1,143 @@
+"""The monthly export in every format, reopened with each format's own reader: its views are
+there and its totals equal the raw events' to the micro-dollar (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+from itertools import combinations
+from pathlib import Path
+
+import pytest
+
+from metering.export.files import FORMATS, write_export
+from metering.export.month import EmptyMonth, Month, MonthExport, UnknownMonth, build_month_export
+from metering.export.pareto import headline, smallest_set
+from metering.export.views import usd
+from metering.store import create_db_engine, upgrade_schema
+from metering.writer import insert_events
+from tests.metering.export.month_data import (
+    MONTH,
+    ledger_sums,
+    metrics,
+    money,
+    month_events,
+    read_views,
+    tco_inputs,
+)
+
+VIEWS = {
+    "summary", "pareto", "use_cases", "agents", "users", "models", "backends", "sessions",
+    "session_distribution", "top_sessions", "tco", "tco_use_cases",
+}  # fmt: skip
+GROUP_VIEWS = {
+    "use_cases": "use_case", "agents": "agent", "users": "user", "models": "model",
+    "backends": "backend",
+}  # fmt: skip
+
+
+@pytest.fixture
+def ledger(db_url: str):
+    engine = create_db_engine(db_url)
+    upgrade_schema(engine)
+    events = month_events(1500)
+    for i in range(0, len(events), 500):
+        insert_events(engine, events[i : i + 500])
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def export(ledger) -> MonthExport:
+    return build_month_export(ledger, MONTH, tco=tco_inputs())
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_every_view_reconciles_with_the_raw_events(ledger, export, fmt, tmp_path: Path):
+    path = tmp_path / f"export.{fmt}"
+    with path.open("wb") as out:
+        write_export(export, fmt, out)
+    views = read_views(path, fmt)
+    assert set(views) == VIEWS
+    [(_, total)] = ledger_sums(ledger).items()
+    rows = {r["scope"]: r for r in views["summary"]}
+    assert metrics(rows["all"]) == total
+    assert money(rows["all"]["cost_usd"]) == usd(total["cost_micro_usd"])
+    by_prem = ledger_sums(ledger, "on_prem")
+    assert metrics(rows["on_prem"]) == by_prem[True]
+    assert metrics(rows["hosted"]) == by_prem[False]
+    for view, key in GROUP_VIEWS.items():
+        assert {r[key]: metrics(r) for r in views[view]} == ledger_sums(ledger, key), view
+        tokens = [int(r["total_tokens"]) for r in views[view]]
+        assert tokens == sorted(tokens, reverse=True)
+    assert views["tco"][0]["text"] == "ok"
+
+
+@pytest.mark.parametrize("fmt", FORMATS)
+def test_sessions_match_the_raw_events(ledger, export, fmt, tmp_path: Path):
+    path = tmp_path / f"export.{fmt}"
+    with path.open("wb") as out:
+        write_export(export, fmt, out)
+    views = read_views(path, fmt)
+    by_session = ledger_sums(ledger, "session")
+    no_session = by_session.pop("unknown")
+    [summary] = views["sessions"]
+    assert int(summary["sessions"]) == len(by_session)
+    assert int(summary["requests_without_session"]) == no_session["requests"]
+    assert int(summary["total_tokens"]) == sum(s["total_tokens"] for s in by_session.values())
+    for row in views["top_sessions"]:
+        expected = by_session[row["session"]]
+        assert int(row["total_tokens"]) == expected["total_tokens"]
+        assert int(row["cost_micro_usd"]) == expected["cost_micro_usd"]
+    buckets = views["session_distribution"]
+    assert sum(int(b["sessions"]) for b in buckets) == len(by_session)
+
+
+def test_the_80_percent_set_is_the_smallest_such_set(ledger, export):
+    volumes = {k: v["total_tokens"] for k, v in ledger_sums(ledger, "use_case").items()}
+    total = sum(volumes.values())
+    smallest = next(
+        k
+        for k in range(len(volumes) + 1)
+        for subset in combinations(volumes.values(), k)
+        if 5 * sum(subset) >= 4 * total
+    )
+    assert len(export.tokens.members) == smallest
+    expected = headline(smallest_set(volumes.items()), items="use cases", volume="tokens")
+    assert export.headline == expected
+    [row] = [r for r in export.view("pareto").records() if r["metric"] == "tokens"]
+    assert row["headline"] == expected and row["use_cases_in_set"] == smallest
+
+
+def test_rollups_and_events_reconcile(export):
+    assert export.reconciled
+
+
+def test_empty_month_says_which_months_have_traffic(ledger):
+    with pytest.raises(EmptyMonth, match=r"no requests in 2026-05: .* 2026-09 to 2026-11"):
+        build_month_export(ledger, Month(2026, 5))
+
+
+def test_empty_ledger_says_so(db_url):
+    engine = create_db_engine(db_url)
+    upgrade_schema(engine)
+    with pytest.raises(EmptyMonth, match="the ledger is empty"):
+        build_month_export(engine, MONTH)
+    engine.dispose()
+
+
+def test_future_month_has_not_started(ledger):
+    with pytest.raises(EmptyMonth, match="has not started yet"):
+        build_month_export(ledger, Month(2999, 1))
+
+
+@pytest.mark.parametrize("text", ["2026-13", "2026-00", "2026-1", "october", "", "26-10"])
+def test_unknown_month_is_rejected(text):
+    with pytest.raises(UnknownMonth, match="expected YYYY-MM"):
+        Month.parse(text)
+
+
+def test_month_bounds_roll_over_the_year():
+    december = Month.parse("2026-12")
+    assert (december.start.isoformat(), december.end.isoformat()) == (
+        "2026-12-01T00:00:00+00:00",
+        "2027-01-01T00:00:00+00:00",
+    )

@@ -1,0 +1,416 @@
+"""Who a request is billed to (DESIGN.md §4.3): first match wins among headers, peers' header
+aliases, body metadata, body safety_identifier / user, the key's defaults, the agent's use case,
+and "unknown". Each case gets its own key, so its event is found by key_id whatever it sets."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anthropic
+import httpx
+import openai
+import pytest
+
+from tests.support import Gateway
+
+MESSAGES: list[Any] = [{"role": "user", "content": "Say hello"}]
+LONG = "x" * 129
+
+
+def new_key(gateway: Gateway, **fields: Any) -> tuple[str, str]:
+    """A fresh key through the admin API: (id, key)."""
+    r = httpx.post(
+        f"{gateway.url}/admin/keys",
+        json={"user": "key-user", **fields},
+        headers=gateway.admin_headers,
+    )
+    assert r.status_code == 201, r.text
+    return r.json()["id"], r.json()["key"]
+
+
+def send(gateway: Gateway, key: str, headers: dict[str, str], body: dict[str, Any]) -> Any:
+    """One chat completion through the openai SDK; body fields go in as SDK keyword arguments."""
+    c = openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0)
+    return c.chat.completions.create(
+        model="vllm-model", messages=MESSAGES, max_tokens=5, extra_headers=headers, **body
+    )
+
+
+def raw(
+    gateway: Gateway,
+    key: str,
+    headers: dict[str, str],
+    body: dict[str, Any],
+    path: str = "/v1/chat/completions",
+    model: str = "vllm-model",
+) -> httpx.Response:
+    return httpx.post(
+        f"{gateway.url}{path}",
+        headers={"Authorization": f"Bearer {key}", **headers},
+        json={"model": model, "messages": MESSAGES, "max_tokens": 5, **body},
+    )
+
+
+def case(
+    field: str,
+    expected: str,
+    *,
+    key: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+    id: str,
+    **body: Any,
+) -> Any:
+    return pytest.param(field, expected, key or {}, headers or {}, body, id=f"{field}:{id}")
+
+
+PRECEDENCE = [
+    # user
+    case(
+        "user",
+        "h-user",
+        id="header-beats-metadata",
+        headers={"X-Meter-User": "h-user"},
+        metadata={"user": "m-user"},
+        safety_identifier="s-user",
+        user="b-user",
+    ),
+    case(
+        "user",
+        "m-user",
+        id="metadata-beats-safety_identifier",
+        metadata={"user": "m-user"},
+        safety_identifier="s-user",
+        user="b-user",
+    ),
+    case(
+        "user",
+        "m-user",
+        id="metadata.user-beats-metadata.user_id",
+        metadata={"user": "m-user", "user_id": "mid-user"},
+    ),
+    case(
+        "user",
+        "mid-user",
+        id="metadata.user_id-beats-safety_identifier",
+        metadata={"user_id": "mid-user"},
+        safety_identifier="s-user",
+    ),
+    case(
+        "user",
+        "s-user",
+        id="safety_identifier-beats-user",
+        safety_identifier="s-user",
+        user="b-user",
+    ),
+    case("user", "b-user", id="body-user-beats-key-default", user="b-user"),
+    case("user", "key-user", id="key-default"),
+    case(
+        "user",
+        "m-user",
+        id="empty-header-falls-through",
+        headers={"X-Meter-User": ""},
+        metadata={"user": "m-user"},
+    ),
+    case(
+        "user",
+        "helicone-user",
+        id="peer-alias-beats-metadata",
+        headers={"Helicone-User-Id": "helicone-user"},
+        metadata={"user": "m-user"},
+    ),
+    case(
+        "user",
+        "h-user",
+        id="x-meter-beats-peer-alias",
+        headers={"Helicone-User-Id": "helicone-user", "X-Meter-User": "h-user"},
+    ),
+    # agent
+    case(
+        "agent",
+        "h-agent",
+        id="header-beats-metadata",
+        key={"agent": "k-agent"},
+        headers={"X-Meter-Agent": "h-agent"},
+        metadata={"agent": "m-agent"},
+    ),
+    case(
+        "agent",
+        "m-agent",
+        id="metadata-beats-key-default",
+        key={"agent": "k-agent"},
+        metadata={"agent": "m-agent"},
+    ),
+    case("agent", "k-agent", id="key-default", key={"agent": "k-agent"}),
+    case("agent", "unknown", id="unknown"),
+    case(
+        "agent", "litellm-agent", id="peer-alias", headers={"X-LiteLLM-Agent-Id": "litellm-agent"}
+    ),
+    case(
+        "agent",
+        "h-agent",
+        id="x-meter-beats-peer-alias",
+        headers={"X-LiteLLM-Agent-Id": "litellm-agent", "X-Meter-Agent": "h-agent"},
+    ),
+    # session
+    case(
+        "session",
+        "h-session",
+        id="header-beats-metadata",
+        headers={"X-Meter-Session": "h-session"},
+        metadata={"session": "m-session"},
+    ),
+    case("session", "m-session", id="metadata", metadata={"session": "m-session"}),
+    case("session", "unknown", id="unknown"),
+    case(
+        "session",
+        "cc-session",
+        id="claude-code-alias",
+        headers={"X-Claude-Code-Session-Id": "cc-session"},
+    ),
+    case(
+        "session",
+        "cc-session",
+        id="peer-alias-beats-metadata",
+        headers={"X-Claude-Code-Session-Id": "cc-session"},
+        metadata={"session": "m-session"},
+    ),
+    case(
+        "session",
+        "h-session",
+        id="x-meter-beats-peer-alias",
+        headers={"X-Claude-Code-Session-Id": "cc-session", "X-Meter-Session": "h-session"},
+    ),
+    case(
+        "session",
+        "helicone-session",
+        id="helicone-alias",
+        headers={"Helicone-Session-Id": "helicone-session"},
+    ),
+    # use case
+    case(
+        "use_case",
+        "h-uc",
+        id="header-beats-metadata",
+        key={"use_case": "k-uc"},
+        headers={"X-Meter-Use-Case": "h-uc"},
+        metadata={"use_case": "m-uc"},
+    ),
+    case(
+        "use_case",
+        "m-uc",
+        id="metadata-beats-key-default",
+        key={"use_case": "k-uc"},
+        metadata={"use_case": "m-uc"},
+    ),
+    case("use_case", "k-uc", id="key-default", key={"use_case": "k-uc"}),
+    case(
+        "use_case",
+        "k-uc",
+        id="key-default-beats-agent-map",
+        key={"use_case": "k-uc", "agent": "claude-code"},
+    ),
+    case(
+        "use_case",
+        "m-uc",
+        id="metadata-beats-agent-map",
+        headers={"X-Meter-Agent": "kb-search"},
+        metadata={"use_case": "m-uc"},
+    ),
+    case(
+        "use_case", "rag", id="agent-map-from-header-agent", headers={"X-Meter-Agent": "kb-search"}
+    ),
+    case("use_case", "coding", id="agent-map-from-metadata-agent", metadata={"agent": "vibe"}),
+    case("use_case", "coding", id="agent-map-from-key-agent", key={"agent": "claude-code"}),
+    case(
+        "use_case",
+        "coding",
+        id="agent-map-uses-the-winning-agent",
+        key={"agent": "kb-search"},
+        headers={"X-Meter-Agent": "claude-code"},
+    ),
+    case("use_case", "unknown", id="unmapped-agent", headers={"X-Meter-Agent": "other-agent"}),
+    case("use_case", "unknown", id="unknown"),
+]
+
+
+@pytest.mark.parametrize(("field", "expected", "key_fields", "headers", "body"), PRECEDENCE)
+def test_precedence(gateway, field, expected, key_fields, headers, body):
+    key_id, key = new_key(gateway, **key_fields)
+    assert send(gateway, key, headers, body).choices
+    [event] = gateway.wait_events(1, "key_id = :k", k=key_id)
+    assert event[field] == expected
+    assert event["status"] == "ok"
+
+
+def test_all_four_fields_from_headers(gateway):
+    key_id, key = new_key(gateway, agent="k-agent", use_case="k-uc")
+    send(
+        gateway,
+        key,
+        {
+            "X-Meter-User": "u",
+            "X-Meter-Agent": "a",
+            "X-Meter-Session": "s",
+            "X-Meter-Use-Case": "uc",
+        },
+        {},
+    )
+    [event] = gateway.wait_events(1, "key_id = :k", k=key_id)
+    assert (event["user"], event["agent"], event["session"], event["use_case"]) == (
+        "u",
+        "a",
+        "s",
+        "uc",
+    )
+
+
+def test_messages_metadata_user_id_attributes_and_reaches_anthropic(gateway, fakes):
+    key_id, key = new_key(gateway)
+    c = anthropic.Anthropic(base_url=gateway.url, api_key=key, max_retries=0)
+    msg = c.messages.create(
+        model="claude",
+        max_tokens=20,
+        messages=MESSAGES,
+        metadata={"user_id": "anthropic-user"},
+        extra_headers={"X-Claude-Code-Session-Id": "cc-1"},
+    )
+    assert msg.content
+    [event] = gateway.wait_events(1, "key_id = :k", k=key_id)
+    assert (event["user"], event["session"]) == ("anthropic-user", "cc-1")
+    assert fakes["anthropic"].requests[-1].body["metadata"] == {"user_id": "anthropic-user"}
+
+
+def test_128_characters_are_accepted(gateway):
+    key_id, key = new_key(gateway)
+    value = "y" * 128
+    send(gateway, key, {"X-Meter-User": value}, {"metadata": {"agent": value}})
+    [event] = gateway.wait_events(1, "key_id = :k", k=key_id)
+    assert (event["user"], event["agent"]) == (value, value)
+
+
+# --- validation -------------------------------------------------------------------------------
+
+INVALID = [
+    pytest.param({"X-Meter-User": LONG}, {}, "X-Meter-User", id="long-user-header"),
+    pytest.param({"X-Meter-Agent": LONG}, {}, "X-Meter-Agent", id="long-agent-header"),
+    pytest.param({"X-Meter-Session": LONG}, {}, "X-Meter-Session", id="long-session-header"),
+    pytest.param({"X-Meter-Use-Case": LONG}, {}, "X-Meter-Use-Case", id="long-use-case-header"),
+    pytest.param(
+        {"X-Claude-Code-Session-Id": LONG}, {}, "X-Claude-Code-Session-Id", id="long-alias-header"
+    ),
+    pytest.param({"X-Meter-Agent": "a\tb"}, {}, "X-Meter-Agent", id="tab-in-header"),
+    pytest.param(
+        {}, {"metadata": {"agent": "bell\u0007"}}, "metadata.agent", id="non-printable-metadata"
+    ),
+    pytest.param({}, {"metadata": {"user": LONG}}, "metadata.user", id="long-metadata"),
+    pytest.param({}, {"metadata": {"session": 123}}, "metadata.session", id="int-metadata"),
+    pytest.param({}, {"metadata": {"use_case": ["a"]}}, "metadata.use_case", id="list-metadata"),
+    pytest.param(
+        {}, {"metadata": {"user_id": {"a": 1}}}, "metadata.user_id", id="object-metadata-user_id"
+    ),
+    pytest.param({}, {"safety_identifier": LONG}, "safety_identifier", id="long-safety_identifier"),
+    pytest.param({}, {"user": 42}, "user", id="int-body-user"),
+    pytest.param({}, {"metadata": "agent=x"}, "metadata", id="metadata-not-an-object"),
+]
+
+
+@pytest.mark.parametrize(("headers", "body", "named"), INVALID)
+def test_invalid_attribution_is_400_naming_the_field(gateway, api_key, headers, body, named):
+    r = raw(gateway, api_key, headers, body)
+    assert r.status_code == 400, r.text
+    error = r.json()["error"]
+    assert error["type"] == "invalid_request_error"
+    assert named.lower() in error["message"].lower()
+
+
+def test_invalid_attribution_on_messages_is_anthropic_400(gateway, api_key):
+    c = anthropic.Anthropic(base_url=gateway.url, api_key=api_key, max_retries=0)
+    with pytest.raises(anthropic.BadRequestError) as exc:
+        c.messages.create(
+            model="claude", max_tokens=20, messages=MESSAGES, extra_headers={"X-Meter-Agent": LONG}
+        )
+    body = exc.value.response.json()
+    assert body["type"] == "error"
+    assert body["error"]["type"] == "invalid_request_error"
+    assert "X-Meter-Agent" in body["error"]["message"]
+
+
+def test_invalid_attribution_via_sdk_is_bad_request(gateway, api_key):
+    c = openai.OpenAI(base_url=gateway.url + "/v1", api_key=api_key, max_retries=0)
+    with pytest.raises(openai.BadRequestError) as exc:
+        c.chat.completions.create(
+            model="vllm-model", messages=MESSAGES, metadata={"agent": "bell\u0007"}
+        )
+    assert "metadata.agent" in exc.value.response.json()["error"]["message"]
+
+
+def test_invalid_attribution_never_reaches_the_upstream(gateway, api_key, fakes):
+    before = fakes["vllm"].stats.requests
+    assert raw(gateway, api_key, {"X-Meter-User": LONG}, {}).status_code == 400
+    assert fakes["vllm"].stats.requests == before
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        ({"X-Meter-Session": "rejected-s"}, {"metadata": {"agent": "bell\u0007"}}),
+        ({"X-Meter-User": LONG}, {}),
+    ],
+    ids=["bad-metadata", "bad-header"],
+)
+def test_request_rejected_for_attribution_is_recorded_as_client_error(gateway, headers, body):
+    key_id, key = new_key(gateway)
+    assert raw(gateway, key, headers, body).status_code == 400
+    [event] = gateway.wait_events(1, "key_id = :k", k=key_id)
+    assert (event["status"], event["http_status"]) == ("client_error", 400)
+    assert event["model"] == "vllm-model"
+    assert (event["input_tokens"], event["output_tokens"]) == (0, 0)
+
+
+def test_request_rejected_for_bad_metadata_keeps_header_and_key_attribution(gateway):
+    key_id, key = new_key(gateway, agent="claude-code")
+    r = raw(gateway, key, {"X-Meter-Session": "rejected-s"}, {"metadata": {"agent": "\u0007"}})
+    assert r.status_code == 400
+    [event] = gateway.wait_events(1, "key_id = :k", k=key_id)
+    assert (event["user"], event["agent"], event["session"], event["use_case"]) == (
+        "key-user",
+        "claude-code",
+        "rejected-s",
+        "coding",
+    )
+
+
+# --- what the upstream sees -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("metadata", "upstream"),
+    [
+        (
+            {"user": "u", "agent": "a", "session": "s", "use_case": "uc", "ticket": "T-9"},
+            {"ticket": "T-9"},
+        ),
+        ({"user": "u", "agent": "a", "session": "s", "use_case": "uc"}, None),
+        ({"ticket": "T-9"}, {"ticket": "T-9"}),
+    ],
+    ids=["mixed", "attribution-only", "no-attribution"],
+)
+def test_metadata_attribution_keys_are_stripped_upstream(
+    gateway, api_key, fakes, metadata, upstream
+):
+    send(gateway, api_key, {}, {"metadata": metadata})
+    sent = fakes["vllm"].requests[-1].body
+    assert sent.get("metadata") == upstream
+    if upstream is None:
+        assert "metadata" not in sent
+
+
+def test_metadata_attribution_keys_are_stripped_before_anthropic(gateway, api_key, fakes):
+    c = anthropic.Anthropic(base_url=gateway.url, api_key=api_key, max_retries=0)
+    c.messages.create(
+        model="claude",
+        max_tokens=20,
+        messages=MESSAGES,
+        metadata={"user_id": "u-1", "agent": "a", "session": "s"},
+    )  # type: ignore[typeddict-unknown-key]
+    assert fakes["anthropic"].requests[-1].body["metadata"] == {"user_id": "u-1"}
