@@ -16,63 +16,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from proxy.gateway.balancer import Breaker
-from proxy.gateway.deployments import Deployment, RoutePolicy, Router
 from proxy.simulated import FakeServer
 from tests.support import Gateway, serving, wait_for
-
-
-def deployment(name: str, weight: float) -> Deployment:
-    return Deployment(
-        alias="m",
-        name=name,
-        backend="vllm",
-        model=name,
-        api_base="http://x",
-        timeout_s=1,
-        weight=weight,
-        on_prem=True,
-        simulated=False,
-    )
-
-
-def test_weights_hold_within_half_a_point_over_10000_requests():
-    router = Router({"m": [deployment("hosted", 95), deployment("pilot", 5)]})
-    picks = Counter(router.candidates("m")[0].name for _ in range(10_000))
-    assert abs(picks["pilot"] / 10_000 - 0.05) <= 0.005
-
-
-def test_weights_hold_over_every_window_not_just_on_average():
-    router = Router({"m": [deployment("a", 3), deployment("b", 1)]})
-    picks = [router.candidates("m")[0].name for _ in range(400)]
-    for start in range(0, 400, 4):
-        assert picks[start : start + 4].count("b") == 1
-
-
-def test_sticky_sessions_stay_on_one_deployment_and_follow_weights():
-    router = Router(
-        {"m": [deployment("a", 80), deployment("b", 20)]}, {"m": RoutePolicy(sticky_sessions=True)}
-    )
-    homes = {}
-    for session, _ in itertools.product(range(2000), range(3)):
-        name = router.candidates("m", session=f"s{session}")[0].name
-        assert homes.setdefault(session, name) == name
-    share_b = sum(1 for n in homes.values() if n == "b") / len(homes)
-    assert 0.16 < share_b < 0.24
-
-
-def test_breaker_opens_after_failures_half_opens_and_ramps_back():
-    b = Breaker(failures_to_open=3, cooldown_s=10)
-    for t in range(3):
-        b.record(False, now=t)
-    assert not b.available(now=5)  # open
-    assert b.available(now=13)  # cool-down over: half-open
-    b.begin(now=13)
-    assert not b.available(now=13)  # one trial at a time
-    b.record(True, now=14)
-    assert b.available(now=14) and not b.is_open
-    assert b.weight_factor(now=14) == pytest.approx(0.1)
-    assert b.weight_factor(now=19) == pytest.approx(0.5)
-    assert b.weight_factor(now=30) == 1.0
 
 
 class FlakyUpstream:
