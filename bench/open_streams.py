@@ -1,0 +1,288 @@
+"""How many concurrent open streams one gateway worker holds, at what memory, and how fast a new
+request still gets its first chunk while they run.
+
+    python bench/open_streams.py --streams 2000 --interval 0.1 --seconds 60
+
+Starts a slow OpenAI-shaped upstream (one content chunk per ``--interval`` on every open stream,
+for ``--seconds``, then usage and ``[DONE]``), `tokenmeter serve` with one worker on it (SQLite
+ledger, journal on, as bench/run.py configures it), opens ``--streams`` streaming chat
+completions at once, and while they run sends a probe request every ``--probe-every`` seconds,
+timing its first content chunk. Reports: streams completed and failed, probe time to first chunk
+p50/p99, the gateway's RSS before, at its peak and per open stream, and the completed streams
+the ledger holds. Clients and upstream are raw
+asyncio protocols, so their own cost stays small next to the gateway's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sqlite3
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import cast
+
+import orjson
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import run as harness
+
+HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+
+
+def frame(payload: dict[str, object]) -> bytes:
+    event = b"data: " + orjson.dumps(payload) + b"\n\n"
+    return b"%x\r\n%s\r\n" % (len(event), event)
+
+
+CHUNK = frame(
+    {
+        "id": "slow",
+        "object": "chat.completion.chunk",
+        "model": "mock-gpt",
+        "choices": [{"index": 0, "delta": {"content": " w"}, "finish_reason": None}],
+    }
+)
+
+
+_COMPLETION = orjson.dumps(
+    {
+        "id": "slow",
+        "object": "chat.completion",
+        "model": "mock-gpt",
+        "choices": [
+            {"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}
+        ],
+        "usage": {"prompt_tokens": 42, "completion_tokens": 1, "total_tokens": 43},
+    }
+)
+ANSWER = (
+    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
+    % len(_COMPLETION)
+    + _COMPLETION
+)
+
+
+def closing(chunks: int) -> bytes:
+    usage = {"prompt_tokens": 42, "completion_tokens": chunks, "total_tokens": 42 + chunks}
+    end = {"id": "slow", "object": "chat.completion.chunk", "model": "mock-gpt", "choices": []}
+    done = b"data: [DONE]\n\n"
+    return frame({**end, "usage": usage}) + b"%x\r\n%s\r\n" % (len(done), done) + b"0\r\n\r\n"
+
+
+class SlowUpstream(asyncio.Protocol):
+    """Answers every request with a stream; a shared ticker writes one chunk to each."""
+
+    open: set[SlowUpstream] = set()
+
+    def __init__(self, chunks: int) -> None:
+        self.left = chunks
+        self.sent = 0
+        self.buf = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        head, sep, body = self.buf.partition(b"\r\n\r\n")
+        if not sep or self.transport is None:
+            return
+        length = next(
+            (
+                int(h.split(b":")[1])
+                for h in head.lower().split(b"\r\n")
+                if h.startswith(b"content-length:")
+            ),
+            0,
+        )
+        if len(body) < length:
+            return
+        self.buf = body[length:]
+        if b'"stream":true' not in body[:length].replace(b" ", b""):
+            self.transport.write(ANSWER)  # the harness's readiness check
+            return
+        self.transport.write(HEAD + CHUNK)
+        self.sent = 1
+        SlowUpstream.open.add(self)
+
+    def tick(self) -> None:
+        assert self.transport is not None
+        if self.transport.is_closing():
+            SlowUpstream.open.discard(self)
+        elif self.sent >= self.left:
+            self.transport.write(closing(self.sent))
+            SlowUpstream.open.discard(self)
+        else:
+            self.transport.write(CHUNK)
+            self.sent += 1
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        SlowUpstream.open.discard(self)
+
+
+async def ticker(interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        for stream in list(SlowUpstream.open):
+            stream.tick()
+
+
+class StreamClient(asyncio.Protocol):
+    """One streaming request: when its first content chunk came and whether [DONE] did."""
+
+    def __init__(self, request: bytes, *, close_after_first: bool) -> None:
+        self.request = request
+        self.close_after_first = close_after_first
+        self.sent_at = 0.0
+        self.first_at: float | None = None
+        self.done = asyncio.get_running_loop().create_future()
+        self.tail = b""
+        self.status = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)
+        self.sent_at = time.perf_counter()
+        self.transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        if not self.status:
+            self.status = data[9:12]
+        seen = self.tail + data
+        if self.first_at is None and b'"content"' in seen:
+            self.first_at = time.perf_counter()
+            if self.close_after_first:
+                self.transport.close()
+        if b"[DONE]" in seen and not self.done.done():
+            self.done.set_result(b"error" not in seen)
+            self.transport.close()
+        self.tail = seen[-64:]
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_result(self.close_after_first and self.first_at is not None)
+
+
+def request_bytes(port: int, key: str) -> bytes:
+    body = orjson.dumps(
+        {"model": "mock-gpt", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    )
+    return (
+        f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n"
+        f"authorization: Bearer {key}\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n\r\n"
+    ).encode() + body
+
+
+async def open_stream(port: int, request: bytes, *, probe: bool) -> StreamClient:
+    loop = asyncio.get_running_loop()
+    _, client = await loop.create_connection(
+        lambda: StreamClient(request, close_after_first=probe), "127.0.0.1", port
+    )
+    return client
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+async def drive(args: argparse.Namespace, port: int, key: str, pid: int) -> dict[str, object]:
+    request = request_bytes(port, key)
+    rss_before = rss_mb(pid)
+    started = time.perf_counter()
+    clients: list[StreamClient] = []
+    for i in range(0, args.streams, 100):  # open in bursts, as agents arrive
+        batch = range(i, min(i + 100, args.streams))
+        clients += await asyncio.gather(*(open_stream(port, request, probe=False) for _ in batch))
+    opened_s = time.perf_counter() - started
+    probes: list[float] = []
+    peak_rss = rss_before
+    deadline = started + args.seconds + 30
+    pending = [c.done for c in clients]
+    while pending and time.perf_counter() < deadline:
+        probe = await open_stream(port, request, probe=True)
+        await asyncio.wait([probe.done], timeout=5)
+        if probe.first_at is not None:
+            probes.append(probe.first_at - probe.sent_at)
+        peak_rss = max(peak_rss, rss_mb(pid))
+        _, pending_set = await asyncio.wait(pending, timeout=args.probe_every)
+        pending = list(pending_set)
+    ok = sum(1 for c in clients if c.done.done() and c.done.result())
+    probes.sort()
+    open_extra = max(0.0, peak_rss - rss_before)
+    return {
+        "streams": args.streams,
+        "interval_s": args.interval,
+        "seconds": args.seconds,
+        "opened_in_s": round(opened_s, 2),
+        "completed": ok,
+        "failed": args.streams - ok,
+        "probes": len(probes),
+        "probe_ttfc_p50_ms": round(statistics.median(probes) * 1e3, 2) if probes else None,
+        "probe_ttfc_p99_ms": round(probes[int(len(probes) * 0.99)] * 1e3, 2) if probes else None,
+        "rss_before_mb": round(rss_before, 1),
+        "rss_peak_mb": round(peak_rss, 1),
+        "kb_per_open_stream": round(open_extra * 1024 / args.streams, 1),
+    }
+
+
+async def metered_ok(db: Path, expected: int) -> int:
+    """Completed streams in the ledger (status ok), polled until they are all there or 15 s."""
+    count = 0
+    for _ in range(150):
+        with sqlite3.connect(db) as conn:
+            count = conn.execute(
+                "SELECT count(*) FROM usage_events WHERE status = 'ok' AND stream"
+            ).fetchone()[0]
+        if count >= expected:
+            break
+        await asyncio.sleep(0.1)
+    return int(count)
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, object]:
+    loop = asyncio.get_running_loop()
+    chunks = max(1, round(args.seconds / args.interval))
+    upstream = await loop.create_server(lambda: SlowUpstream(chunks), "127.0.0.1", 0, backlog=4096)
+    up_port = upstream.sockets[0].getsockname()[1]
+    tick = asyncio.create_task(ticker(args.interval))
+    work = Path(tempfile.mkdtemp(prefix="tokenmeter-open-streams-"))
+    target = await asyncio.to_thread(
+        harness.start_tokenmeter, 1, work, f"http://127.0.0.1:{up_port}", work
+    )
+    try:
+        assert target.proc is not None and target.key is not None
+        port = int(target.url.rsplit(":", 1)[1].split("/")[0])
+        result = await drive(args, port, target.key, target.proc.pid)
+        result["metered_ok"] = await metered_ok(work / "tokenmeter-1w.db", int(result["completed"]))
+        return result
+    finally:
+        tick.cancel()
+        upstream.close()
+        for proc in reversed(harness.STARTED):
+            harness.stop(proc)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--streams", type=int, default=2000)
+    parser.add_argument("--interval", type=float, default=0.1, help="s between chunks")
+    parser.add_argument("--seconds", type=float, default=60.0, help="length of each stream")
+    parser.add_argument("--probe-every", type=float, default=0.5, help="s between probes")
+    args = parser.parse_args()
+    import uvloop
+
+    result = uvloop.run(main_async(args))
+    print(json.dumps(result, indent=2))
+
+
+if __name__ == "__main__":
+    main()
