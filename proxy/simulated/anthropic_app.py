@@ -191,12 +191,26 @@ def _pick_tool(body: dict[str, Any]) -> str | None:
     if isinstance(content, list) and any(
         isinstance(block, dict) and block.get("type") == "tool_result" for block in content
     ):
-        return None
+        # A tool must be called: the next one not called yet (agents' final-output tools).
+        return _next_uncalled(tools, body["messages"]) if choice.get("type") == "any" else None
     if choice.get("type") == "tool" and isinstance(choice.get("name"), str):
         return str(choice["name"])
     for tool in tools:
         if isinstance(tool, dict) and isinstance(tool.get("name"), str):
             return str(tool["name"])
+    return None
+
+
+def _next_uncalled(tools: list[Any], messages: list[Any]) -> str | None:
+    called: set[Any] = set()
+    for msg in messages:
+        content = msg.get("content") if isinstance(msg, dict) else None
+        if isinstance(content, list) and msg.get("role") == "assistant":
+            called |= {b.get("name") for b in content if isinstance(b, dict)}
+    for tool in tools:
+        name = tool.get("name") if isinstance(tool, dict) else None
+        if isinstance(name, str) and name not in called:
+            return name
     return None
 
 

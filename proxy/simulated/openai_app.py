@@ -249,7 +249,8 @@ def _pick_tool(body: dict[str, Any], messages: list[Any]) -> str | None:
         return None
     last = messages[-1]
     if isinstance(last, dict) and last.get("role") == "tool":
-        return None
+        # A tool must be called: the next one not called yet (agents' final-output tools).
+        return _next_uncalled(tools, messages) if choice == "required" else None
     if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
         named = choice["function"].get("name")
         if isinstance(named, str):
@@ -257,6 +258,22 @@ def _pick_tool(body: dict[str, Any], messages: list[Any]) -> str | None:
     first = tools[0].get("function") if isinstance(tools[0], dict) else None
     name = first.get("name") if isinstance(first, dict) else None
     return name if isinstance(name, str) else None
+
+
+def _next_uncalled(tools: list[Any], messages: list[Any]) -> str | None:
+    called = {
+        (call.get("function") or {}).get("name")
+        for msg in messages
+        if isinstance(msg, dict) and msg.get("role") == "assistant"
+        for call in msg.get("tool_calls") or ()
+        if isinstance(call, dict)
+    }
+    for tool in tools:
+        function = tool.get("function") if isinstance(tool, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        if isinstance(name, str) and name not in called:
+            return name
+    return None
 
 
 def _stops(body: dict[str, Any]) -> list[str]:

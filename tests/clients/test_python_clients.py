@@ -66,6 +66,24 @@ def test_pydantic_ai_responses_model_calls_a_tool_and_returns_structured_output(
 
 
 @pytest.mark.parametrize("model", FAKES)
+def test_pydantic_ai_default_output_tool_after_a_function_tool(
+    gateway, api_key, fakes, session_id, model
+):
+    agent = pydantic_agent(gateway, api_key, model, session_id, output_type=Answer)
+
+    @agent.tool_plain
+    def lookup(query: str) -> str:
+        """Look a word up."""
+        return "found"
+
+    marker = f"rate {uuid.uuid4().hex[:10]}"
+    assert agent.run_sync(marker).output == Answer(word="simulated", confidence=1)
+    sent = requests_for(fakes[FAKES[model]], marker)
+    assert (sent[-1].body or {})["tool_choice"] in ("required", {"type": "any"})
+    assert_metered(gateway, fakes[FAKES[model]], marker, session_id, turns=2)
+
+
+@pytest.mark.parametrize("model", FAKES)
 def test_pydantic_ai_streams_text(gateway, api_key, fakes, session_id, model):
     agent = pydantic_agent(gateway, api_key, model, session_id)
     marker = f"hello {uuid.uuid4().hex[:10]}"
