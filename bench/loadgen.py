@@ -32,7 +32,7 @@ import httptools
 import uvloop
 
 # generated text in a chunk: an OpenAI `"content":"x` or an Anthropic `"text":"x` (not empty)
-CONTENT = re.compile(rb'"(?:content|text)"\s*:\s*"[^"]')
+CONTENT = re.compile(rb'"(?:content|text|delta)"\s*:\s*"[^"]')
 
 
 @dataclass(frozen=True)
@@ -74,14 +74,18 @@ class Tally:
 
 
 def build_shape(url: str, api: str, model: str, stream: bool, key: str) -> Shape:
-    """The request bytes for an OpenAI chat completion or an Anthropic message."""
+    """The request bytes for an OpenAI chat completion or response, or an Anthropic message."""
     parts = urlsplit(url)
     if parts.scheme != "http" or parts.hostname not in ("127.0.0.1", "localhost"):
         raise SystemExit(f"only http:// loopback targets: {url}")
     base = parts.path.rstrip("/")
     messages = [{"role": "user", "content": "Write a haiku about metering tokens."}]
     body: dict[str, object] = {"model": model, "messages": messages, "max_tokens": 64}
-    if api == "openai":
+    if api == "responses":
+        path = (base or "/v1") + "/responses"
+        marker = b"response.completed" if stream else b'"output_tokens"'
+        body = {"model": model, "input": messages[0]["content"], "max_output_tokens": 64}
+    elif api == "openai":
         path = (base or "/v1") + "/chat/completions"
         marker = b"[DONE]" if stream else b'"completion_tokens"'
         if stream:
@@ -244,7 +248,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--url", required=True, help="OpenAI-style base URL, e.g. http://h:p/v1")
-    parser.add_argument("--api", choices=("openai", "anthropic"), default="openai")
+    parser.add_argument("--api", choices=("openai", "responses", "anthropic"), default="openai")
     parser.add_argument("--model", default="mock-gpt")
     parser.add_argument("--key", default="sk-bench", help="sent as Bearer and x-api-key")
     parser.add_argument("--stream", action="store_true")

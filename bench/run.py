@@ -8,8 +8,9 @@ and a key, starts `tokenmeter serve` with 1 and with 2 workers (timing spawn -> 
 chat completion), then runs bench/loadgen.py for every mode x concurrency x target, the targets
 of one cell back to back so machine drift hits them equally. `direct` (the load generator
 straight at the mock) is the baseline the added latencies are computed against. The Anthropic
-translation path (OpenAI in, Anthropic upstream) is compared with the pass-through at c=8 by
-CPU time per request. The process tree of each server is sampled from /proc every 0.5 s (CPU,
+translation path (OpenAI in, Anthropic upstream) and the Responses API on the pass-through backend
+(/v1/responses in, chat completions upstream) are compared with the pass-through at c=8 by CPU
+time per request. The process tree of each server is sampled from /proc every 0.5 s (CPU,
 summed RSS). Writes report.md and results.json to --out and prints the report.
 
 Everything binds to 127.0.0.1 on free ports; only the processes started here are stopped, by
@@ -226,13 +227,20 @@ class Sampler(threading.Thread):
 
 
 def measure(
-    target: Target, model: str, mode: str, conc: int, args: argparse.Namespace, sampler: Sampler
+    target: Target,
+    model: str,
+    mode: str,
+    conc: int,
+    args: argparse.Namespace,
+    sampler: Sampler,
+    api: str = "openai",
 ) -> Run:
     """One loadgen run against one target, with the target's CPU and RSS over the window."""
     argv = [sys.executable, str(BENCH / "loadgen.py"), "--url", target.url, "--model", model]
+    argv += ["--api", api]
     argv += ["--key", target.key, "-c", str(conc), "-d", str(args.duration)]
     argv += ["-w", str(args.warmup), *(["--stream"] if mode == "stream" else [])]
-    print(f"  {mode:<9} c={conc:<3} {target.label:<14} {model}", file=sys.stderr, end=" ")
+    print(f"  {mode:<9} c={conc:<3} {target.label:<14} {model} {api}", file=sys.stderr, end=" ")
     done = subprocess.run(
         argv, capture_output=True, text=True, timeout=args.warmup + args.duration + 30
     )
@@ -262,12 +270,16 @@ def run_matrix(targets: list[Target], args: argparse.Namespace, sampler: Sampler
     ]
 
 
+TRANSLATIONS = (("mock-gpt", "openai"), ("mock-claude", "openai"), ("mock-gpt", "responses"))
+
+
 def run_translation(target: Target, args: argparse.Namespace, sampler: Sampler) -> list[Run]:
-    """Pass-through (mock-gpt) and Anthropic translation (mock-claude) side by side at c=8."""
+    """Pass-through (mock-gpt), Anthropic translation (mock-claude) and the Responses API on the
+    pass-through backend, side by side at c=8."""
     return [
-        measure(target, model, mode, TRANSLATION_CONC, args, sampler)
+        measure(target, model, mode, TRANSLATION_CONC, args, sampler, api)
         for mode in MODES
-        for model in ("mock-gpt", "mock-claude")
+        for model, api in TRANSLATIONS
     ]
 
 
@@ -365,12 +377,15 @@ def start_mock(out: Path) -> Target:
 # --------------------------------------------------------------------------- the report
 
 
-def find(runs: list[Run], target: str, mode: str, conc: int, model: str = "mock-gpt") -> Run | None:
+def find(
+    runs: list[Run], target: str, mode: str, conc: int, model: str = "mock-gpt", api: str = "openai"
+) -> Run | None:
+    key = (target, mode, conc, model, api)
     return next(
         (
             r
             for r in runs
-            if (r["target"], r["mode"], r["conc"], r["model"]) == (target, mode, conc, model)
+            if (r["target"], r["mode"], r["conc"], r["model"], r.get("api", "openai")) == key
         ),
         None,
     )
@@ -434,7 +449,11 @@ def translation_table(runs: list[Run]) -> list[str]:
     for r in runs:
         base = find(runs, r["target"], r["mode"], r["conc"])
         path = (
-            "pass-through (mock-gpt)" if r["model"] == "mock-gpt" else "translation (mock-claude)"
+            "/v1/responses → chat (mock-gpt)"
+            if r.get("api") == "responses"
+            else "pass-through (mock-gpt)"
+            if r["model"] == "mock-gpt"
+            else "translation (mock-claude)"
         )
         vs = ratio(r.get("cpu_ms_per_request"), base and base.get("cpu_ms_per_request"))
         cells = [r["mode"], path, num(r["rps"], 0), num(r.get("cpu_ms_per_request"), 3)]
@@ -476,8 +495,9 @@ def checks(res: dict[str, Any]) -> list[Check]:
         run = find(runs, target, mode, conc)
         return run["rps"] if run else None
 
-    def cpu_ratio(mode: str) -> float | None:
-        a, b = (find(tr, tm, mode, TRANSLATION_CONC, m) for m in ("mock-claude", "mock-gpt"))
+    def cpu_ratio(mode: str, model: str = "mock-claude", api: str = "openai") -> float | None:
+        a = find(tr, tm, mode, TRANSLATION_CONC, model, api)
+        b = find(tr, tm, mode, TRANSLATION_CONC)
         return ratio(a and a.get("cpu_ms_per_request"), b and b.get("cpu_ms_per_request"))
 
     out = [
@@ -488,6 +508,10 @@ def checks(res: dict[str, Any]) -> list[Check]:
               cpu_ratio("nonstream"), 2, "×"),
         Check("translation / pass-through CPU per request, c=8 stream",
               cpu_ratio("stream"), 2, "×"),
+        Check("/v1/responses / chat pass-through CPU per request, c=8 non-stream",
+              cpu_ratio("nonstream", "mock-gpt", "responses"), 1.5, "×"),
+        Check("/v1/responses / chat pass-through CPU per request, c=8 stream",
+              cpu_ratio("stream", "mock-gpt", "responses"), 1.5, "×"),
         Check("spawn to first served request", startup.get(tm), 1.5, " s"),
         Check("2 workers / 1 worker rps, c=64 non-stream",
               ratio(rps(tm2, "nonstream"), rps(tm, "nonstream")), 1.7, "×", at_most=False),
@@ -542,7 +566,7 @@ def render(res: dict[str, Any]) -> str:
             "",
             *matrix_table(res["runs"]),
             "",
-            "## Anthropic translation (OpenAI in, Anthropic upstream) vs pass-through",
+            "## Anthropic translation and /v1/responses vs the chat pass-through",
             "",
             *translation_table(res["translation"]),
             *(["", "## Notes", "", *(f"- {n}" for n in res["notes"])] if res["notes"] else []),

@@ -17,7 +17,8 @@ from proxy.gateway.deployments import ANTHROPIC_VERSION, Deployment
 from proxy.gateway.errors import journal_unavailable
 from proxy.gateway.exchange import error_event, raise_for_upstream, read_timed, send_timed
 from proxy.gateway.streaming import EventStreamResponse
-from proxy.gateway.translate import StreamTranslator, to_anthropic_request, to_openai_response
+from proxy.gateway.structured import anthropic_translation
+from proxy.gateway.translate import StreamTranslator
 from proxy.gateway.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
 from proxy.gateway.upstream_usage import (
     AnthropicUsageTracker,
@@ -46,9 +47,10 @@ def _response_headers(resp: UpstreamResponse) -> dict[str, str]:
 async def chat_via_anthropic(
     upstream: Upstream, call: Call, dep: Deployment, body: dict[str, Any]
 ) -> Response | EventStreamResponse:
-    request = to_anthropic_request(body, model=dep.model)
+    translation = anthropic_translation(body, model=dep.model)
     headers = native_headers(dep, {})
-    resp = await send_timed(upstream, call, dep, "/v1/messages", orjson.dumps(request), headers)
+    request = orjson.dumps(translation.request)
+    resp = await send_timed(upstream, call, dep, "/v1/messages", request, headers)
     await raise_for_upstream(resp, call, dep)
     alias = call.model
     if not call.stream:
@@ -56,11 +58,11 @@ async def chat_via_anthropic(
         if not call.finish("ok", 200, anthropic_usage(msg.get("usage") or {})):
             raise journal_unavailable()
         return Response(
-            orjson.dumps(to_openai_response(msg, model=alias)), media_type="application/json"
+            orjson.dumps(translation.response(msg, model=alias)), media_type="application/json"
         )
     options = body.get("stream_options")
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
-    translator = StreamTranslator(model=alias, include_usage=include_usage)
+    translator = translation.stream_translator(model=alias, include_usage=include_usage)
     return EventStreamResponse(_translate_stream(resp, call, body, translator))
 
 

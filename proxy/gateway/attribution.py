@@ -26,6 +26,7 @@ HEADERS: dict[str, tuple[str, ...]] = {
         "helicone-session-id",
         "x-litellm-session-id",
         "x-session-id",
+        "session-id",  # Codex CLI
     ),
     "use_case": ("x-meter-use-case",),
 }
@@ -86,6 +87,11 @@ def _from_headers(headers: Mapping[str, str], field: str) -> str | None:
         if value:
             return _checked(value, f"header {_HEADER_NAMES.get(name, name)}")
     return None
+
+
+def checked_value(value: Any, where: str) -> str | None:
+    """An attribution value as given, None when absent; ProxyError(400) when unusable."""
+    return _checked(value, where)
 
 
 def _checked(value: Any, where: str) -> str | None:

@@ -30,7 +30,7 @@ _DONE = b"data: [DONE]\n\n"
 async def forward_json(
     upstream: Upstream, call: Call, dep: Deployment, path: str, body: dict[str, Any]
 ) -> Response:
-    """Non-streaming chat completion or embeddings."""
+    """Non-streaming chat or text completion, or embeddings."""
     resp = await send_timed(upstream, call, dep, path, orjson.dumps(body))
     await raise_for_upstream(resp, call, dep)
     data = await read_timed(resp, call, dep)
@@ -52,7 +52,12 @@ def _usage_of(data: bytes, body: dict[str, Any]) -> tuple[TokenUsage, Any]:
 
 
 async def forward_stream(
-    upstream: Upstream, call: Call, dep: Deployment, body: dict[str, Any]
+    upstream: Upstream,
+    call: Call,
+    dep: Deployment,
+    body: dict[str, Any],
+    *,
+    path: str = "/chat/completions",
 ) -> EventStreamResponse:
     client_options = body.get("stream_options")
     options = client_options if isinstance(client_options, dict) else {}
@@ -61,7 +66,7 @@ async def forward_stream(
         continuous=options.get("continuous_usage_stats") is True,
     )
     body["stream_options"] = {**options, "include_usage": True}
-    resp = await send_timed(upstream, call, dep, "/chat/completions", orjson.dumps(body))
+    resp = await send_timed(upstream, call, dep, path, orjson.dumps(body))
     await raise_for_upstream(resp, call, dep)
     return EventStreamResponse(_relay(resp, call, body, view))
 

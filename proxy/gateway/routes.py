@@ -1,4 +1,5 @@
-"""The client-facing API: OpenAI Chat Completions, Embeddings and Models; Anthropic Messages."""
+"""The client-facing API: OpenAI Chat Completions, Responses, Completions, Embeddings and Models;
+Anthropic Messages."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ from starlette.types import ASGIApp
 from proxy.gateway.anthropic_relay import chat_via_anthropic, messages_native, native_headers
 from proxy.gateway.auth import bearer_token
 from proxy.gateway.call import Call
+from proxy.gateway.completions import completions
 from proxy.gateway.deployments import Deployment
 from proxy.gateway.errors import ProxyError, anthropic_error, openai_error
 from proxy.gateway.exchange import raise_for_upstream, read_timed, send_timed
 from proxy.gateway.fallback import with_fallback
 from proxy.gateway.intake import attribute_by_headers, authenticate, read_json, upstream_body
 from proxy.gateway.openai_relay import forward_json, forward_stream
+from proxy.gateway.responses.endpoint import create_response, stored_response
 from proxy.gateway.runtime import Runtime
 from proxy.gateway.streaming import EventStreamResponse
 
@@ -177,6 +180,14 @@ def api_routes() -> list[Route]:
         Route("/v1/chat/completions", _endpoint(chat_completions), methods=["POST"]),
         Route("/chat/completions", _endpoint(chat_completions), methods=["POST"]),
         Route("/v1/embeddings", _endpoint(embeddings), methods=["POST"]),
+        Route("/v1/completions", _endpoint(completions), methods=["POST"]),
+        Route("/v1/responses", _endpoint(create_response), methods=["POST"]),
+        Route("/responses", _endpoint(create_response), methods=["POST"]),
+        Route(
+            "/v1/responses/{rest:path}",
+            _endpoint(stored_response),
+            methods=["GET", "DELETE"],
+        ),
         Route("/v1/messages", _endpoint(messages, anthropic=True), methods=["POST"]),
         Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),

@@ -89,6 +89,9 @@ def prompt_chars(body: dict[str, Any]) -> int:
             total += len(content)
         elif isinstance(content, list):
             total += sum(len(p.get("text", "")) for p in content if isinstance(p, dict))
+    prompt = body.get("prompt")  # text completions
+    if isinstance(prompt, str):
+        total += len(prompt)
     inp = body.get("input")
     if isinstance(inp, str):
         total += len(inp)

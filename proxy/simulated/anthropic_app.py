@@ -14,6 +14,7 @@ from proxy.simulated.anthropic_wire import MessagePlan, error_body, message_body
 from proxy.simulated.directives import (
     DirectiveError,
     Directives,
+    Reply,
     generate_reply,
     message_texts,
     parse_directives,
@@ -21,6 +22,7 @@ from proxy.simulated.directives import (
 )
 from proxy.simulated.recording import FakeApp, exchange_of
 from proxy.simulated.responses import SSE_MEDIA, PacedResponse, json_bytes, new_id
+from proxy.simulated.schema_sample import json_reply, tool_input
 
 _DEFAULT_MODELS = ("claude-sonnet-4-5", "claude-haiku-4-5")
 # From this API version on, sampling parameters are rejected outright (even at defaults).
@@ -147,13 +149,34 @@ def _plan(body: dict[str, Any], directives: Directives) -> MessagePlan:
         raise _Rejected(f"max_tokens: must be an integer >= 1, got {max_tokens!r}")
     stops = [s for s in body.get("stop_sequences") or () if isinstance(s, str)]
     model = str(body.get("model") or _DEFAULT_MODELS[0])
+    tool_name = _pick_tool(body)
     return MessagePlan(
         model=model,
         prompt_tokens=prompt_tokens(_texts(body), len(body["messages"])),
         directives=directives,
-        reply=generate_reply("anthropic", model, directives, max_tokens, stops),
-        tool_name=_pick_tool(body),
+        reply=_structured_reply(body)
+        or generate_reply("anthropic", model, directives, max_tokens, stops),
+        tool_name=tool_name,
+        tool_input=tool_input(_input_schema(body, tool_name)),
     )
+
+
+def _input_schema(body: dict[str, Any], name: str | None) -> Any:
+    for tool in body.get("tools") or ():
+        if isinstance(tool, dict) and tool.get("name") == name:
+            return tool.get("input_schema")
+    return None
+
+
+def _structured_reply(body: dict[str, Any]) -> Reply | None:
+    """Native structured output (``output_config.format``): the reply is the schema's JSON."""
+    config = body.get("output_config")
+    fmt = config.get("format") if isinstance(config, dict) else None
+    if not isinstance(fmt, dict):
+        return None
+    if fmt.get("type") != "json_schema" or not isinstance(fmt.get("schema"), dict):
+        raise _Rejected("output_config.format: type json_schema with a schema is required")
+    return json_reply(fmt["schema"])
 
 
 def _pick_tool(body: dict[str, Any]) -> str | None:
@@ -168,12 +191,26 @@ def _pick_tool(body: dict[str, Any]) -> str | None:
     if isinstance(content, list) and any(
         isinstance(block, dict) and block.get("type") == "tool_result" for block in content
     ):
-        return None
+        # A tool must be called: the next one not called yet (agents' final-output tools).
+        return _next_uncalled(tools, body["messages"]) if choice.get("type") == "any" else None
     if choice.get("type") == "tool" and isinstance(choice.get("name"), str):
         return str(choice["name"])
     for tool in tools:
         if isinstance(tool, dict) and isinstance(tool.get("name"), str):
             return str(tool["name"])
+    return None
+
+
+def _next_uncalled(tools: list[Any], messages: list[Any]) -> str | None:
+    called: set[Any] = set()
+    for msg in messages:
+        content = msg.get("content") if isinstance(msg, dict) else None
+        if isinstance(content, list) and msg.get("role") == "assistant":
+            called |= {b.get("name") for b in content if isinstance(b, dict)}
+    for tool in tools:
+        name = tool.get("name") if isinstance(tool, dict) else None
+        if isinstance(name, str) and name not in called:
+            return name
     return None
 
 

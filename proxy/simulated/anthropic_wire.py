@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from typing import Any
 
 from proxy.simulated.directives import (
@@ -13,6 +14,7 @@ from proxy.simulated.directives import (
     Reply,
 )
 from proxy.simulated.responses import StreamScript, new_id, sse_event
+from proxy.simulated.schema_sample import argument_parts
 
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -47,6 +49,7 @@ class MessagePlan:
     directives: Directives
     reply: Reply
     tool_name: str | None
+    tool_input: dict[str, Any] = field(default_factory=lambda: dict(TOOL_INPUT))
 
     @property
     def output_tokens(self) -> int:
@@ -81,7 +84,7 @@ class MessagePlan:
                 "type": "tool_use",
                 "id": new_id("toolu_"),
                 "name": self.tool_name,
-                "input": TOOL_INPUT,
+                "input": self.tool_input,
             }
         return {"type": "text", "text": self.reply.text}
 
@@ -114,7 +117,9 @@ def stream_script(plan: MessagePlan, msg_id: str) -> StreamScript:
     block = plan.content_block()
     if plan.tool_name:
         block["input"] = {}
-        deltas = [{"type": "input_json_delta", "partial_json": p} for p in TOOL_ARGUMENT_PARTS]
+        arguments = json.dumps(plan.tool_input)
+        parts = TOOL_ARGUMENT_PARTS if plan.tool_input == TOOL_INPUT else argument_parts(arguments)
+        deltas = [{"type": "input_json_delta", "partial_json": p} for p in parts]
     else:
         block["text"] = ""
         deltas = [{"type": "text_delta", "text": piece} for piece in plan.reply.chunks()]

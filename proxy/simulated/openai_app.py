@@ -1,7 +1,9 @@
-"""Fake OpenAI-compatible upstreams: vLLM, Azure AI inference (Foundry) and TGI."""
+"""Fake OpenAI-compatible upstreams: vLLM, Azure AI inference (Foundry) and TGI (chat, text
+completions on vLLM and TGI, embeddings, models)."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -11,9 +13,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from proxy.simulated.completions_wire import (
+    CompletionPlan,
+    completion_stream_script,
+    completion_text_body,
+)
 from proxy.simulated.directives import (
     DirectiveError,
     Directives,
+    Reply,
     count_words,
     embedding_vector,
     encode_embedding,
@@ -32,6 +40,7 @@ from proxy.simulated.openai_gate import (
 from proxy.simulated.openai_wire import ChatPlan, Flavor, completion_body, stream_script
 from proxy.simulated.recording import FakeApp
 from proxy.simulated.responses import SSE_MEDIA, PacedResponse, json_bytes, new_id
+from proxy.simulated.schema_sample import json_reply, tool_input
 
 _DEFAULT_MODELS = {"vllm": "simulated-vllm", "azure": "mistral-large-2411", "tgi": "simulated-tgi"}
 
@@ -106,22 +115,72 @@ class _OpenAIFake:
                 value = body.get(name)
                 if isinstance(value, int | float) and not 0 <= value <= 1:
                     raise Rejected(f"{name} must be in the range [0, 1], got {value}")
-        stop = body.get("stop")
-        stops = [stop] if isinstance(stop, str) else [s for s in stop or () if isinstance(s, str)]
+        stops = _stops(body)
         model = self.model_of(body)
         max_tokens = _positive_int(body, "max_completion_tokens", "max_tokens")
+        tool_name = _pick_tool(body, messages)
+        reply = _structured_reply(body.get("response_format")) or generate_reply(
+            self.flavor, model, directives, max_tokens, stops
+        )
         return ChatPlan(
             flavor=self.flavor,
             model=model,
             prompt_tokens=prompt_tokens(message_texts(messages), len(messages)),
             directives=directives,
-            reply=generate_reply(self.flavor, model, directives, max_tokens, stops),
+            reply=reply,
             n=_positive_int(body, "n") or 1,
-            tool_name=_pick_tool(body, messages),
+            tool_name=tool_name,
+            tool_arguments=json.dumps(tool_input(_tool_parameters(body, tool_name))),
             include_usage=include_usage,
             continuous_usage=include_usage
             and self.flavor == "vllm"
             and bool(options.get("continuous_usage_stats")),
+        )
+
+    async def completions(self, request: Request) -> Response:
+        try:
+            body = await self.gate.admit(request, AZURE_CHAT_FIELDS)
+            prompt = body.get("prompt")
+            texts = [prompt] if isinstance(prompt, str) else prompt
+            if (
+                not isinstance(texts, list)
+                or not texts
+                or not all(isinstance(t, str) for t in texts)
+            ):
+                raise Rejected("prompt must be a non-empty string or list of strings")
+            directives = parse_directives(texts)
+            if (scripted := self.scripted_error(directives)) is not None:
+                return scripted
+            options = body.get("stream_options")
+            if options is not None and not body.get("stream") and self.flavor == "vllm":
+                raise Rejected("Stream options can only be defined when `stream=True`.")
+            stop = body.get("stop")
+            stops = (
+                [stop] if isinstance(stop, str) else [s for s in stop or () if isinstance(s, str)]
+            )
+            model = self.model_of(body)
+            max_tokens = _positive_int(body, "max_tokens")
+            plan = CompletionPlan(
+                model=model,
+                prompt_tokens=count_words(texts),
+                reply=generate_reply(self.flavor, model, directives, max_tokens, stops),
+                include_usage=isinstance(options, dict) and bool(options.get("include_usage")),
+            )
+        except (Rejected, DirectiveError) as exc:
+            return self.error(getattr(exc, "status", 400), str(exc))
+        if not body.get("stream"):
+            cut = None if directives.cut_after is None else 0
+            frames = [json_bytes(completion_text_body(plan))]
+            return PacedResponse(frames, delay=directives.delay, abort_after=cut)
+        script = completion_stream_script(plan)
+        cut = None if directives.cut_after is None else script.cut_position(directives.cut_after)
+        return PacedResponse(
+            script.frames,
+            media_type=SSE_MEDIA,
+            streaming=True,
+            delay=directives.delay,
+            chunk_delay=directives.chunk_delay,
+            abort_after=cut,
         )
 
     async def embeddings(self, request: Request) -> Response:
@@ -190,7 +249,8 @@ def _pick_tool(body: dict[str, Any], messages: list[Any]) -> str | None:
         return None
     last = messages[-1]
     if isinstance(last, dict) and last.get("role") == "tool":
-        return None
+        # A tool must be called: the next one not called yet (agents' final-output tools).
+        return _next_uncalled(tools, messages) if choice == "required" else None
     if isinstance(choice, dict) and isinstance(choice.get("function"), dict):
         named = choice["function"].get("name")
         if isinstance(named, str):
@@ -198,6 +258,46 @@ def _pick_tool(body: dict[str, Any], messages: list[Any]) -> str | None:
     first = tools[0].get("function") if isinstance(tools[0], dict) else None
     name = first.get("name") if isinstance(first, dict) else None
     return name if isinstance(name, str) else None
+
+
+def _next_uncalled(tools: list[Any], messages: list[Any]) -> str | None:
+    called = {
+        (call.get("function") or {}).get("name")
+        for msg in messages
+        if isinstance(msg, dict) and msg.get("role") == "assistant"
+        for call in msg.get("tool_calls") or ()
+        if isinstance(call, dict)
+    }
+    for tool in tools:
+        function = tool.get("function") if isinstance(tool, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        if isinstance(name, str) and name not in called:
+            return name
+    return None
+
+
+def _stops(body: dict[str, Any]) -> list[str]:
+    stop = body.get("stop")
+    return [stop] if isinstance(stop, str) else [s for s in stop or () if isinstance(s, str)]
+
+
+def _tool_parameters(body: dict[str, Any], name: str | None) -> Any:
+    for tool in body.get("tools") or ():
+        function = tool.get("function") if isinstance(tool, dict) else None
+        if isinstance(function, dict) and function.get("name") == name:
+            return function.get("parameters")
+    return None
+
+
+def _structured_reply(fmt: Any) -> Reply | None:
+    """A JSON reply when the request asked for one (``response_format``)."""
+    kind = fmt.get("type") if isinstance(fmt, dict) else None
+    if kind == "json_object":
+        return json_reply(None)
+    if kind == "json_schema":
+        spec = fmt.get("json_schema") if isinstance(fmt, dict) else None
+        return json_reply(spec.get("schema") if isinstance(spec, dict) else None)
+    return None
 
 
 def _embedding_inputs(raw: Any) -> list[str]:
@@ -240,6 +340,7 @@ def create_openai_app(
     else:
         routes = [
             Route("/v1/chat/completions", fake.chat, methods=["POST"]),
+            Route("/v1/completions", fake.completions, methods=["POST"]),
             Route("/v1/models", fake.list_models, methods=["GET"]),
             Route("/health", _health, methods=["GET"]),
         ]

@@ -19,6 +19,7 @@ from proxy.simulated.directives import (
     Reply,
 )
 from proxy.simulated.responses import SSE_DONE, StreamScript, new_id, sse_data
+from proxy.simulated.schema_sample import argument_parts
 
 Flavor = Literal["vllm", "azure", "tgi"]
 TGI_FINGERPRINT = "3.3.6-native"
@@ -37,6 +38,7 @@ class ChatPlan:
     tool_name: str | None = None
     include_usage: bool = False
     continuous_usage: bool = False
+    tool_arguments: str = TOOL_ARGUMENTS
     # TGI leaves ids empty; the others mint one per completion.
     completion_id: str = field(default_factory=lambda: new_id("chatcmpl-"))
     created: int = field(default_factory=lambda: int(time.time()))
@@ -103,7 +105,7 @@ def completion_body(plan: ChatPlan) -> dict[str, Any]:
     for index in range(plan.n):
         message: dict[str, Any] = {"role": "assistant", "content": plan.reply.text}
         if plan.tool_name:
-            function = {"name": plan.tool_name, "arguments": TOOL_ARGUMENTS}
+            function = {"name": plan.tool_name, "arguments": plan.tool_arguments}
             message["content"] = None
             message["tool_calls"] = [
                 {"id": new_id("call_"), "type": "function", "function": function}
@@ -127,8 +129,13 @@ def _content_deltas(plan: ChatPlan, call_id: str) -> list[tuple[dict[str, Any], 
         "function": {"name": plan.tool_name, "arguments": ""},
     }
     deltas: list[tuple[dict[str, Any], int]] = [({"tool_calls": [opening]}, 1)]
-    share = (TOOL_CALL_TOKENS - 1) // len(TOOL_ARGUMENT_PARTS)
-    for part in TOOL_ARGUMENT_PARTS:
+    parts = (
+        TOOL_ARGUMENT_PARTS
+        if plan.tool_arguments == TOOL_ARGUMENTS
+        else argument_parts(plan.tool_arguments)
+    )
+    share = (TOOL_CALL_TOKENS - 1) // len(parts)
+    for part in parts:
         deltas.append(({"tool_calls": [{"index": 0, "function": {"arguments": part}}]}, share))
     return deltas
 

@@ -1,0 +1,187 @@
+"""One attempt of a Responses request on a deployment, metered like a chat completion.
+
+OpenAI-shaped upstreams get the translated chat request on ``/chat/completions`` (streams always
+ask for usage); Anthropic gets it through the Chat→Messages translation. Usage is recorded from
+the upstream's own counts before the client sees ``response.completed``; a stream cut short is
+recorded with what was counted so far and ends with ``response.failed``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from metering.events import Status
+from proxy.gateway.anthropic_relay import (
+    _event_batches,
+    _event_message,
+    _finish,
+    _record,
+    _StreamState,
+    native_headers,
+)
+from proxy.gateway.call import Call
+from proxy.gateway.deployments import Deployment
+from proxy.gateway.errors import journal_unavailable
+from proxy.gateway.exchange import raise_for_upstream, read_timed, send_timed
+from proxy.gateway.openai_relay import _finish_stream, _usage_of
+from proxy.gateway.responses.events import ResponseStream
+from proxy.gateway.responses.output import ResponseShell, from_chat_completion
+from proxy.gateway.responses.request import ChatRequest
+from proxy.gateway.streaming import EventStreamResponse
+from proxy.gateway.structured import AnthropicTranslation, anthropic_translation
+from proxy.gateway.translate import openai_usage_from_anthropic
+from proxy.gateway.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
+from proxy.gateway.upstream_usage import AnthropicUsageTracker, anthropic_usage
+
+ResponseAnswer = Response | EventStreamResponse
+
+
+async def respond(
+    upstream: Upstream, call: Call, dep: Deployment, chat: ChatRequest, body: dict[str, Any]
+) -> ResponseAnswer:
+    shell = ResponseShell(body, model=call.model, names=chat.tools)
+    if dep.is_anthropic:
+        return await _via_anthropic(upstream, call, dep, chat, shell)
+    return await _via_chat(upstream, call, dep, chat, shell)
+
+
+def _json(obj: Any) -> Response:
+    return Response(orjson.dumps(obj), media_type="application/json")
+
+
+async def _via_chat(
+    upstream: Upstream, call: Call, dep: Deployment, chat: ChatRequest, shell: ResponseShell
+) -> ResponseAnswer:
+    out = {**chat.body, "model": dep.model}
+    if call.stream:
+        out["stream_options"] = {"include_usage": True}
+    resp = await send_timed(upstream, call, dep, "/chat/completions", orjson.dumps(out))
+    await raise_for_upstream(resp, call, dep)
+    if call.stream:
+        return EventStreamResponse(_relay_chat(resp, call, out, ResponseStream(shell)))
+    data = await read_timed(resp, call, dep)
+    usage, source = _usage_of(data, out)
+    if not call.finish("ok", 200, usage, source=source):
+        raise journal_unavailable()
+    return _json(from_chat_completion(shell, orjson.loads(data)))
+
+
+async def _relay_chat(
+    resp: UpstreamResponse, call: Call, body: dict[str, Any], stream: ResponseStream
+) -> AsyncIterator[bytes]:
+    status: Status = "cancelled"
+    usage: dict[str, Any] | None = None
+    chunks, done = 0, False
+    batches = resp.line_batches()
+    try:
+        yield b"".join(stream.opening())
+        while not done:
+            t0 = time.perf_counter()
+            lines = await anext(batches, None)
+            call.upstream_s += time.perf_counter() - t0
+            if lines is None:
+                break
+            out: list[bytes] = []  # what arrived together leaves in one write
+            for line in lines:
+                if not line.startswith(b"data:"):
+                    continue
+                payload = line[5:].strip()
+                if payload == b"[DONE]":
+                    done = True
+                    break
+                chunk = orjson.loads(payload)
+                if not isinstance(chunk, dict):
+                    continue
+                if isinstance(chunk.get("usage"), dict):
+                    usage = chunk["usage"]
+                events = stream.on_chunk(chunk)
+                if chunk.get("choices"):
+                    call.mark_first_chunk()
+                    chunks += 1
+                out += events
+            if out:
+                yield b"".join(out)
+        status = "ok" if done else "upstream_error"
+        _finish_stream(call, status, usage, body, chunks)  # journaled before the client sees it
+        if done:
+            yield b"".join(stream.completed(usage))
+        else:
+            yield stream.failed("upstream closed the stream before it finished")
+    except UpstreamTimeout:
+        status = "timeout"
+        yield stream.failed("upstream timed out mid-stream", "timeout")
+    except UpstreamError as exc:
+        status = "upstream_error"
+        yield stream.failed(str(exc))
+    finally:
+        if done:
+            resp.release()
+        else:
+            resp.close()
+        _finish_stream(call, status, usage, body, chunks)
+
+
+async def _via_anthropic(
+    upstream: Upstream, call: Call, dep: Deployment, chat: ChatRequest, shell: ResponseShell
+) -> ResponseAnswer:
+    translation = anthropic_translation(chat.body, model=dep.model)
+    headers = native_headers(dep, {})
+    raw = orjson.dumps(translation.request)
+    resp = await send_timed(upstream, call, dep, "/v1/messages", raw, headers)
+    await raise_for_upstream(resp, call, dep)
+    if call.stream:
+        stream = ResponseStream(shell)
+        return EventStreamResponse(_relay_anthropic(resp, call, chat.body, translation, stream))
+    msg = orjson.loads(await read_timed(resp, call, dep))
+    if not call.finish("ok", 200, anthropic_usage(msg.get("usage") or {})):
+        raise journal_unavailable()
+    return _json(from_chat_completion(shell, translation.response(msg, model=call.model)))
+
+
+async def _relay_anthropic(
+    resp: UpstreamResponse,
+    call: Call,
+    body: dict[str, Any],
+    translation: AnthropicTranslation,
+    stream: ResponseStream,
+) -> AsyncIterator[bytes]:
+    tracker = AnthropicUsageTracker()
+    state = _StreamState()
+    translator = translation.stream_translator(model=call.model)
+    try:
+        yield b"".join(stream.opening())
+        async for batch in _event_batches(resp, call, state):
+            out: list[bytes] = []  # what arrived together leaves in one write
+            for event, _raw in batch:
+                if event is None:
+                    continue
+                tracker.on_event(event)
+                if event.get("type") == "error":
+                    state.status = "upstream_error"
+                    yield b"".join(out) + stream.failed(_event_message(event))
+                    return
+                for chunk in translator.on_event(event):
+                    call.mark_first_chunk()
+                    state.chunks += 1
+                    out += stream.on_chunk(chunk)
+                if event.get("type") == "message_stop":
+                    _record(call, body, tracker, state)  # journaled before the client sees it
+                    usage = openai_usage_from_anthropic(tracker.fields)
+                    yield b"".join(out) + b"".join(stream.completed(usage))
+                    return
+            if out:
+                yield b"".join(out)
+        yield stream.failed("upstream closed the stream before it finished")
+    except UpstreamTimeout:
+        state.status = "timeout"
+        yield stream.failed("upstream timed out mid-stream", "timeout")
+    except UpstreamError as exc:
+        state.status = "upstream_error"
+        yield stream.failed(str(exc))
+    finally:
+        _finish(resp, call, body, tracker, state)
