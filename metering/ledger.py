@@ -53,12 +53,18 @@ class Ledger:
     def record(self, event: UsageEvent) -> bool:
         """Price and journal the event. False when it could not be journaled and the policy is
         to reject: the caller should answer 503 if it still can (the event is kept in memory)."""
-        event.cost_micro_usd = self._prices.price(
-            event.usage,
-            model=event.upstream_model,
-            backend=event.backend,
-            on_prem=event.on_prem,
-            at=event.started_at,
+        # A request that spent no tokens (refused, failed before the upstream counted) costs
+        # nothing, whether or not its model has a price: it is not an unpriced request.
+        event.cost_micro_usd = (
+            self._prices.price(
+                event.usage,
+                model=event.upstream_model,
+                backend=event.backend,
+                on_prem=event.on_prem,
+                at=event.started_at,
+            )
+            if event.usage.total_tokens
+            else 0
         )
         if event.cost_micro_usd is None and event.backend != "none":
             self._warn_unpriced(event.upstream_model, event.backend)
