@@ -133,9 +133,14 @@ def serving(
     config: Path, *extra: str, log: Path | None = None, env: dict[str, str] | None = None
 ) -> Iterator[str]:
     """``tokenmeter serve --config CONFIG`` in a subprocess on a free port; yields its URL.
-    ``env`` is added to this process's environment (less any PROMETHEUS_MULTIPROC_DIR)."""
+    ``env`` is added to this process's environment (less any PROMETHEUS_MULTIPROC_DIR); the
+    admin key is ADMIN_KEY unless ``env`` or the config sets another."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"} | (env or {})
+    env = (
+        {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        | {"TOKENMETER_ADMIN_KEY": ADMIN_KEY}
+        | (env or {})
+    )
     out = log.open("w") if log is not None else subprocess.DEVNULL
     proc = subprocess.Popen(
         [

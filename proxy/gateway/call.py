@@ -30,6 +30,7 @@ class Call:
         "attribution",
         "deployment",
         "error_code",
+        "headers",
         "key",
         "model",
         "request_id",
@@ -51,6 +52,7 @@ class Call:
         self.attribution: Attribution = key_attribution(key)
         self.attributed = False  # True once the request itself was read for attribution
         self.error_code = ""
+        self.headers: dict[str, str] = {}  # added to the answer: rate limits, budget warnings
         self.deployment: Deployment | None = None
         self.model = UNKNOWN
         self.stream = False

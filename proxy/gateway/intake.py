@@ -10,6 +10,7 @@ from starlette.requests import ClientDisconnect, Request
 
 from proxy.gateway.attribution import MAX_LEN, resolve_attribution
 from proxy.gateway.auth import bearer_token
+from proxy.gateway.budgets import BUDGET_HEADER
 from proxy.gateway.call import Call
 from proxy.gateway.errors import ProxyError, journal_unavailable
 from proxy.gateway.runtime import Runtime
@@ -79,6 +80,17 @@ async def read_json(request: Request, rt: Runtime, call: Call) -> dict[str, Any]
     )
     call.attributed = True
     return body
+
+
+def admit(rt: Runtime, call: Call) -> None:
+    """Budgets, then rate limits: refused here, before any upstream call (429)."""
+    att = call.attribution
+    warning = rt.budgets.admit(
+        key_id=call.key.id, user=att.user, team=att.team, use_case=att.use_case
+    )
+    if warning:
+        call.headers[BUDGET_HEADER] = warning
+    call.headers.update(rt.limiter.admit(key_id=call.key.id, team=att.team))
 
 
 def attribute_by_headers(request: Request, rt: Runtime, call: Call) -> None:
