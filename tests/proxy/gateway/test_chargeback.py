@@ -175,8 +175,8 @@ def test_usage_groups_by_error_code_and_counts_only_token_spending_unpriced(gate
     gateway.wait_events(4, "key_id = :k", k=key_id)
     rows = {
         r["error_code"]: r
-        for r in usage(gateway, "team,error_code", **window)
-        if r["team"] == "t-errors"
+        for r in usage(gateway, "key_id,error_code", **window)
+        if r["key_id"] == key_id
     }
     assert {c: r["requests"] for c, r in rows.items()} == {"model_not_found": 2, "": 2}
     assert rows["model_not_found"]["unpriced_requests"] == 0
