@@ -14,6 +14,7 @@ import httpx
 import openai
 import pytest
 
+from metering.store import create_db_engine, upgrade_schema
 from proxy.gateway.ratelimit import duration
 from tests.conftest import backend_models
 from tests.support import Gateway
@@ -163,3 +164,29 @@ def test_tokens_are_taken_when_the_request_ends_and_the_next_one_waits(token_gat
 )  # fmt: skip
 def test_reset_durations_are_written_as_openai_writes_them(seconds, text):
     assert duration(seconds) == text
+
+
+@pytest.fixture
+def two_replicas(fakes, tmp_path, pg_url) -> Iterator[list[Gateway]]:
+    """Two replicas on one PostgreSQL (one key table), each told there are two."""
+    engine = create_db_engine(pg_url)
+    upgrade_schema(engine)
+    engine.dispose()
+    gws = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        config = {
+            "models": backend_models(fakes),
+            "rate_limits": {"per_key": {"requests_per_minute": 4}, "replicas": 2},
+        }
+        gws.append(Gateway(tmp_path / name / "tm.db", config, db_url=pg_url).start())
+    yield gws
+    for gw in gws:
+        gw.stop()
+
+
+def test_replicas_each_enforce_their_share_so_round_robin_sees_the_whole_limit(two_replicas):
+    a, b = two_replicas
+    _, key = new_key(a)
+    statuses = [post(gw, key).status_code for gw in (a, b) * 3]  # round robin, as a balancer
+    assert statuses == [200, 200, 200, 200, 429, 429]
