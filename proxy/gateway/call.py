@@ -29,7 +29,6 @@ class Call:
         "attributed",
         "attribution",
         "deployment",
-        "error_code",
         "headers",
         "key",
         "model",
@@ -51,7 +50,6 @@ class Call:
         self.started_perf = time.perf_counter()
         self.attribution: Attribution = key_attribution(key)
         self.attributed = False  # True once the request itself was read for attribution
-        self.error_code = ""
         self.headers: dict[str, str] = {}  # added to the answer: rate limits, budget warnings
         self.deployment: Deployment | None = None
         self.model = UNKNOWN
@@ -127,7 +125,7 @@ class Call:
                 latency_s=latency_s,
                 ttft_s=self.ttft_s,
                 overhead_s=max(0.0, latency_s - self.upstream_s),
-                error_code=_error_code(status, http_status, error_code or self.error_code),
+                error_code=_error_code(status, http_status, error_code or ""),
             )
         )
 
