@@ -295,7 +295,9 @@ def executable(name: str) -> str | None:
 def tokenmeter_config(work: Path, name: str, mock: str) -> Path:
     path = work / f"{name}.yaml"
     path.write_text(
-        f"""storage:
+        f"""auth:
+  admin_key: bench-admin-key
+storage:
   url: sqlite:///{work / name}.db
   journal: true
   journal_dir: {work / name}-journal

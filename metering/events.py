@@ -11,6 +11,9 @@ from cost.usage import TokenUsage
 
 Status = Literal["ok", "client_error", "upstream_error", "timeout", "cancelled"]
 UsageSource = Literal["upstream", "estimated"]
+# Where the paying user came from: the key itself, what the client declared (open mode, service
+# keys), or neither ("unknown": nothing declared and no key user).
+UserSource = Literal["key", "declared", "unknown"]
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
@@ -37,6 +40,10 @@ class UsageEvent:
     Timestamps are Unix seconds (UTC). ``cost_micro_usd`` is filled at ingestion from the price in
     force when the request started; None when the model has no known price (never a silent 0).
     ``overhead_s`` is the time the proxy spent that was not waiting on the upstream.
+
+    ``user`` and ``team`` are who pays; ``end_user`` is what the client declared about its own
+    user (recorded apart, so a client cannot move its spend to someone else), ``user_source``
+    says which of the two ``user`` is. ``error_code`` says why a request was refused ("" if not).
     """
 
     id: str
@@ -63,6 +70,10 @@ class UsageEvent:
     overhead_s: float = 0.0
     request_id: str = ""  # shared by the attempts of one request (fallback); "" before 0004
     attempt: int = 1
+    team: str = "unknown"  # the key's team; the defaults complete journal lines of older versions
+    end_user: str = "unknown"
+    user_source: UserSource = "unknown"
+    error_code: str = ""
 
     def flat(self) -> dict[str, Any]:
         """Every field as a plain value, token counts spread out under their column names."""
@@ -97,6 +108,10 @@ class UsageEvent:
             "overhead_s": self.overhead_s,
             "request_id": self.request_id,
             "attempt": self.attempt,
+            "team": self.team,
+            "end_user": self.end_user,
+            "user_source": self.user_source,
+            "error_code": self.error_code,
         }
 
     @classmethod

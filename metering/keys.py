@@ -29,6 +29,7 @@ class KeyInfo:
     team: str | None
     use_case: str | None
     agent: str | None
+    service: bool = False  # may attribute usage to the end users it declares
 
 
 def hash_key(key: str) -> str:
@@ -42,6 +43,7 @@ def create_key(
     team: str | None = None,
     use_case: str | None = None,
     agent: str | None = None,
+    service: bool = False,
 ) -> tuple[ApiKeyPublic, str]:
     """Create a key; returns its public record and the key itself (the only time it is seen)."""
     key = KEY_PREFIX + secrets.token_urlsafe(32)
@@ -53,6 +55,7 @@ def create_key(
         team=team,
         use_case=use_case,
         agent=agent,
+        service=service,
         created_at=datetime.now(UTC),
     )
     with Session(engine) as session:
@@ -100,7 +103,9 @@ def read_generation(engine: Engine) -> int:
 
 
 def _info(record: ApiKeyRecord) -> KeyInfo:
-    return KeyInfo(record.id, record.user, record.team, record.use_case, record.agent)
+    return KeyInfo(
+        record.id, record.user, record.team, record.use_case, record.agent, record.service
+    )
 
 
 def _read_generation(session: Session) -> int:

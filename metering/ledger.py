@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from cost.pricebook import Pricebook
 from metering.events import UsageEvent
@@ -28,6 +29,14 @@ class Ledger:
         self._prices = prices
         self._reject = reject_unjournaled
         self._unpriced: set[tuple[str, str]] = set()
+        # Called with every priced event, e.g. to count spend against budgets and rate limits.
+        self.listeners: list[Callable[[UsageEvent], None]] = []
+        self.recorded = 0  # events recorded by this process, all of them
+
+    @property
+    def pending_own(self) -> int:
+        """Of ``recorded``, how many are not yet in the database (the last ones)."""
+        return self._writer.own_pending_events
 
     @property
     def backlog_events(self) -> int:
@@ -53,16 +62,25 @@ class Ledger:
     def record(self, event: UsageEvent) -> bool:
         """Price and journal the event. False when it could not be journaled and the policy is
         to reject: the caller should answer 503 if it still can (the event is kept in memory)."""
-        event.cost_micro_usd = self._prices.price(
-            event.usage,
-            model=event.upstream_model,
-            backend=event.backend,
-            on_prem=event.on_prem,
-            at=event.started_at,
+        # A request that spent no tokens (refused, failed before the upstream counted) costs
+        # nothing, whether or not its model has a price: it is not an unpriced request.
+        event.cost_micro_usd = (
+            self._prices.price(
+                event.usage,
+                model=event.upstream_model,
+                backend=event.backend,
+                on_prem=event.on_prem,
+                at=event.started_at,
+            )
+            if event.usage.total_tokens
+            else 0
         )
         if event.cost_micro_usd is None and event.backend != "none":
             self._warn_unpriced(event.upstream_model, event.backend)
         journaled = self._writer.submit(event)
+        self.recorded += 1
+        for listener in self.listeners:
+            listener(event)
         if self._metrics is not None:
             self._metrics.observe(event)
         return journaled or not self._reject

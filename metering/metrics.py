@@ -227,6 +227,13 @@ class StateMetrics:
             registry=r,
             multiprocess_mode="livemin",
         )
+        self.budget_used = Gauge(
+            "tokenmeter_budget_used_ratio",
+            "Share of each budget used in its current period (1 = at the limit).",
+            ["budget"],
+            registry=r,
+            multiprocess_mode="livemax",
+        )
         self.tco_cost = Gauge(
             "tokenmeter_tco_monthly_cost_usd",
             "Projected monthly cost of the observed volume, per option.",
@@ -280,6 +287,13 @@ class StateMetrics:
         self.backlog_bytes.set(backlog_bytes)
         self.database_up.set(1 if database_ok else 0)
         self.journal_writable.set(1 if journal_ok else 0)
+
+    def set_budgets(self, used: list[tuple[str, float]]) -> None:
+        """Each budget's used share, by name (``team:platform:month``); a deleted budget's
+        series goes away."""
+        self.budget_used.clear()
+        for name, ratio in used:
+            self.budget_used.labels(name).set(ratio)
 
     def set_tco(self, state: dict[str, Any] | None) -> None:
         if not state or state.get("status") != "ok":

@@ -10,11 +10,23 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, Table, func, select
+from sqlalchemy import ColumnElement, Engine, Table, case, func, select
 
 from metering.tables import UsageEventRecord, UsageRollupRecord
 
-GROUP_COLUMNS = ("user", "agent", "session", "use_case", "model", "backend", "deployment")
+GROUP_COLUMNS = (
+    "user",
+    "team",
+    "key_id",
+    "end_user",
+    "agent",
+    "session",
+    "use_case",
+    "model",
+    "backend",
+    "deployment",
+    "error_code",
+)
 SUM_COLUMNS = (
     "input_tokens",
     "cache_read_tokens",
@@ -52,7 +64,8 @@ def usage_summary(
         table, time_col = _EVENTS, _EVENTS.c.started_at
         requests = func.count()
         errors = func.sum((table.c.status != "ok").cast(table.c.http_status.type))
-        unpriced = func.count() - func.count(table.c.cost_micro_usd)
+        spent = (table.c.input_tokens + table.c.output_tokens) > 0
+        unpriced = func.sum(case((table.c.cost_micro_usd.is_(None) & spent, 1), else_=0))
         source = "events"
     keys = [table.c[g] for g in group_by]
     sums = [func.coalesce(func.sum(table.c[c]), 0).label(c) for c in SUM_COLUMNS]

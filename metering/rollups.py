@@ -1,6 +1,7 @@
 """Rollups kept in the events' transaction, summed in one pass over a batch of event rows.
 
-- hourly: sums per hour, use case, user, agent, key, model, backend, deployment and on_prem;
+- hourly: sums per hour, use case, user, agent, key, team, end user, error code, model, backend,
+  deployment and on_prem;
 - per minute: requests and input/output tokens (the peaks the TCO projection sizes for);
 - per session and UTC month: totals, first/last start, min/max of the labels (export views).
 
@@ -64,7 +65,9 @@ def _add_hourly(
         acc.update(dict.fromkeys(ROLLUP_SUMS, 0))
     acc["requests"] += 1
     acc["errors"] += row["status"] != "ok"
-    acc["unpriced_requests"] += row["cost_micro_usd"] is None
+    # unpriced: spent tokens with no price known (a request that spent none cost nothing)
+    spent = row["input_tokens"] or row["output_tokens"]
+    acc["unpriced_requests"] += row["cost_micro_usd"] is None and bool(spent)
     for col in _TOKEN_SUMS:
         acc[col] += row[col] or 0
 

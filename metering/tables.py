@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Column, DateTime, Index
+from sqlalchemy import BigInteger, Column, DateTime, Index, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -42,6 +42,10 @@ class UsageEventRecord(SQLModel, table=True):
     overhead_s: float
     request_id: str = Field(default="", max_length=26)
     attempt: int = 1
+    team: str = Field(default="unknown", max_length=128)
+    end_user: str = Field(default="unknown", max_length=128)
+    user_source: str = Field(default="unknown", max_length=16)
+    error_code: str = Field(default="", max_length=64)
 
 
 class ApiKeyBase(SQLModel):
@@ -49,6 +53,10 @@ class ApiKeyBase(SQLModel):
     team: str | None = Field(default=None, max_length=128)
     use_case: str | None = Field(default=None, max_length=128)
     agent: str | None = Field(default=None, max_length=128)
+    service: bool = Field(
+        default=False,
+        description="a service key may attribute usage to the end users it declares",
+    )
 
 
 class ApiKeyRecord(ApiKeyBase, table=True):
@@ -72,6 +80,24 @@ class ApiKeyPublic(ApiKeyBase):
     revoked_at: datetime | None
 
 
+class BudgetRecord(SQLModel, table=True):
+    """A spending limit set through the admin API (config budgets are not stored here)."""
+
+    __tablename__ = "budgets"
+    __table_args__ = (
+        UniqueConstraint("scope", "subject", "period", name="uq_budgets_scope_subject_period"),
+    )
+
+    id: str = Field(primary_key=True, max_length=32)
+    scope: str = Field(max_length=16)
+    subject: str = Field(max_length=128)
+    period: str = Field(max_length=8)
+    limit_micro_usd: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    limit_tokens: int | None = Field(default=None, sa_column=Column(BigInteger, nullable=True))
+    soft_ratio: float
+    created_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
 class MetaRecord(SQLModel, table=True):
     """Small counters shared by replicas, e.g. the keys generation that invalidates auth caches."""
 
@@ -87,6 +113,9 @@ ROLLUP_KEYS = (
     "user",
     "agent",
     "key_id",
+    "team",
+    "end_user",
+    "error_code",
     "model",
     "backend",
     "deployment",
@@ -116,6 +145,9 @@ class UsageRollupRecord(SQLModel, table=True):
     user: str = Field(primary_key=True, max_length=128)
     agent: str = Field(primary_key=True, max_length=128)
     key_id: str = Field(primary_key=True, max_length=64)
+    team: str = Field(primary_key=True, max_length=128)
+    end_user: str = Field(primary_key=True, max_length=128)
+    error_code: str = Field(primary_key=True, max_length=64)
     model: str = Field(primary_key=True, max_length=128)
     backend: str = Field(primary_key=True, max_length=32)
     deployment: str = Field(primary_key=True, max_length=256)

@@ -77,6 +77,12 @@ class BatchWriter:
         return len(self._memory) + own + sum(o.pending_events for o in self._orphans)
 
     @property
+    def own_pending_events(self) -> int:
+        """Events this process submitted that are not yet committed (they commit in order)."""
+        own = self._journal.appended - self._committed_own if self._journal else 0
+        return len(self._memory) + own
+
+    @property
     def backlog_bytes(self) -> int:
         if self._journal is None:
             return 0

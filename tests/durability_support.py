@@ -53,7 +53,11 @@ def write_config(
             "flush_interval_s": flush_interval_s,
             "batch_max_events": batch_max_events,
         },
-        "auth": {"required": auth_required, "refresh_interval_s": 0.25},
+        "auth": {
+            "required": auth_required,
+            "refresh_interval_s": 0.25,
+            "admin_key": "admin-test-key",  # real (fake) backends: serve wants an admin key
+        },
         "models": [
             {
                 "name": MODEL,

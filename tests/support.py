@@ -41,8 +41,10 @@ def wait_for(check: Callable[[], T], *, timeout_s: float = 10.0, interval_s: flo
 class Gateway:
     """tokenmeter's real app under uvicorn in a thread, on a free loopback port."""
 
-    def __init__(self, db_path: Path, config: dict[str, Any]) -> None:
-        self.db_url = f"sqlite:///{db_path}"
+    def __init__(self, db_path: Path, config: dict[str, Any], *, db_url: str | None = None) -> None:
+        """A gateway on the SQLite file ``db_path``, or on ``db_url`` (its journal is still
+        beside ``db_path``, so replicas on one PostgreSQL each have their own)."""
+        self.db_url = db_url or f"sqlite:///{db_path}"
         self.journal_dir = db_path.parent / "journal"
         defaults = {
             "storage": {
@@ -133,9 +135,14 @@ def serving(
     config: Path, *extra: str, log: Path | None = None, env: dict[str, str] | None = None
 ) -> Iterator[str]:
     """``tokenmeter serve --config CONFIG`` in a subprocess on a free port; yields its URL.
-    ``env`` is added to this process's environment (less any PROMETHEUS_MULTIPROC_DIR)."""
+    ``env`` is added to this process's environment (less any PROMETHEUS_MULTIPROC_DIR); the
+    admin key is ADMIN_KEY unless ``env`` or the config sets another."""
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"} | (env or {})
+    env = (
+        {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+        | {"TOKENMETER_ADMIN_KEY": ADMIN_KEY}
+        | (env or {})
+    )
     out = log.open("w") if log is not None else subprocess.DEVNULL
     proc = subprocess.Popen(
         [

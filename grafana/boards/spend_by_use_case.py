@@ -21,11 +21,70 @@ from grafana.panels import (
     rate,
     row,
     sql,
+    sql_variable,
     stat,
     table,
     timeseries,
     unit_of,
 )
+
+TEAM = "team ~ '^(${team:regex})$'"  # a regex: an empty variable must not make `IN ()`
+TEAM_VARIABLE = sql_variable(
+    "team",
+    "Team",
+    "SELECT DISTINCT team FROM usage_rollups_hourly WHERE $__timeFilter(hour) ORDER BY 1",
+)
+
+
+def team_panels() -> list[Json]:
+    """Chargeback by cost centre: the key's team, from the ledger (metrics carry no team)."""
+    rollups = f"FROM usage_rollups_hourly WHERE $__timeFilter(hour) AND {SQL_FILTER} AND {TEAM}"
+    by_team = f"""
+        SELECT team, SUM(requests) AS requests, SUM(errors) AS errors,
+               SUM(input_tokens + output_tokens) AS tokens, SUM(cost_micro_usd) / 1e6 AS "cost",
+               SUM(cost_micro_usd)::float8 / NULLIF(SUM(SUM(cost_micro_usd)) OVER (), 0)
+                 AS "cost share"
+        {rollups} GROUP BY team ORDER BY "cost" DESC, team"""
+    by_key = f"""
+        SELECT team, key_id AS "key", SUM(requests) AS requests,
+               SUM(input_tokens + output_tokens) AS tokens, SUM(cost_micro_usd) / 1e6 AS "cost"
+        {rollups} GROUP BY team, key_id ORDER BY "cost" DESC, team, key_id LIMIT 50"""
+    over_time = f"""
+        SELECT $__timeGroupAlias(hour, '1h'), team AS metric, SUM(cost_micro_usd) / 1e6 AS "cost"
+        {rollups} GROUP BY 1, 2 ORDER BY 1"""
+    note = "Who pays: the key's team (keys without a team are under 'unknown'). From the ledger."
+    return [
+        row("Teams (cost centres)"),
+        table(
+            "Cost by team (ledger)",
+            [sql(by_team)],
+            w=12,
+            h=8,
+            description=note,
+            overrides=[
+                unit_of("cost", USD),
+                unit_of("tokens", TOKENS),
+                unit_of("cost share", "percentunit"),
+            ],
+        ),
+        table(
+            "Cost by team and key (ledger)",
+            [sql(by_key)],
+            w=12,
+            h=8,
+            description=note,
+            overrides=[unit_of("cost", USD), unit_of("tokens", TOKENS)],
+        ),
+        timeseries(
+            "Hosted cost by team per hour (ledger)",
+            [sql(over_time, series=True)],
+            stack=True,
+            unit=USD,
+            w=24,
+            h=7,
+            description=note,
+        ),
+    ]
 
 
 def build() -> Json:
@@ -224,11 +283,12 @@ def build() -> Json:
             w=16,
             h=6,
         ),
+        *team_panels(),
     ]
     return dashboard(
         "tokenmeter-spend",
         "tokenmeter: spend by use case",
-        "Hosted cost and token rates by use case, model and backend; the 80/20 view.",
-        FILTERS,
+        "Hosted cost and token rates by use case, model and backend; the 80/20 view; by team.",
+        [*FILTERS, TEAM_VARIABLE],
         items,
     )

@@ -18,11 +18,14 @@ from grafana.panels import (
 
 TOKENS_SQL = "input_tokens + output_tokens"  # input includes cached input (docs/api.md)
 SESSIONS = "session <> 'unknown'"  # requests that named no session
+# A regex, not IN ($use_case): a variable with no values in the range makes `IN ()`, which
+# PostgreSQL rejects; `~ '^()$'` is valid and matches nothing.
+USE_CASE = "use_case ~ '^(${use_case:regex})$'"
 
 
 def build() -> Json:
-    rollups = "FROM usage_rollups_hourly WHERE $__timeFilter(hour) AND use_case IN ($use_case)"
-    events = "FROM usage_events WHERE $__timeFilter(started_at) AND use_case IN ($use_case)"
+    rollups = f"FROM usage_rollups_hourly WHERE $__timeFilter(hour) AND {USE_CASE}"
+    events = f"FROM usage_events WHERE $__timeFilter(started_at) AND {USE_CASE}"
 
     def top(column: str, label: str) -> str:
         return f"""

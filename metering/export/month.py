@@ -40,8 +40,9 @@ GROUPINGS = (
     ("users", "user"),
     ("models", "model"),
     ("backends", "backend"),
+    ("teams", "team"),  # the cost-centre view: who pays, by the key's team
 )
-_CELL_KEYS = ("use_case", "user", "agent", "model", "backend", "on_prem")
+_CELL_KEYS = ("use_case", "user", "agent", "model", "backend", "on_prem", "team")
 STEPS = ("reading the month's rollups", "grouping the month's events by session", "TCO projection")
 Progress = Callable[[str], None]
 
@@ -171,7 +172,7 @@ def build_month_export(
 def read_cells(
     engine: Engine, *, start: datetime, end: datetime
 ) -> list[tuple[tuple[Any, ...], list[int]]]:
-    """Rollup sums of [start, end) per use case, user, agent, model, backend and on_prem."""
+    """Rollup sums of [start, end) per use case, user, agent, model, backend, on_prem, team."""
     r = _ROLLUPS.c
     keys = [r[k] for k in _CELL_KEYS]
     stmt = (

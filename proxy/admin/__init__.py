@@ -1,9 +1,15 @@
-"""The admin API: keys, usage reports, the TCO projection, the pilot report, the monthly export."""
+"""The admin API: keys, budgets, usage reports, the TCO projection, the pilot report, the
+monthly export."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 
-from proxy.admin import exports, keys, reports
+from proxy.admin import budgets, exports, keys, reports
 
-routers: tuple[APIRouter, ...] = (keys.router, reports.router, exports.router)
+routers: tuple[APIRouter, ...] = (
+    keys.router,
+    budgets.router,
+    reports.router,
+    exports.router,
+)

@@ -23,6 +23,10 @@ class KeyCreate(BaseModel):
     team: _Label | None = None
     use_case: _Label | None = None
     agent: _Label | None = None
+    service: bool = Field(
+        default=False,
+        description="a service key (an app serving many people) bills the end users it declares",
+    )
 
 
 class KeyCreated(ApiKeyPublic):

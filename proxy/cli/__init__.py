@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from proxy.cli import db, demo, export, keys, reports, serve
+from proxy.cli import budgets, db, demo, export, keys, reports, serve
 
 cli = typer.Typer(
     help="tokenmeter: an LLM gateway that meters every token.",
@@ -15,6 +15,7 @@ cli = typer.Typer(
 )
 cli.command()(serve.serve)
 cli.add_typer(keys.keys_cli, name="keys")
+cli.add_typer(budgets.budgets_cli, name="budgets")
 cli.command()(reports.prices)
 cli.command()(reports.tco)
 cli.command()(reports.compare)

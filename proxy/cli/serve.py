@@ -38,6 +38,7 @@ def serve(
     settings = load(config)
     models = effective_models(settings)
     _check_tco(settings, models)
+    _check_admin_key(settings, models)
     if workers > 1 or not settings.storage.url.startswith("sqlite"):
         # migrate SQLite once here, not racing in every worker; refuse an outdated shared
         # database with a clear message before any worker starts
@@ -51,9 +52,15 @@ def serve(
             log.warning("!" * 72)
             log.warning(
                 "OPEN MODE: requests WITHOUT a valid virtual key are accepted (as key "
-                "'anonymous'). This is the default only when every backend is simulated; set "
-                "auth.required (TOKENMETER_AUTH__REQUIRED=true) to require keys."
+                "'anonymous'), and the user a client declares is the one billed. This is the "
+                "default only when every backend is simulated; set auth.required "
+                "(TOKENMETER_AUTH__REQUIRED=true) to require keys."
             )
+            if settings.effective_admin_key is None and _all_simulated(models):
+                log.warning(
+                    "OPEN MODE: the admin API (/admin/*: keys, budgets, usage, exports) answers "
+                    "loopback clients WITHOUT an admin key; set TOKENMETER_ADMIN_KEY to guard it."
+                )
             log.warning("!" * 72)
         uvicorn.run(
             "proxy.app:app_from_env",
@@ -93,6 +100,25 @@ def _check_tco(settings: Settings, models: list[ModelConfig]) -> None:
         tco_inputs(settings.tco, build_pricebook(settings, models))
     except ConfigError as exc:
         fail(str(exc), code=2)
+
+
+def _all_simulated(models: list[ModelConfig]) -> bool:
+    return all(d.simulated for m in models for d in m.deployments)
+
+
+def _check_admin_key(settings: Settings, models: list[ModelConfig]) -> None:
+    """Real backends spend real money: refuse to serve them with an unguarded admin API."""
+    if settings.effective_admin_key or _all_simulated(models):
+        return
+    if settings.auth.allow_no_admin_key:
+        log.warning("no admin key set: the admin API (/admin/*) is disabled (answers 401)")
+        return
+    fail(
+        "real backends are configured but no admin key is set: set TOKENMETER_ADMIN_KEY "
+        "(or auth.admin_key), or allow serving without the admin API with "
+        "auth.allow_no_admin_key: true (TOKENMETER_AUTH__ALLOW_NO_ADMIN_KEY=true)",
+        code=2,
+    )
 
 
 def _announce(settings: Settings, models: list[ModelConfig], bases: dict[str, str]) -> None:

@@ -107,6 +107,62 @@ class AuthSettings(_Strict):
         description="require a virtual key; default: yes unless every backend is simulated",
     )
     refresh_interval_s: float = Field(default=0.25, gt=0)
+    allow_no_admin_key: bool = Field(
+        default=False,
+        description="serve real backends with no admin key (the admin API then answers 401)",
+    )
+
+
+class BudgetConfig(_Strict):
+    """A spending limit in config; the admin API and `tokenmeter budgets` add more."""
+
+    scope: Literal["key", "user", "team", "use_case"]
+    subject: str = Field(min_length=1, max_length=128, description="key id, user, team, use case")
+    period: Literal["month", "week", "day"] = Field(default="month", description="UTC calendar")
+    limit_usd: Decimal | None = Field(default=None, ge=0)
+    limit_tokens: int | None = Field(default=None, ge=0, description="input + output tokens")
+    soft_ratio: float = Field(default=0.8, gt=0, le=1, description="warn from this share on")
+
+    @model_validator(mode="after")
+    def _has_limit(self) -> BudgetConfig:
+        if self.limit_usd is None and self.limit_tokens is None:
+            raise ValueError("a budget needs limit_usd, limit_tokens, or both")
+        return self
+
+
+class BudgetSettings(_Strict):
+    refresh_interval_s: float = Field(
+        default=2.0,
+        gt=0,
+        description="how often each replica re-reads the ledger's spend: with several "
+        "replicas, a budget can be overshot by what the others spend in one interval",
+    )
+    limits: list[BudgetConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique(self) -> BudgetSettings:
+        seen: set[tuple[str, str, str]] = set()
+        for i, b in enumerate(self.limits):
+            key = (b.scope, b.subject, b.period)
+            if key in seen:
+                raise ValueError(f"budgets.limits.{i}: a second {b.period} budget for {key[:2]}")
+            seen.add(key)
+        return self
+
+
+class RateLimit(_Strict):
+    requests_per_minute: int | None = Field(default=None, gt=0)
+    tokens_per_minute: int | None = Field(default=None, gt=0, description="input + output")
+
+
+class RateLimitSettings(_Strict):
+    """Token buckets per key and per team; without a shared store each replica enforces its
+    share of every limit (limit / replicas)."""
+
+    per_key: RateLimit = Field(default_factory=RateLimit, description="every key's default")
+    keys: dict[str, RateLimit] = Field(default_factory=dict, description="by key id")
+    teams: dict[str, RateLimit] = Field(default_factory=dict)
+    replicas: int = Field(default=1, ge=1, description="replicas sharing the limits")
 
 
 class LimitSettings(_Strict):
@@ -202,6 +258,8 @@ class Settings(BaseSettings):
     tco: TcoSettings = TcoSettings()
     metrics: MetricsSettings = MetricsSettings()
     routing: RoutingSettings = RoutingSettings()
+    budgets: BudgetSettings = BudgetSettings()
+    rate_limits: RateLimitSettings = RateLimitSettings()
     models: list[ModelConfig] = Field(default_factory=list)
     use_cases: dict[str, UseCaseConfig] = Field(default_factory=dict)
     admin_key: SecretStr | None = Field(default=None, description="alias of auth.admin_key")

@@ -15,7 +15,13 @@ from metering.events import Status
 from proxy.gateway.call import Call
 from proxy.gateway.deployments import ANTHROPIC_VERSION, Deployment
 from proxy.gateway.errors import journal_unavailable
-from proxy.gateway.exchange import error_event, raise_for_upstream, read_timed, send_timed
+from proxy.gateway.exchange import (
+    error_event,
+    raise_for_upstream,
+    read_timed,
+    send_timed,
+    upstream_code,
+)
 from proxy.gateway.streaming import EventStreamResponse
 from proxy.gateway.structured import anthropic_translation
 from proxy.gateway.translate import StreamTranslator
@@ -131,7 +137,7 @@ async def _native_json(
         status: Status = (
             "client_error" if resp.status < 500 and resp.status != 429 else "upstream_error"
         )
-        call.finish(status, resp.status)
+        call.finish(status, resp.status, error_code=upstream_code(resp.status))
         return Response(
             data,
             status_code=resp.status,

@@ -113,10 +113,21 @@ def bearer_token(headers: Mapping[str, str], *, allow_x_api_key: bool = False) -
     return None
 
 
-def check_admin(headers: Mapping[str, str], admin_key: str | None, *, open_mode: bool) -> None:
+_LOOPBACK = ("127.0.0.1", "::1", "localhost")
+
+
+def check_admin(
+    headers: Mapping[str, str],
+    admin_key: str | None,
+    *,
+    open_mode: bool,
+    client_host: str | None = None,
+) -> None:
+    """The admin key, always; with none set, only ``open_mode`` (every backend simulated and
+    keys not required) lets a loopback client in: nothing real to spend or protect there."""
     token = bearer_token(headers, allow_x_api_key=True)
     if admin_key is None:
-        if open_mode:
+        if open_mode and (client_host in _LOOPBACK or (client_host or "").startswith("127.")):
             return
         raise ProxyError(
             401, "admin API disabled: set TOKENMETER_ADMIN_KEY", code="invalid_api_key"

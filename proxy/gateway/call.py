@@ -8,13 +8,11 @@ from typing import TYPE_CHECKING
 from cost.usage import TokenUsage
 from metering.events import Status, UsageEvent, UsageSource, new_event_id
 from metering.keys import KeyInfo
-from proxy.gateway.attribution import UNKNOWN, Attribution
+from proxy.gateway.attribution import UNKNOWN, Attribution, key_attribution
 
 if TYPE_CHECKING:
     from metering.ledger import Ledger
     from proxy.gateway.deployments import Deployment
-
-UNATTRIBUTED = Attribution(UNKNOWN, UNKNOWN, UNKNOWN, UNKNOWN)
 
 
 class Call:
@@ -28,8 +26,10 @@ class Call:
         "_done",
         "_ledger",
         "attempt",
+        "attributed",
         "attribution",
         "deployment",
+        "headers",
         "key",
         "model",
         "request_id",
@@ -48,7 +48,9 @@ class Call:
         self.attempt = 1
         self.started = time.time()
         self.started_perf = time.perf_counter()
-        self.attribution = UNATTRIBUTED
+        self.attribution: Attribution = key_attribution(key)
+        self.attributed = False  # True once the request itself was read for attribution
+        self.headers: dict[str, str] = {}  # added to the answer: rate limits, budget warnings
         self.deployment: Deployment | None = None
         self.model = UNKNOWN
         self.stream = False
@@ -64,6 +66,7 @@ class Call:
         nxt = Call(self._ledger, self.key)
         nxt.request_id, nxt.attempt = self.request_id, self.attempt + 1
         nxt.attribution, nxt.model, nxt.stream = self.attribution, self.model, self.stream
+        nxt.attributed = self.attributed
         return nxt
 
     def overhead_s(self) -> float:
@@ -81,8 +84,11 @@ class Call:
         usage: TokenUsage | None = None,
         *,
         source: UsageSource = "upstream",
+        error_code: str | None = None,
     ) -> bool:
-        """Record the event once; False if it could not be journaled (answer 503 if possible)."""
+        """Record the event once; False if it could not be journaled (answer 503 if possible).
+
+        ``error_code`` says why a refused or failed request failed (default: the status's)."""
         if self._done:
             return True
         self._done = True
@@ -99,7 +105,10 @@ class Call:
                 started_at=self.started,
                 finished_at=self.started + latency_s,
                 key_id=self.key.id,
+                team=att.team,
                 user=att.user,
+                end_user=att.end_user,
+                user_source=att.user_source,
                 agent=att.agent,
                 session=att.session,
                 use_case=att.use_case,
@@ -116,5 +125,32 @@ class Call:
                 latency_s=latency_s,
                 ttft_s=self.ttft_s,
                 overhead_s=max(0.0, latency_s - self.upstream_s),
+                error_code=_error_code(status, http_status, error_code or ""),
             )
         )
+
+
+_STATUS_CODES = {
+    400: "invalid_request",
+    401: "invalid_api_key",
+    403: "permission_denied",
+    404: "not_found",
+    408: "timeout",
+    413: "request_too_large",
+    429: "rate_limited",
+    499: "cancelled",
+    502: "upstream_error",
+    503: "unavailable",
+    504: "timeout",
+}
+
+
+def _error_code(status: Status, http_status: int, code: str) -> str:
+    """Every event that is not ``ok`` carries a code: the given one, else its status's."""
+    if status == "ok":
+        return ""
+    if code:
+        return code
+    if status in ("timeout", "cancelled"):
+        return status
+    return _STATUS_CODES.get(http_status, "upstream_error" if http_status >= 500 else "error")

@@ -33,23 +33,39 @@ _ANTHROPIC_TYPES = {
 class ProxyError(Exception):
     """An error to answer with; raised anywhere on the request path."""
 
-    def __init__(self, status: int, message: str, *, code: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
+        self.headers = headers or {}
 
 
-def openai_error(status: int, message: str, *, code: str | None = None) -> Response:
+def openai_error(
+    status: int, message: str, *, code: str | None = None, headers: dict[str, str] | None = None
+) -> Response:
     err_type = _OPENAI_TYPES.get(status, "api_error")
     body = {"error": {"message": message, "type": err_type, "param": None, "code": code}}
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+    return Response(
+        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
+    )
 
 
-def anthropic_error(status: int, message: str) -> Response:
+def anthropic_error(
+    status: int, message: str, *, headers: dict[str, str] | None = None
+) -> Response:
     err_type = _ANTHROPIC_TYPES.get(status, "api_error")
     body = {"type": "error", "error": {"type": err_type, "message": message}}
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+    return Response(
+        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
+    )
 
 
 def upstream_message(body: bytes) -> str:

@@ -23,12 +23,12 @@ def waiting_on_upstream(call: Call, dep: Deployment) -> Iterator[None]:
     try:
         yield
     except UpstreamTimeout as exc:
-        call.finish("timeout", 504)
+        call.finish("timeout", 504, error_code="upstream_timeout")
         raise ProxyError(
             504, f"upstream timed out after {dep.timeout_s:g} s", code="upstream_timeout"
         ) from exc
     except UpstreamError as exc:
-        call.finish("upstream_error", 502)
+        call.finish("upstream_error", 502, error_code="upstream_unavailable")
         raise ProxyError(502, str(exc), code="upstream_unavailable") from exc
     finally:
         call.upstream_s += time.perf_counter() - t0
@@ -64,11 +64,19 @@ async def raise_for_upstream(resp: UpstreamResponse, call: Call, dep: Deployment
         return
     message = upstream_message(await read_timed(resp, call, dep))
     if resp.status >= 500:
-        call.finish("upstream_error", 502)
+        call.finish("upstream_error", 502, error_code="upstream_error")
         raise ProxyError(502, f"upstream returned {resp.status}: {message}", code="upstream_error")
     status: Status = "upstream_error" if resp.status == 429 else "client_error"
-    call.finish(status, resp.status)
-    raise ProxyError(resp.status, message, code="upstream_rejected")
+    code = upstream_code(resp.status)
+    call.finish(status, resp.status, error_code=code)
+    raise ProxyError(resp.status, message, code=code)
+
+
+def upstream_code(status: int) -> str:
+    """The error code of a request an upstream refused or failed with ``status``."""
+    if status >= 500:
+        return "upstream_error"
+    return "upstream_rate_limited" if status == 429 else "upstream_rejected"
 
 
 def error_event(message: str) -> bytes:

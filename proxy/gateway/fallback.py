@@ -18,11 +18,13 @@ from proxy.gateway.errors import ProxyError
 from proxy.gateway.runtime import Runtime
 
 Attempt = Callable[[Call, Deployment], Awaitable[ASGIApp]]
-_RETRYABLE = frozenset({"upstream_timeout", "upstream_unavailable", "upstream_error"})
+_RETRYABLE = frozenset(
+    {"upstream_timeout", "upstream_unavailable", "upstream_error", "upstream_rate_limited"}
+)
 
 
 def retryable(exc: ProxyError) -> bool:
-    return exc.code in _RETRYABLE or (exc.code == "upstream_rejected" and exc.status == 429)
+    return exc.code in _RETRYABLE
 
 
 async def with_fallback(

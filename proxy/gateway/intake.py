@@ -10,7 +10,8 @@ from starlette.requests import ClientDisconnect, Request
 
 from proxy.gateway.attribution import MAX_LEN, resolve_attribution
 from proxy.gateway.auth import bearer_token
-from proxy.gateway.call import UNATTRIBUTED, Call
+from proxy.gateway.budgets import BUDGET_HEADER
+from proxy.gateway.call import Call
 from proxy.gateway.errors import ProxyError, journal_unavailable
 from proxy.gateway.runtime import Runtime
 
@@ -71,18 +72,38 @@ async def read_json(request: Request, rt: Runtime, call: Call) -> dict[str, Any]
         call.model = model
     call.stream = body.get("stream") is True
     call.attribution = resolve_attribution(
-        request.headers, body, key=call.key, agent_use_cases=rt.agent_use_cases
+        request.headers,
+        body,
+        key=call.key,
+        agent_use_cases=rt.agent_use_cases,
+        pinned=rt.keys.required,
     )
+    call.attributed = True
     return body
+
+
+def admit(rt: Runtime, call: Call) -> None:
+    """Budgets, then rate limits: refused here, before any upstream call (429)."""
+    att = call.attribution
+    warning = rt.budgets.admit(
+        key_id=call.key.id, user=att.user, team=att.team, use_case=att.use_case
+    )
+    if warning:
+        call.headers[BUDGET_HEADER] = warning
+    call.headers.update(rt.limiter.admit(key_id=call.key.id, team=att.team))
 
 
 def attribute_by_headers(request: Request, rt: Runtime, call: Call) -> None:
     """Attribute a request whose body was unusable, so its error record is still findable."""
-    if call.attribution is not UNATTRIBUTED:
+    if call.attributed:
         return
-    with contextlib.suppress(ProxyError):
+    with contextlib.suppress(ProxyError):  # a bad header: the key's own attribution stands
         call.attribution = resolve_attribution(
-            request.headers, {}, key=call.key, agent_use_cases=rt.agent_use_cases
+            request.headers,
+            {},
+            key=call.key,
+            agent_use_cases=rt.agent_use_cases,
+            pinned=rt.keys.required,
         )
 
 

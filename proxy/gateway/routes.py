@@ -12,6 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from metering.events import Status
 from proxy.gateway.anthropic_relay import chat_via_anthropic, messages_native, native_headers
 from proxy.gateway.auth import bearer_token
 from proxy.gateway.call import Call
@@ -20,7 +21,13 @@ from proxy.gateway.deployments import Deployment
 from proxy.gateway.errors import ProxyError, anthropic_error, openai_error
 from proxy.gateway.exchange import raise_for_upstream, read_timed, send_timed
 from proxy.gateway.fallback import with_fallback
-from proxy.gateway.intake import attribute_by_headers, authenticate, read_json, upstream_body
+from proxy.gateway.intake import (
+    admit,
+    attribute_by_headers,
+    authenticate,
+    read_json,
+    upstream_body,
+)
 from proxy.gateway.openai_relay import forward_json, forward_stream
 from proxy.gateway.responses.endpoint import create_response, stored_response
 from proxy.gateway.runtime import Runtime
@@ -43,13 +50,17 @@ def _endpoint(
             call = await authenticate(request, rt, anthropic=anthropic)
             response = await handler(request, rt, call)
             if rt.settings.metrics.overhead_header:
-                _add_overhead_header(response, call)
+                call.headers[OVERHEAD_HEADER] = f"{call.overhead_s() * 1000:.3f}"
+            _add_headers(response, call.headers)
             return response
         except ProxyError as exc:
+            headers = exc.headers
             if call is not None:
                 attribute_by_headers(request, rt, call)
-                call.finish("client_error" if exc.status < 500 else "upstream_error", exc.status)
-            return error(exc.status, exc.message, code=exc.code)
+                status: Status = "client_error" if exc.status < 500 else "upstream_error"
+                call.finish(status, exc.status, error_code=exc.code)
+                headers = {**call.headers, **exc.headers}
+            return error(exc.status, exc.message, code=exc.code, headers=headers or None)
 
     return endpoint
 
@@ -57,17 +68,20 @@ def _endpoint(
 OVERHEAD_HEADER = "x-tokenmeter-overhead-ms"
 
 
-def _add_overhead_header(response: ASGIApp, call: Call) -> None:
-    """The proxy's own time so far (not waiting on the upstream), for users to verify."""
-    value = f"{call.overhead_s() * 1000:.3f}"
-    if isinstance(response, EventStreamResponse):
-        response.add_header(OVERHEAD_HEADER, value)
-    elif isinstance(response, Response):
-        response.headers[OVERHEAD_HEADER] = value
+def _add_headers(response: ASGIApp, headers: dict[str, str]) -> None:
+    """The call's own headers: the proxy's overhead so far (not waiting on the upstream, for
+    users to verify), rate-limit state, budget warnings."""
+    for name, value in headers.items():
+        if isinstance(response, EventStreamResponse):
+            response.add_header(name, value)
+        elif isinstance(response, Response):
+            response.headers[name] = value
 
 
-def _anthropic_error(status: int, message: str, *, code: str | None = None) -> Response:
-    return anthropic_error(status, message)
+def _anthropic_error(
+    status: int, message: str, *, code: str | None = None, headers: dict[str, str] | None = None
+) -> Response:
+    return anthropic_error(status, message, headers=headers)
 
 
 def _check_messages(body: dict[str, Any]) -> None:
@@ -86,6 +100,7 @@ def _check_messages(body: dict[str, Any]) -> None:
 async def chat_completions(request: Request, rt: Runtime, call: Call) -> ASGIApp:
     body = await read_json(request, rt, call)
     _check_messages(body)
+    admit(rt, call)
 
     async def attempt(call: Call, dep: Deployment) -> ASGIApp:
         if dep.is_anthropic:
@@ -104,6 +119,7 @@ async def embeddings(request: Request, rt: Runtime, call: Call) -> ASGIApp:
     if body.get("input") in (None, "", []):
         raise ProxyError(400, "input is required", code="invalid_request")
     call.stream = False
+    admit(rt, call)
 
     async def attempt(call: Call, dep: Deployment) -> ASGIApp:
         out = upstream_body(body, dep.model)
@@ -117,6 +133,7 @@ async def embeddings(request: Request, rt: Runtime, call: Call) -> ASGIApp:
 async def messages(request: Request, rt: Runtime, call: Call) -> ASGIApp:
     body = await read_json(request, rt, call)
     _check_messages(body)
+    admit(rt, call)
 
     async def attempt(call: Call, dep: Deployment) -> ASGIApp:
         out = upstream_body(body, dep.model)

@@ -10,16 +10,19 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
+from metering.budgets import Budget
 from metering.journal import Journal
 from metering.ledger import Ledger
 from metering.metrics import StateMetrics, UsageMetrics
 from metering.store import create_db_engine, prepare_schema
 from metering.writer import BatchWriter
 from proxy.config.pricebook import build_pricebook
-from proxy.config.settings import ModelConfig, Settings
+from proxy.config.settings import BudgetSettings, ModelConfig, Settings
 from proxy.gateway.auth import KeyCache
+from proxy.gateway.budgets import BudgetGuard
 from proxy.gateway.deployments import Router, build_router
 from proxy.gateway.projector import Projector
+from proxy.gateway.ratelimit import RateLimiter
 from proxy.gateway.upstream import Upstream
 
 STATE_INTERVAL_S = 1.0  # how often each process refreshes its state gauges
@@ -36,9 +39,12 @@ class Runtime:
     upstream: Upstream
     agent_use_cases: dict[str, str]
     open_mode: bool
+    admin_open: bool  # the simulated open mode: the admin API answers loopback without a key
     metrics: CollectorRegistry
     state: StateMetrics
     projector: Projector
+    budgets: BudgetGuard
+    limiter: RateLimiter
     simulated_bases: dict[tuple[str, int], str] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -80,18 +86,29 @@ async def build_runtime(
         engine, refresh_interval_s=settings.auth.refresh_interval_s, required=not open_mode
     )
     upstream = Upstream()
+    ledger = Ledger(
+        writer=writer,
+        prices=prices,
+        reject_unjournaled=storage.on_journal_error == "reject",
+        metrics=usage_metrics,
+    )
+    budgets = BudgetGuard(
+        engine,
+        ledger,
+        config=config_budgets(settings.budgets),
+        refresh_interval_s=settings.budgets.refresh_interval_s,
+    )
+    limiter = RateLimiter(settings.rate_limits)
+    if limiter.enabled:
+        ledger.listeners.append(limiter.observe)
     writer.start()
     await keys.start()
     await upstream.start()
+    await budgets.start()
     rt = Runtime(
         settings=settings,
         engine=engine,
-        ledger=Ledger(
-            writer=writer,
-            prices=prices,
-            reject_unjournaled=storage.on_journal_error == "reject",
-            metrics=usage_metrics,
-        ),
+        ledger=ledger,
         writer=writer,
         keys=keys,
         router=build_router(
@@ -103,9 +120,12 @@ async def build_runtime(
         upstream=upstream,
         agent_use_cases=settings.agent_use_cases,
         open_mode=open_mode,
+        admin_open=open_mode and all(d.simulated for m in models for d in m.deployments),
         metrics=registry,
         state=StateMetrics(registry),
         projector=Projector(engine, settings.tco, prices),
+        budgets=budgets,
+        limiter=limiter,
         simulated_bases=simulated_bases,
     )
     rt.projector.start()
@@ -119,10 +139,26 @@ async def close_runtime(rt: Runtime) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await task
     await rt.projector.stop()
+    await rt.budgets.stop()
     await rt.upstream.stop()
     await rt.keys.stop()
     await rt.writer.stop()
     rt.engine.dispose()
+
+
+def config_budgets(settings: BudgetSettings) -> list[Budget]:
+    return [
+        Budget(
+            id=f"config:{b.scope}:{b.subject}:{b.period}",
+            scope=b.scope,
+            subject=b.subject,
+            period=b.period,
+            limit_micro_usd=None if b.limit_usd is None else int(b.limit_usd * 1_000_000),
+            limit_tokens=b.limit_tokens,
+            soft_ratio=b.soft_ratio,
+        )
+        for b in settings.limits
+    ]
 
 
 def publish_state(rt: Runtime) -> None:
@@ -134,6 +170,7 @@ def publish_state(rt: Runtime) -> None:
         journal_ok=not rt.ledger.journal_failed,
     )
     rt.state.set_tco(rt.projector.latest)
+    rt.state.set_budgets([(s.budget.name, s.ratio) for s in rt.budgets.states()])
 
 
 async def _publish_state_forever(rt: Runtime) -> None:

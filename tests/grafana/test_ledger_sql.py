@@ -14,12 +14,20 @@ from cost.usage import TokenUsage
 from metering.store import create_db_engine, upgrade_schema
 from metering.writer import insert_events
 from tests.conftest import PG_ADMIN_URL
-from tests.grafana.queries import SQL, interpolate, queries, sql_macros, variable_queries
+from tests.grafana.queries import (
+    SQL,
+    interpolate,
+    queries,
+    regex_value,
+    sql_macros,
+    variable_queries,
+)
 from tests.metering.factories import T0, make_event
 
 START = datetime.fromtimestamp(T0, UTC) - timedelta(hours=1)
 END = START + timedelta(days=4)
 USE_CASES = ["coding", "rag", "support", "summarize", "batch-eval", "translate"]
+TEAMS = ["platform", "research", "unknown"]
 ROUTES = [  # backend, model, deployment, on_prem
     ("anthropic", "claude", "anthropic/claude-sonnet-4-5", False),
     ("azure_mistral", "mistral-large", "azure_mistral/mistral-large-3", False),
@@ -33,12 +41,15 @@ def ledger_events(n: int) -> list:
     events = []
     for _ in range(n):
         backend, model, deployment, on_prem = rng.choice(ROUTES)
+        key = rng.randint(1, 6)
         events.append(
             make_event(
                 rng,
                 started_at=T0 + rng.uniform(0, 3 * 86400),
                 use_case=rng.choices(USE_CASES, weights=[40, 25, 15, 10, 6, 4])[0],
                 user=f"user-{rng.randint(1, 12)}",
+                key_id=f"key-{key}",
+                team=TEAMS[key % len(TEAMS)],  # a key belongs to one team
                 agent=rng.choice(["claude-code", "vibe", "kb-search", "unknown"]),
                 session=rng.choice([f"sess-{rng.randint(1, 40)}", "unknown"]),
                 backend=backend,
@@ -82,27 +93,53 @@ def run(engine: Engine, sql: str) -> list[dict]:
         return [dict(r._mapping) for r in conn.execute(text(sql))]
 
 
-def use_case_list(engine: Engine) -> str:
-    """What Grafana puts for $use_case with "All" selected: every value, quoted."""
-    [(_, _, query)] = variable_queries(SQL)
+def variable_values(engine: Engine, name: str) -> list[str]:
+    """What the ledger dashboard's SQL variable ``name`` lists in the test range."""
+    [query] = [q for _, var, q in variable_queries(SQL) if var["name"] == name][:1]
     rows = run(engine, sql_macros(query, start=START, end=END))
-    return ",".join("'" + next(iter(r.values())) + "'" for r in rows)
+    return [next(iter(r.values())) for r in rows]
 
 
-def prepare(query, engine: Engine) -> str:
-    """The query as Grafana sends it with "All" selected: the spend dashboard's Prometheus
-    variables as ``.*`` (its regex filters), the ledger dashboard's use case as a quoted list."""
+def prepare(query, engine: Engine, empty: bool = False) -> str:
+    """The query as Grafana sends it with "All" selected: Prometheus variables as ``.*``, the
+    ledger's SQL variables as the regex of every value they list (``:regex``), or, ``empty``,
+    as a variable with no values in the range (Grafana then puts in nothing)."""
     names = {
         v["name"]
         for v in query.variables
         if v["type"] == "query" and v["datasource"]["type"] == SQL
     }
-    values = {"use_case": use_case_list(engine)} if "use_case" in names else {}
+    values = {n: "" if empty else regex_value(variable_values(engine, n)) for n in names}
     return sql_macros(interpolate(query.text, query.variables, values), start=START, end=END)
 
 
 def test_the_use_case_variable_lists_the_ledger_use_cases(ledger):
-    assert use_case_list(ledger).count(",") == len(USE_CASES) - 1
+    assert sorted(variable_values(ledger, "use_case")) == sorted(USE_CASES)
+
+
+def test_the_team_variable_lists_the_ledger_teams(ledger):
+    assert sorted(variable_values(ledger, "team")) == sorted(TEAMS)
+
+
+@pytest.mark.parametrize("query", queries(SQL), ids=str)
+def test_every_sql_query_runs_when_a_variable_has_no_values(ledger, query):
+    """No `IN ()`: PostgreSQL would reject it; a query with an empty variable answers."""
+    run(ledger, prepare(query, ledger, empty=True))
+
+
+def test_team_totals_equal_the_sum_of_their_keys(ledger):
+    [by_team] = [q for q in queries(SQL) if q.panel == "Cost by team (ledger)"]
+    [by_key] = [q for q in queries(SQL) if q.panel == "Cost by team and key (ledger)"]
+    teams = {r["team"]: (r["tokens"], r["cost"]) for r in run(ledger, prepare(by_team, ledger))}
+    summed: dict[str, list] = {}
+    for r in run(ledger, prepare(by_key, ledger)):
+        acc = summed.setdefault(r["team"], [0, 0])
+        acc[0] += r["tokens"]
+        acc[1] += r["cost"]
+    assert set(teams) == set(TEAMS)
+    assert {t: (v[0], pytest.approx(float(v[1]))) for t, v in summed.items()} == {
+        t: (v[0], pytest.approx(float(v[1]))) for t, v in teams.items()
+    }
 
 
 @pytest.mark.parametrize("query", queries(SQL), ids=str)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import random
 import subprocess
 import sys
-from datetime import datetime
+from datetime import UTC, datetime
 
 from sqlalchemy import inspect, text
 
+from cost.usage import TokenUsage
 from metering.store import (
     MIGRATIONS,
     create_db_engine,
@@ -33,7 +34,7 @@ def test_upgrade_from_previous_revision_backfills_rollups(db_url):
     engine = create_db_engine(db_url)
     upgrade_schema(engine, "0001")
     rng = random.Random(11)
-    later = {"request_id", "attempt"}  # columns added after revision 0001
+    later = {"request_id", "attempt", "team", "end_user", "user_source", "error_code"}
     rows = [
         {k: v for k, v in event_row(make_event(rng)).items() if k not in later} for _ in range(40)
     ]
@@ -73,6 +74,8 @@ def test_upgrade_from_previous_revision_backfills_rollups(db_url):
                 rng,
                 started_at=rows[0]["started_at"].timestamp(),
                 **{k: rows[0][k] for k in ("user", "agent", "key_id", "use_case")},
+                team="unknown",  # its key is not in the key table: no team, a declared user
+                end_user=rows[0]["user"],
             )
         ],
     )
@@ -110,3 +113,116 @@ def test_serving_a_migrated_ledger_does_not_load_alembic(tmp_path):
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def _insert(conn, table: str, rows: list[dict]) -> None:
+    cols = list(rows[0])
+    conn.execute(
+        text(
+            f"INSERT INTO {table} ("
+            + ", ".join(f'"{c}"' for c in cols)
+            + ") VALUES ("
+            + ", ".join(f":{c}" for c in cols)
+            + ")"
+        ),
+        rows,
+    )
+
+
+def test_0006_backfills_team_user_source_and_zero_token_cost(db_url):
+    """Past events get their key's team; the key's own user is "key", any other is declared
+    (and is the end user); a 0-token event with no price costs 0 and is no longer unpriced."""
+    engine = create_db_engine(db_url)
+    upgrade_schema(engine, "0001")
+    later = {"request_id", "attempt", "team", "end_user", "user_source", "error_code"}
+    rng = random.Random(6)
+    specs = [  # key_id, user, tokens, cost
+        ("key_a", "alice", 100, 5),
+        ("key_a", "mallory", 50, 3),
+        ("key_b", "bob", 0, None),
+        ("key_gone", "carol", 10, None),
+    ]
+    events = [
+        make_event(
+            rng,
+            key_id=k,
+            user=u,
+            started_at=1_790_000_000.0 + i,
+            usage=TokenUsage(input_tokens=t),
+            cost_micro_usd=c,
+            status="ok",
+        )
+        for i, (k, u, t, c) in enumerate(specs)
+    ]
+    with engine.begin() as conn:
+        _insert(
+            conn,
+            "api_keys",
+            [
+                {
+                    "id": "key_a",
+                    "key_hash": "h1",
+                    "prefix": "tm-a",
+                    "user": "alice",
+                    "team": "platform",
+                    "use_case": None,
+                    "agent": None,
+                    "created_at": datetime(2026, 1, 1, tzinfo=UTC),
+                    "revoked_at": None,
+                },
+                {
+                    "id": "key_b",
+                    "key_hash": "h2",
+                    "prefix": "tm-b",
+                    "user": "bob",
+                    "team": None,
+                    "use_case": None,
+                    "agent": None,
+                    "created_at": datetime(2026, 1, 1, tzinfo=UTC),
+                    "revoked_at": None,
+                },
+            ],
+        )
+        _insert(
+            conn,
+            "usage_events",
+            [
+                {k: v for k, v in event_row(e).items() if k not in later}
+                | {"cost_micro_usd": e.cost_micro_usd or 0}  # NOT NULL before 0003
+                for e in events
+            ],
+        )
+    upgrade_schema(engine, "0005")  # 0002 back-fills the rollups of these events
+    with engine.begin() as conn:
+        unpriced = "WHERE key_id IN ('key_b', 'key_gone')"
+        conn.execute(text(f"UPDATE usage_events SET cost_micro_usd = NULL {unpriced}"))
+        conn.execute(text(f"UPDATE usage_rollups_hourly SET unpriced_requests = 1 {unpriced}"))
+    upgrade_schema(engine)
+    with engine.connect() as conn:
+        got = conn.execute(
+            text(
+                'SELECT key_id, "user", team, end_user, user_source, cost_micro_usd '
+                "FROM usage_events ORDER BY started_at"
+            )
+        ).all()
+        rollups = dict(
+            conn.execute(
+                text(
+                    "SELECT key_id || '/' || team || '/' || end_user, unpriced_requests "
+                    "FROM usage_rollups_hourly"
+                )
+            ).all()
+        )
+    assert [tuple(r) for r in got] == [
+        ("key_a", "alice", "platform", "unknown", "key", 5),
+        ("key_a", "mallory", "platform", "mallory", "declared", 3),
+        ("key_b", "bob", "unknown", "unknown", "key", 0),
+        ("key_gone", "carol", "unknown", "carol", "declared", None),
+    ]
+    assert rollups == {
+        "key_a/platform/unknown": 0,
+        "key_a/platform/mallory": 0,
+        "key_b/unknown/unknown": 0,
+        "key_gone/unknown/carol": 1,
+    }
+    engine.dispose()

@@ -52,6 +52,9 @@ def tco_inputs() -> TcoInputs:
     return TcoInputs(plan=plan, hosted=hosted, scenario="enterprise-h100")
 
 
+TEAMS = {"key_a": "platform", "key_b": "research", "key_c": "platform"}  # a key has one team
+
+
 def month_events(n: int, *, seed: int = 7) -> list[UsageEvent]:
     """``n`` events in MONTH with a skewed use-case spread, and four at its edges (two in it)."""
     rng = random.Random(seed)
@@ -70,8 +73,10 @@ def _event(rng: random.Random, started: float, use_case: str) -> UsageEvent:
     usage = TokenUsage(inp, read, write, rng.randint(0, write), out, rng.randint(0, out // 4))
     session = rng.choice(["unknown", *(f"s-{i}" for i in range(40))])
     cost = None if rng.random() < 0.05 else rng.randint(0, 200_000)
+    key_id = rng.choice(["key_a", "key_b", "key_c"])
     return make_event(
-        rng, started_at=started, use_case=use_case, session=session, model=model,
+        rng, key_id=key_id, team=TEAMS[key_id], started_at=started, use_case=use_case,
+        session=session, model=model,
         backend=backend, deployment=deployment, on_prem=on_prem, usage=usage, cost_micro_usd=cost,
     )  # fmt: skip
 
@@ -82,7 +87,8 @@ def ledger_sums(engine: Engine, group: str | None = None) -> dict[Any, dict[str,
     sql = f"""
         SELECT {key} AS k, COUNT(*) AS requests,
                SUM(CASE WHEN status <> 'ok' THEN 1 ELSE 0 END) AS errors,
-               COUNT(*) - COUNT(cost_micro_usd) AS unpriced_requests,
+               SUM(CASE WHEN cost_micro_usd IS NULL AND input_tokens + output_tokens > 0
+                   THEN 1 ELSE 0 END) AS unpriced_requests,
                SUM(input_tokens) AS input_tokens, SUM(cache_read_tokens) AS cache_read_tokens,
                SUM(cache_write_tokens) AS cache_write_tokens,
                SUM(cache_write_1h_tokens) AS cache_write_1h_tokens,

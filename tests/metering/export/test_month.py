@@ -25,12 +25,13 @@ from tests.metering.export.month_data import (
 )
 
 VIEWS = {
-    "summary", "pareto", "use_cases", "agents", "users", "models", "backends", "sessions",
+    "summary", "pareto", "use_cases", "agents", "users", "models", "backends", "teams",
+    "sessions",
     "session_distribution", "top_sessions", "tco", "tco_use_cases",
 }  # fmt: skip
 GROUP_VIEWS = {
     "use_cases": "use_case", "agents": "agent", "users": "user", "models": "model",
-    "backends": "backend",
+    "backends": "backend", "teams": "team",
 }  # fmt: skip
 
 

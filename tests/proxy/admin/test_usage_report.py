@@ -36,7 +36,7 @@ def gateway(fakes, tmp_path_factory) -> Iterator[Gateway]:
 @pytest.fixture(scope="module")
 def traffic(gateway) -> list[dict]:
     """One request per combination; what each client saw."""
-    key = gateway.create_key(user="default")
+    key = gateway.create_key(user="default", service=True)  # the declared users pay
     client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=key, max_retries=0)
     seen = []
     for i, (user, agent, model, session) in enumerate(

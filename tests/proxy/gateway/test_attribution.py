@@ -1,6 +1,9 @@
 """Who a request is billed to (DESIGN.md §4.3): first match wins among headers, peers' header
 aliases, body metadata, body safety_identifier / user, the key's defaults, the agent's use case,
-and "unknown". Each case gets its own key, so its event is found by key_id whatever it sets."""
+and "unknown". Each case gets its own key, so its event is found by key_id whatever it sets.
+
+This gateway requires keys, so a declared user pays only with a service key; the user cases run
+on service keys (tests/proxy/gateway/test_chargeback.py covers who pays with normal keys)."""
 
 from __future__ import annotations
 
@@ -235,11 +238,16 @@ PRECEDENCE = [
 
 @pytest.mark.parametrize(("field", "expected", "key_fields", "headers", "body"), PRECEDENCE)
 def test_precedence(gateway, field, expected, key_fields, headers, body):
-    key_id, key = new_key(gateway, **key_fields)
+    service = {"service": True} if field == "user" else {}
+    key_id, key = new_key(gateway, **key_fields, **service)
     assert send(gateway, key, headers, body).choices
     [event] = gateway.wait_events(1, "key_id = :k", k=key_id)
     assert event[field] == expected
     assert event["status"] == "ok"
+    if field == "user":
+        declared = expected != "key-user"
+        assert event["user_source"] == ("declared" if declared else "key")
+        assert event["end_user"] == (expected if declared else "unknown")
 
 
 def test_all_four_fields_from_headers(gateway):
@@ -256,12 +264,13 @@ def test_all_four_fields_from_headers(gateway):
         {},
     )
     [event] = gateway.wait_events(1, "key_id = :k", k=key_id)
-    assert (event["user"], event["agent"], event["session"], event["use_case"]) == (
+    assert (event["end_user"], event["agent"], event["session"], event["use_case"]) == (
         "u",
         "a",
         "s",
         "uc",
     )
+    assert event["user"] == "key-user"  # a normal key pays whatever the client declares
 
 
 def test_messages_metadata_user_id_attributes_and_reaches_anthropic(gateway, fakes):
@@ -276,7 +285,11 @@ def test_messages_metadata_user_id_attributes_and_reaches_anthropic(gateway, fak
     )
     assert msg.content
     [event] = gateway.wait_events(1, "key_id = :k", k=key_id)
-    assert (event["user"], event["session"]) == ("anthropic-user", "cc-1")
+    assert (event["user"], event["end_user"], event["session"]) == (
+        "key-user",
+        "anthropic-user",
+        "cc-1",
+    )
     assert fakes["anthropic"].requests[-1].body["metadata"] == {"user_id": "anthropic-user"}
 
 
@@ -285,7 +298,7 @@ def test_128_characters_are_accepted(gateway):
     value = "y" * 128
     send(gateway, key, {"X-Meter-User": value}, {"metadata": {"agent": value}})
     [event] = gateway.wait_events(1, "key_id = :k", k=key_id)
-    assert (event["user"], event["agent"]) == (value, value)
+    assert (event["end_user"], event["agent"]) == (value, value)
 
 
 # --- validation -------------------------------------------------------------------------------

@@ -12,7 +12,9 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import backend_models
-from tests.support import serving, wait_for
+from tests.support import ADMIN_KEY, serving, wait_for
+
+ADMIN = {"Authorization": f"Bearer {ADMIN_KEY}"}  # serving() sets it: real (fake) backends
 
 
 def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -106,7 +108,10 @@ def test_two_workers_count_each_request_once(two_workers, tmp_path):
     for _ in range(6):  # whichever worker answers the scrape, the totals are the same
         assert total(scrape(two_workers), "tokenmeter_requests_total", use_case="workers") == n
     tco = wait_for(
-        lambda: (b := httpx.get(two_workers + "/admin/tco").json())["status"] == "ok" and b
+        lambda: (
+            (b := httpx.get(two_workers + "/admin/tco", headers=ADMIN).json())["status"] == "ok"
+            and b
+        )
     )
     wait_for(lambda: total(scrape(two_workers), "tokenmeter_tco_gpus_needed") > 0)
     gpus = [
