@@ -1,21 +1,27 @@
 """Who a request is for: user, agent, session and use case (DESIGN.md §4.3).
 
 First match wins: our headers, then peers' headers (cheap aliases), then body ``metadata``, then
-body ``user`` / ``safety_identifier`` (user only), then the key's defaults; the use case then
-falls back to the ``use_cases`` map of the agent; anything still missing is ``unknown``.
+body ``user`` / ``safety_identifier`` (user only), then the key's defaults, then what Claude Code
+says about itself in ``metadata.user_id`` (identity.py); the use case then falls back to the
+``use_cases`` map of the agent; anything still missing is ``unknown``.
+
+Our own fields (``X-Meter-*``, ``metadata.{user,agent,session,use_case}``) are strict: a bad value
+is a 400 naming it. Fields clients send by themselves never fail a request (identity.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from metering.keys import KeyInfo
 from proxy.gateway.errors import ProxyError
+from proxy.gateway.identity import MAX_LEN as MAX_LEN
+from proxy.gateway.identity import bounded, parse_client_identity
 
-MAX_LEN = 128
 UNKNOWN = "unknown"
+CLAUDE_CODE_AGENT = "claude-code"
 
 HEADERS: dict[str, tuple[str, ...]] = {
     "user": ("x-meter-user", "helicone-user-id", "x-litellm-end-user-id"),
@@ -36,6 +42,9 @@ _HEADER_NAMES = {
     "x-meter-use-case": "X-Meter-Use-Case",
 }
 
+# Called with (field, reason) each time a client's own value had to be bounded.
+OnNormalized = Callable[[str, str], None]
+
 
 @dataclass(frozen=True, slots=True)
 class Attribution:
@@ -51,28 +60,37 @@ def resolve_attribution(
     *,
     key: KeyInfo | None,
     agent_use_cases: Mapping[str, str],
+    on_normalized: OnNormalized | None = None,
 ) -> Attribution:
-    """Resolve and validate the four attribution fields; ProxyError(400) names a bad field."""
+    """Resolve the four attribution fields; ProxyError(400) names a bad field of ours."""
     metadata = body.get("metadata")
     if metadata is not None and not isinstance(metadata, dict):
         raise ProxyError(400, "metadata must be an object", code="invalid_attribution")
     meta = metadata or {}
+    lenient = _Lenient(on_normalized)
+    client = parse_client_identity(meta.get("user_id"))
     user = (
-        _from_headers(headers, "user")
+        _from_headers(headers, "user", lenient)
         or _checked(meta.get("user"), "metadata.user")
-        or _checked(meta.get("user_id"), "metadata.user_id")
-        or _checked(body.get("safety_identifier"), "safety_identifier")
-        or _checked(body.get("user"), "user")
+        or (None if client else lenient(meta.get("user_id"), "metadata.user_id"))
+        or lenient(body.get("safety_identifier"), "safety_identifier")
+        or lenient(body.get("user"), "user")
         or (key.user if key else None)
+        or ((client.account or client.device) if client else None)
     )
     agent = (
-        _from_headers(headers, "agent")
+        _from_headers(headers, "agent", lenient)
         or _checked(meta.get("agent"), "metadata.agent")
         or (key.agent if key else None)
+        or (CLAUDE_CODE_AGENT if client else None)
     )
-    session = _from_headers(headers, "session") or _checked(meta.get("session"), "metadata.session")
+    session = (
+        _from_headers(headers, "session", lenient)
+        or _checked(meta.get("session"), "metadata.session")
+        or (client.session if client else None)
+    )
     use_case = (
-        _from_headers(headers, "use_case")
+        _from_headers(headers, "use_case", lenient)
         or _checked(meta.get("use_case"), "metadata.use_case")
         or (key.use_case if key else None)
         or (agent_use_cases.get(agent) if agent else None)
@@ -80,11 +98,29 @@ def resolve_attribution(
     return Attribution(user or UNKNOWN, agent or UNKNOWN, session or UNKNOWN, use_case or UNKNOWN)
 
 
-def _from_headers(headers: Mapping[str, str], field: str) -> str | None:
+class _Lenient:
+    """Bounds a client's own value, reporting each adjustment."""
+
+    __slots__ = ("_report",)
+
+    def __init__(self, report: OnNormalized | None) -> None:
+        self._report = report
+
+    def __call__(self, value: Any, where: str) -> str | None:
+        result = bounded(value)
+        if result.reasons and self._report is not None:
+            for reason in result.reasons:
+                self._report(where, reason)
+        return result.value
+
+
+def _from_headers(headers: Mapping[str, str], field: str, lenient: _Lenient) -> str | None:
     for name in HEADERS[field]:
         value = headers.get(name)
-        if value:
-            return _checked(value, f"header {_HEADER_NAMES.get(name, name)}")
+        if not value:
+            continue
+        ours = _HEADER_NAMES.get(name)
+        return _checked(value, f"header {ours}") if ours else lenient(value, name)
     return None
 
 

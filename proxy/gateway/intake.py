@@ -71,7 +71,11 @@ async def read_json(request: Request, rt: Runtime, call: Call) -> dict[str, Any]
         call.model = model
     call.stream = body.get("stream") is True
     call.attribution = resolve_attribution(
-        request.headers, body, key=call.key, agent_use_cases=rt.agent_use_cases
+        request.headers,
+        body,
+        key=call.key,
+        agent_use_cases=rt.agent_use_cases,
+        on_normalized=rt.identity.count,
     )
     return body
 

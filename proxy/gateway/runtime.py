@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 
 from metering.journal import Journal
 from metering.ledger import Ledger
-from metering.metrics import StateMetrics, UsageMetrics
+from metering.metrics import IdentityMetrics, StateMetrics, UsageMetrics
 from metering.store import create_db_engine, prepare_schema
 from metering.writer import BatchWriter
 from proxy.config.pricebook import build_pricebook
@@ -39,6 +39,7 @@ class Runtime:
     metrics: CollectorRegistry
     state: StateMetrics
     projector: Projector
+    identity: IdentityMetrics
     simulated_bases: dict[tuple[str, int], str] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -106,6 +107,7 @@ async def build_runtime(
         metrics=registry,
         state=StateMetrics(registry),
         projector=Projector(engine, settings.tco, prices),
+        identity=IdentityMetrics(registry),
         simulated_bases=simulated_bases,
     )
     rt.projector.start()
