@@ -48,6 +48,11 @@ class DeploymentConfig(_Strict):
     on_prem: bool | None = None
     simulated: bool = False
     name: str | None = None
+    native_messages: bool = Field(
+        default=False,
+        description="the server speaks Anthropic Messages itself (vLLM >= 0.11): forward "
+        "/v1/messages requests as they are instead of translating them to Chat Completions",
+    )
     price_key: str | None = Field(
         default=None, description="price-map key; derived from backend and model when not set"
     )

@@ -112,7 +112,7 @@ async def messages_native(
     client_headers: Mapping[str, str],
 ) -> Response | EventStreamResponse:
     headers = native_headers(dep, client_headers)
-    resp = await send_timed(upstream, call, dep, "/v1/messages", orjson.dumps(body), headers)
+    resp = await send_timed(upstream, call, dep, dep.messages_path, orjson.dumps(body), headers)
     if resp.status >= 500 or resp.status == 429:
         await raise_for_upstream(resp, call, dep)  # recorded; a fallback may take over
     if resp.status >= 400 or not call.stream:

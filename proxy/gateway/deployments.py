@@ -28,6 +28,17 @@ class Deployment:
     simulated: bool
     headers: dict[str, str] = field(default_factory=dict)
     query: str = ""
+    native_messages: bool = False
+
+    @property
+    def speaks_messages(self) -> bool:
+        """Anthropic Messages requests go through as they are (else: translated to Chat)."""
+        return self.backend == "anthropic" or self.native_messages
+
+    @property
+    def messages_path(self) -> str:
+        # OpenAI-shaped bases end in /v1 (chat is {base}/chat/completions); Anthropic's do not.
+        return "/v1/messages" if self.backend == "anthropic" else "/messages"
 
     @property
     def is_anthropic(self) -> bool:
@@ -70,6 +81,7 @@ def build_deployment(
         simulated=cfg.simulated,
         headers=headers,
         query=query,
+        native_messages=cfg.native_messages and cfg.backend != "anthropic",
     )
 
 

@@ -141,7 +141,7 @@ async def _relay(
                 yield b"".join(out)
         status = "ok" if done else "upstream_error"
         # Journal before the client sees the end: a response received whole is always recorded.
-        _finish_stream(call, status, view.last, body, chunks)
+        finish_stream(call, status, view.last, body, chunks)
         if not done:
             yield error_event("upstream closed the stream before it finished")
         yield (b"".join(out) if done else b"") + view.closing_chunk() + _DONE
@@ -156,10 +156,10 @@ async def _relay(
             resp.release()
         else:
             resp.close()
-        _finish_stream(call, status, view.last, body, chunks)
+        finish_stream(call, status, view.last, body, chunks)
 
 
-def _finish_stream(
+def finish_stream(
     call: Call, status: Status, usage: dict[str, Any] | None, body: dict[str, Any], chunks: int
 ) -> None:
     http_status = 200 if status in ("ok", "cancelled") else 502

@@ -19,9 +19,12 @@ from proxy.gateway.errors import ProxyError, anthropic_error, openai_error
 from proxy.gateway.exchange import raise_for_upstream, read_timed, send_timed
 from proxy.gateway.fallback import with_fallback
 from proxy.gateway.intake import attribute_by_headers, authenticate, read_json, upstream_body
+from proxy.gateway.messages_chat import to_chat_request
+from proxy.gateway.messages_relay import messages_via_chat
 from proxy.gateway.openai_relay import forward_json, forward_stream
 from proxy.gateway.runtime import Runtime
 from proxy.gateway.streaming import EventStreamResponse
+from proxy.gateway.upstream_usage import estimate_tokens, prompt_chars
 
 Handler = Callable[[Request, Runtime, Call], Awaitable[ASGIApp]]
 
@@ -116,40 +119,32 @@ async def messages(request: Request, rt: Runtime, call: Call) -> ASGIApp:
     _check_messages(body)
 
     async def attempt(call: Call, dep: Deployment) -> ASGIApp:
-        out = upstream_body(body, dep.model)
-        return await messages_native(rt.upstream, call, dep, out, request.headers)
+        if dep.speaks_messages:
+            out = upstream_body(body, dep.model)
+            return await messages_native(rt.upstream, call, dep, out, request.headers)
+        return await messages_via_chat(rt.upstream, call, dep, body)
 
-    try:
-        return await with_fallback(
-            rt, call, body.get("model"), attempt, accept=lambda d: d.is_anthropic
-        )
-    except ProxyError as exc:
-        if exc.code != "unsupported":
-            raise
-        raise ProxyError(
-            400,
-            f"model {call.model!r} is not served by an anthropic deployment; "
-            "use /v1/chat/completions",
-            code="unsupported",
-        ) from exc
+    return await with_fallback(rt, call, body.get("model"), attempt)
 
 
 async def count_tokens(request: Request) -> Response:
-    """Pass-through for Claude Code; spends no tokens, so nothing is recorded."""
+    """Pass-through for Claude Code; spends no tokens, so nothing is recorded. A deployment that
+    does not speak Messages gets an estimate (four characters a token, as for cut streams)."""
     rt: Runtime = request.app.state.runtime
     try:
         call = await authenticate(request, rt, anthropic=True)
         body = await read_json(request, rt, call)
         dep = call.deployment = rt.router.candidates(body.get("model"))[0]
-        if not dep.is_anthropic:
-            raise ProxyError(400, f"model {call.model!r} is not an anthropic deployment")
         call.discard()
+        if not dep.speaks_messages:
+            tokens = estimate_tokens(prompt_chars(to_chat_request(body, model="", backend="")))
+            return Response(orjson.dumps({"input_tokens": tokens}), media_type="application/json")
         headers = native_headers(dep, request.headers)
         resp = await send_timed(
             rt.upstream,
             call,
             dep,
-            "/v1/messages/count_tokens",
+            dep.messages_path + "/count_tokens",
             orjson.dumps(upstream_body(body, dep.model)),
             headers,
         )
