@@ -154,17 +154,53 @@ async def count_tokens(request: Request) -> Response:
         return anthropic_error(exc.status, exc.message)
 
 
+def _model_entry(name: str) -> dict[str, Any]:
+    """One model in both families' list shapes: OpenAI's fields and Anthropic's side by side."""
+    return {
+        "id": name,
+        "object": "model",
+        "created": 0,
+        "owned_by": "tokenmeter",
+        "type": "model",
+        "display_name": name,
+        "created_at": "1970-01-01T00:00:00Z",
+    }
+
+
+def _models_error(request: Request, exc: ProxyError) -> Response:
+    if "anthropic-version" in request.headers:
+        return anthropic_error(exc.status, exc.message)
+    return openai_error(exc.status, exc.message, code=exc.code)
+
+
 async def list_models(request: Request) -> Response:
     rt: Runtime = request.app.state.runtime
     try:
         await rt.keys.authenticate(bearer_token(request.headers, allow_x_api_key=True))
     except ProxyError as exc:
-        return openai_error(exc.status, exc.message, code=exc.code)
-    data = [
-        {"id": alias, "object": "model", "created": 0, "owned_by": "tokenmeter"}
-        for alias in rt.router.aliases
-    ]
-    return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
+        return _models_error(request, exc)
+    names = rt.router.model_names
+    body = {
+        "object": "list",
+        "data": [_model_entry(name) for name in names],
+        "has_more": False,
+        "first_id": names[0] if names else None,
+        "last_id": names[-1] if names else None,
+    }
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+async def retrieve_model(request: Request) -> Response:
+    """Any name that resolves (an alias, the alias table, a pattern route) exists."""
+    rt: Runtime = request.app.state.runtime
+    name = str(request.path_params["model_id"])
+    try:
+        await rt.keys.authenticate(bearer_token(request.headers, allow_x_api_key=True))
+        if rt.router.resolve(name) is None:
+            raise rt.router.not_found(name)
+    except ProxyError as exc:
+        return _models_error(request, exc)
+    return Response(orjson.dumps(_model_entry(name)), media_type="application/json")
 
 
 def api_routes() -> list[Route]:
@@ -175,4 +211,5 @@ def api_routes() -> list[Route]:
         Route("/v1/messages", _endpoint(messages, anthropic=True), methods=["POST"]),
         Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", retrieve_model, methods=["GET"]),
     ]

@@ -15,6 +15,7 @@ from metering.ledger import Ledger
 from metering.metrics import IdentityMetrics, StateMetrics, UsageMetrics
 from metering.store import create_db_engine, prepare_schema
 from metering.writer import BatchWriter
+from proxy.config.catalogue import effective_routes
 from proxy.config.pricebook import build_pricebook
 from proxy.config.settings import ModelConfig, Settings
 from proxy.gateway.auth import KeyCache
@@ -100,6 +101,8 @@ async def build_runtime(
             simulated_bases,
             failures_to_open=settings.routing.failures_to_open,
             cooldown_s=settings.routing.cooldown_s,
+            routes=effective_routes(settings),
+            model_aliases=settings.model_aliases,
         ),
         upstream=upstream,
         agent_use_cases=settings.agent_use_cases,
