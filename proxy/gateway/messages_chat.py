@@ -64,8 +64,16 @@ def _chat_messages(body: Mapping[str, Any]) -> list[dict[str, Any]]:
             out.append({"role": "system", "content": text})
     for i, msg in enumerate(body.get("messages") or ()):
         role, content = msg.get("role"), msg.get("content")
+        if role == "system":  # Claude Code 2.x sends mid-conversation system messages
+            text = content if isinstance(content, str) else None
+            if isinstance(content, list):
+                text = "\n\n".join(_text_of(b, f"messages.{i}") for b in content)
+            if text is None:
+                raise ProxyError(400, f"messages.{i}.content must be a string or text blocks")
+            out.append({"role": "system", "content": text})
+            continue
         if role not in ("user", "assistant"):
-            raise ProxyError(400, f"messages.{i}.role must be user or assistant")
+            raise ProxyError(400, f"messages.{i}.role must be user, assistant or system")
         if isinstance(content, str):
             out.append({"role": role, "content": content})
         elif isinstance(content, list):

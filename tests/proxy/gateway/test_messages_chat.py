@@ -11,6 +11,7 @@ import anthropic
 import httpx
 import pytest
 
+from proxy.gateway.errors import ProxyError
 from proxy.gateway.messages_chat import to_chat_request, to_messages_response
 from proxy.simulated import FakeServer
 from tests.conftest import FAKE_KEYS, backend_models
@@ -500,3 +501,33 @@ def test_invalid_tool_arguments_are_kept_as_text():
     }
     [block] = to_messages_response(data, model="m", stop_sequences=[])["content"]
     assert block["input"] == {"arguments": "{not json"}
+
+
+def test_system_messages_inside_messages_become_system_messages():
+    """Claude Code 2.x puts system reminders among the messages."""
+    body = to_chat_request(
+        {
+            "messages": [
+                {"role": "user", "content": "hi"},
+                {"role": "system", "content": [{"type": "text", "text": "reminder"}]},
+                {"role": "system", "content": "plain"},
+            ]
+        },
+        model="m",
+        backend="vllm",
+    )
+    assert body["messages"][1:] == [
+        {"role": "system", "content": "reminder"},
+        {"role": "system", "content": "plain"},
+    ]
+
+
+@pytest.mark.parametrize(
+    "message",
+    [{"role": "tool", "content": "x"}, {"role": "user", "content": 5}],
+    ids=["unknown-role", "content-not-text"],
+)
+def test_malformed_messages_are_400_naming_the_message(message):
+    with pytest.raises(ProxyError) as exc:
+        to_chat_request({"messages": [message]}, model="m", backend="vllm")
+    assert exc.value.status == 400 and "messages.0" in exc.value.message
