@@ -56,21 +56,12 @@ def to_chat_request(body: Mapping[str, Any], *, model: str, backend: str) -> dic
 def _chat_messages(body: Mapping[str, Any]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     system = body.get("system")
-    if isinstance(system, str) and system:
-        out.append({"role": "system", "content": system})
-    elif isinstance(system, list):
-        text = "\n\n".join(_text_of(b, "system") for b in system)
-        if text:
-            out.append({"role": "system", "content": text})
+    if system:
+        out.append({"role": "system", "content": _system_text(system, "system")})
     for i, msg in enumerate(body.get("messages") or ()):
         role, content = msg.get("role"), msg.get("content")
         if role == "system":  # Claude Code 2.x sends mid-conversation system messages
-            text = content if isinstance(content, str) else None
-            if isinstance(content, list):
-                text = "\n\n".join(_text_of(b, f"messages.{i}") for b in content)
-            if text is None:
-                raise ProxyError(400, f"messages.{i}.content must be a string or text blocks")
-            out.append({"role": "system", "content": text})
+            out.append({"role": "system", "content": _system_text(content, f"messages.{i}")})
             continue
         if role not in ("user", "assistant"):
             raise ProxyError(400, f"messages.{i}.role must be user, assistant or system")
@@ -81,6 +72,14 @@ def _chat_messages(body: Mapping[str, Any]) -> list[dict[str, Any]]:
         else:
             raise ProxyError(400, f"messages.{i}.content must be a string or an array of blocks")
     return out
+
+
+def _system_text(content: Any, where: str) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return "\n\n".join(_text_of(b, where) for b in content)
+    raise ProxyError(400, f"{where} must be a string or an array of text blocks")
 
 
 def _text_of(block: Any, where: str) -> str:
