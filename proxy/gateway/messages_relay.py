@@ -14,7 +14,7 @@ from starlette.responses import Response
 from metering.events import Status
 from proxy.gateway.call import Call
 from proxy.gateway.deployments import Deployment
-from proxy.gateway.errors import journal_unavailable
+from proxy.gateway.errors import ProxyError, journal_unavailable, upstream_message
 from proxy.gateway.exchange import raise_for_upstream, read_timed, send_timed
 from proxy.gateway.messages_chat import (
     MessagesStream,
@@ -38,8 +38,11 @@ async def messages_via_chat(
     if call.stream:
         translator = MessagesStream(model=call.model, stop_sequences=stops)
         return EventStreamResponse(_relay(resp, call, request, translator))
-    data = orjson.loads(await read_timed(resp, call, dep))
-    usage = data.get("usage") if isinstance(data, dict) else None
+    data = _json_object(await read_timed(resp, call, dep))
+    if data is None:
+        call.finish("upstream_error", 502)
+        raise ProxyError(502, "upstream answered 200 with no JSON object", code="upstream_error")
+    usage = data.get("usage")
     if isinstance(usage, dict):
         journaled = call.finish("ok", 200, openai_usage(usage))
     else:
@@ -74,7 +77,13 @@ async def _relay(
                 if payload == b"[DONE]":
                     done = True
                     break
-                chunk = orjson.loads(payload)
+                chunk = _json_object(payload)
+                if chunk is None:
+                    continue  # a keep-alive comment or garbage: nothing to translate
+                if chunk.get("error") and not chunk.get("choices"):
+                    status = "upstream_error"  # vLLM reports a failure mid-stream this way
+                    yield b"".join(out) + stream_error(upstream_message(payload))
+                    return
                 if not started:
                     started = True
                     out.append(translator.start(str(chunk.get("id") or "")))
@@ -107,3 +116,11 @@ async def _relay(
         else:
             resp.close()
         finish_stream(call, status, translator.usage, request, chunks)
+
+
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None

@@ -9,7 +9,12 @@ from typing import Any
 
 import anthropic
 import httpx
+import orjson
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from proxy.gateway.errors import ProxyError
 from proxy.gateway.messages_chat import to_chat_request, to_messages_response
@@ -531,3 +536,71 @@ def test_malformed_messages_are_400_naming_the_message(message):
     with pytest.raises(ProxyError) as exc:
         to_chat_request({"messages": [message]}, model="m", backend="vllm")
     assert exc.value.status == 400 and "messages.0" in exc.value.message
+
+
+# --- an upstream that misbehaves ----------------------------------------------------------------
+
+
+def _chunk(delta: dict[str, Any], **extra: Any) -> bytes:
+    body = {"id": "c1", "choices": [{"index": 0, "delta": delta, "finish_reason": None}], **extra}
+    return b"data: " + orjson.dumps(body) + b"\n\n"
+
+
+async def _odd_upstream(request: Request) -> Response:
+    body = await request.json()
+    prompt = body["messages"][-1]["content"]
+    if prompt == "not-json":
+        return Response(b"<html>oops</html>", media_type="application/json")
+    frames = [_chunk({"role": "assistant", "content": ""}), b"data: {not json\n\n"]
+    frames.append(_chunk({"content": "partial"}))
+    if prompt == "error-chunk":
+        frames.append(b'data: {"error": {"message": "CUDA out of memory", "code": 500}}\n\n')
+    else:
+        frames.append(_chunk({}, usage={"prompt_tokens": 9, "completion_tokens": 1}))
+        frames.append(b"data: [DONE]\n\n")
+    return Response(b"".join(frames), media_type="text/event-stream")
+
+
+@pytest.fixture(scope="module")
+def odd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
+    upstream = FakeServer(
+        Starlette(routes=[Route("/v1/chat/completions", _odd_upstream, methods=["POST"])])
+    ).start()
+    models = [{"name": "odd", "deployments": [_deployment("vllm", "m", upstream.url + "/v1")]}]
+    config = {"models": models, "auth": {"required": False}}
+    gateway = Gateway(tmp_path_factory.mktemp("odd") / "tokenmeter.db", config).start()
+    yield gateway
+    gateway.stop()
+    upstream.stop()
+
+
+def _post(gw: Gateway, session: str, prompt: str, stream: bool) -> httpx.Response:
+    body = {
+        "model": "odd",
+        "max_tokens": 5,
+        "stream": stream,
+        "messages": [{"role": "user", "content": prompt}],
+    }
+    return httpx.post(gw.url + "/v1/messages", json=body, headers={"X-Meter-Session": session})
+
+
+def test_non_json_200_is_an_anthropic_502(odd, session):
+    r = _post(odd, session, "not-json", stream=False)
+    assert r.status_code == 502 and r.json()["type"] == "error"
+    [event] = odd.wait_events(1, "session = :s", s=session)
+    assert event["status"] == "upstream_error"
+
+
+def test_garbage_chunks_are_skipped(odd, session):
+    text = _post(odd, session, "fine", stream=True).text
+    assert '"text":"partial"' in text and "event: message_stop" in text
+    [event] = odd.wait_events(1, "session = :s", s=session)
+    assert (event["status"], event["input_tokens"], event["output_tokens"]) == ("ok", 9, 1)
+
+
+def test_error_chunk_mid_stream_ends_with_an_anthropic_error_event(odd, session):
+    text = _post(odd, session, "error-chunk", stream=True).text
+    assert "event: error" in text and "CUDA out of memory" in text
+    assert "message_stop" not in text
+    [event] = odd.wait_events(1, "session = :s", s=session)
+    assert (event["status"], event["usage_source"]) == ("upstream_error", "estimated")
