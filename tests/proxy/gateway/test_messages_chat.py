@@ -20,7 +20,7 @@ from proxy.gateway.errors import ProxyError
 from proxy.gateway.messages_chat import to_chat_request, to_messages_response
 from proxy.simulated import FakeServer
 from tests.conftest import FAKE_KEYS, backend_models
-from tests.support import Gateway, free_port
+from tests.support import Gateway, free_port, wait_for
 
 CHAT_ALIASES = {
     "vllm-model": "vllm",
@@ -604,3 +604,23 @@ def test_error_chunk_mid_stream_ends_with_an_anthropic_error_event(odd, session)
     assert "message_stop" not in text
     [event] = odd.wait_events(1, "session = :s", s=session)
     assert (event["status"], event["usage_source"]) == ("upstream_error", "estimated")
+
+
+@pytest.mark.parametrize(("alias", "fake"), [("vllm-model", "vllm"), ("azure-mistral", "azure")])
+def test_client_disconnect_cancels_the_translated_upstream(gw, fakes, session, alias, fake):
+    before = fakes[fake].stats.disconnected
+    c = client(gw, session)
+    deltas = 0
+    with c.messages.stream(
+        model=alias,
+        max_tokens=500,
+        messages=[{"role": "user", "content": "go [[fake:words=300]] [[fake:chunk_delay=0.02]]"}],
+    ) as s:
+        for event in s:
+            deltas += event.type == "content_block_delta"
+            if deltas == 5:
+                break
+    wait_for(lambda: fakes[fake].stats.disconnected > before)
+    [event] = gw.wait_events(1, "session = :s", s=session)
+    assert (event["status"], event["usage_source"]) == ("cancelled", "estimated")
+    assert 5 <= event["output_tokens"] < 300 and event["input_tokens"] > 0
