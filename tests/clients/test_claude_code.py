@@ -92,7 +92,7 @@ def server(
 
 
 def run_claude(claude: Path, server: dict[str, str], home: Path, *model: str) -> dict[str, Any]:
-    home.mkdir()
+    home.mkdir(exist_ok=True)
     env = {
         "PATH": os.environ["PATH"],
         "HOME": str(home),
@@ -189,3 +189,22 @@ def test_claude_code_headless(claude, server, fakes, tmp_path, model, fake, path
         for r in f.requests:
             assert server["key"] not in json.dumps(r.headers)
             assert not any(h.startswith("x-meter") for h in r.headers)
+
+
+def test_resumed_session_keeps_its_session(claude, server, fakes, tmp_path):
+    """`--resume` continues the conversation under the same X-Claude-Code-Session-Id."""
+    home = tmp_path / "home"
+    chat_calls = 0
+    sessions = []
+    for extra in ([], ["--resume"]):
+        for f in fakes.values():
+            f.reset()
+        resume = [*extra, sessions[0]] if extra else []
+        out = run_claude(claude, server, home, "--model", "mistral-large", *resume)
+        sessions.append(out["session_id"])
+        calls = fake_counts(fakes["vllm"], "/v1/chat/completions", FAKE_KEYS["vllm"])
+        assert calls
+        chat_calls += len(calls)
+    assert sessions[0] == sessions[1]
+    events = rows(server["db"], sessions[0], chat_calls)
+    assert {(e["user"], e["backend"]) for e in events} == {("cc-dev", "vllm")}
