@@ -16,12 +16,8 @@ from proxy.gateway.call import Call
 from proxy.gateway.deployments import Deployment
 from proxy.gateway.errors import ProxyError, journal_unavailable, upstream_message
 from proxy.gateway.exchange import raise_for_upstream, read_timed, send_timed
-from proxy.gateway.messages_chat import (
-    MessagesStream,
-    stream_error,
-    to_chat_request,
-    to_messages_response,
-)
+from proxy.gateway.messages_chat import to_chat_request, to_messages_response
+from proxy.gateway.messages_stream import MessagesStream, stream_error
 from proxy.gateway.openai_relay import finish_stream
 from proxy.gateway.streaming import EventStreamResponse
 from proxy.gateway.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
