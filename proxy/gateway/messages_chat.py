@@ -14,6 +14,8 @@ only (both accept it). Document blocks are a 400: a PDF has no Chat Completions 
 
 from __future__ import annotations
 
+import hashlib
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,6 +31,8 @@ STOP_REASONS = {
     "content_filter": "refusal",
 }
 _TOP_K_BACKENDS = frozenset({"vllm", "tgi"})
+_MISTRAL_ID = re.compile(r"^[A-Za-z0-9]{9}$")
+_ALNUM = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 
 
 def to_chat_request(body: Mapping[str, Any], *, model: str, backend: str) -> dict[str, Any]:
@@ -136,7 +140,7 @@ def _tool_message(block: Mapping[str, Any], i: int) -> dict[str, Any]:
         text = "" if content is None else str(content)
     if block.get("is_error") is True:
         text = f"Error: {text}"
-    return {"role": "tool", "tool_call_id": str(block.get("tool_use_id", "")), "content": text}
+    return {"role": "tool", "tool_call_id": call_id(block.get("tool_use_id")), "content": text}
 
 
 def _assistant(content: list[Any], i: int) -> list[dict[str, Any]]:
@@ -150,7 +154,7 @@ def _assistant(content: list[Any], i: int) -> list[dict[str, Any]]:
             arguments = orjson.dumps(block.get("input") or {}).decode()
             calls.append(
                 {
-                    "id": str(block.get("id", "")),
+                    "id": call_id(block.get("id")),
                     "type": "function",
                     "function": {"name": str(block.get("name", "")), "arguments": arguments},
                 }
@@ -163,6 +167,22 @@ def _assistant(content: list[Any], i: int) -> list[dict[str, Any]]:
     elif msg["content"] is None:
         msg["content"] = ""
     return [msg]
+
+
+def call_id(value: Any) -> str:
+    """A tool call id every OpenAI-shaped server accepts: Mistral models on vLLM and Azure take
+    only 9 alphanumerics, and a conversation that began on Claude carries ``toolu_…`` ids (a
+    95/5 split moves Claude Code between backends mid-conversation). Other ids map to a hash,
+    the same on both sides of the call, so the pairing survives."""
+    raw = str(value or "")
+    if _MISTRAL_ID.match(raw):
+        return raw
+    digest = int.from_bytes(hashlib.blake2b(raw.encode(), digest_size=8).digest(), "big")
+    out = []
+    for _ in range(9):
+        digest, rest = divmod(digest, 62)
+        out.append(_ALNUM[rest])
+    return "".join(out)
 
 
 def _is_client_tool(tool: Any) -> bool:

@@ -3,6 +3,7 @@ the upstream receives, the answer the client gets, and the one ledger row per up
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from proxy.gateway.errors import ProxyError
-from proxy.gateway.messages_chat import to_chat_request, to_messages_response
+from proxy.gateway.messages_chat import call_id, to_chat_request, to_messages_response
 from proxy.simulated import FakeServer
 from tests.conftest import FAKE_KEYS, backend_models
 from tests.support import Gateway, free_port, wait_for
@@ -245,12 +246,16 @@ def test_non_streamed_tool_call_and_tool_result_round_trip(gw, fakes, session):
     sent = fakes["vllm"].requests[-1].body
     assert sent is not None
     assert [m["role"] for m in sent["messages"]] == ["user", "assistant", "tool"]
-    assert sent["messages"][1]["tool_calls"][0]["id"] == use.id
+    assert sent["messages"][1]["tool_calls"][0]["id"] == call_id(use.id)
     assert sent["messages"][1]["tool_calls"][0]["function"] == {
         "name": "search",
         "arguments": '{"query":"simulated"}',
     }
-    assert sent["messages"][2] == {"role": "tool", "tool_call_id": use.id, "content": "found it"}
+    assert sent["messages"][2] == {
+        "role": "tool",
+        "tool_call_id": call_id(use.id),
+        "content": "found it",
+    }
     assert len(gw.wait_events(2, "session = :s", s=session)) == 2
 
 
@@ -466,8 +471,8 @@ def test_tool_results_come_before_the_turns_text():
         backend="vllm",
     )
     assert body["messages"] == [
-        {"role": "tool", "tool_call_id": "t1", "content": "Error: a"},
-        {"role": "tool", "tool_call_id": "t2", "content": ""},
+        {"role": "tool", "tool_call_id": call_id("t1"), "content": "Error: a"},
+        {"role": "tool", "tool_call_id": call_id("t2"), "content": ""},
         {"role": "user", "content": "and then"},
     ]
 
@@ -624,3 +629,31 @@ def test_client_disconnect_cancels_the_translated_upstream(gw, fakes, session, a
     [event] = gw.wait_events(1, "session = :s", s=session)
     assert (event["status"], event["usage_source"]) == ("cancelled", "estimated")
     assert 5 <= event["output_tokens"] < 300 and event["input_tokens"] > 0
+
+
+@pytest.mark.parametrize(
+    "raw", ["toolu_01A09q90qw90lq917835lq9", "call_abc-123", "", "x" * 200, "ünïcode"]
+)
+def test_foreign_tool_call_ids_become_nine_alphanumerics_the_same_on_both_sides(raw):
+    body = to_chat_request(
+        {
+            "messages": [
+                {"role": "user", "content": "go"},
+                {
+                    "role": "assistant",
+                    "content": [{"type": "tool_use", "id": raw, "name": "f", "input": {}}],
+                },
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": raw}]},
+            ]
+        },
+        model="m",
+        backend="vllm",
+    )
+    sent = body["messages"][1]["tool_calls"][0]["id"]
+    assert re.fullmatch(r"[A-Za-z0-9]{9}", sent)
+    assert body["messages"][2]["tool_call_id"] == sent
+
+
+def test_mistral_tool_call_ids_are_kept():
+    assert call_id("aB3dE5gH9") == "aB3dE5gH9"
+    assert call_id("toolu_1") != call_id("toolu_2")
