@@ -1,17 +1,18 @@
 """The gateway benchmark in one command: tokenmeter (1 and 2 workers) against a fast mock upstream,
 beside the mock itself and, optionally, the LiteLLM proxy.
 
-    python bench/run.py [--quick] [--duration S] [--conc "1 8 64"] [--litellm] [--out DIR]
+    python bench/run.py [--quick] [--duration S] [--conc "1 8 64"] [--litellm]
+                        [--translation-only] [--out DIR]
 
 Starts bench/mock_upstream.py, writes a throw-away tokenmeter config (SQLite ledger, journal on)
 and a key, starts `tokenmeter serve` with 1 and with 2 workers (timing spawn -> first 200 on a
 chat completion), then runs bench/loadgen.py for every mode x concurrency x target, the targets
 of one cell back to back so machine drift hits them equally. `direct` (the load generator
-straight at the mock) is the baseline the added latencies are computed against. The Anthropic
-translation path (OpenAI in, Anthropic upstream) and the Responses API on the pass-through backend
-(/v1/responses in, chat completions upstream) are compared with the pass-through at c=8 by CPU
-time per request. The process tree of each server is sampled from /proc every 0.5 s (CPU,
-summed RSS). Writes report.md and results.json to --out and prints the report.
+straight at the mock) is the baseline the added latencies are computed against. The translation
+paths (OpenAI in, Anthropic upstream; Anthropic in, vLLM upstream; /v1/responses in,
+vLLM upstream) and the Anthropic pass-through are compared with the Chat pass-through at
+c=8 by CPU time per request (--translation-only: just those). The process tree of each
+server is sampled from /proc every 0.5 s (CPU, summed RSS). Writes report.md and results.json to --out and prints the report.
 
 Everything binds to 127.0.0.1 on free ports; only the processes started here are stopped, by
 process group, on exit, Ctrl-C or error. --quick: c = 1 64, 3 s windows after 1 s warm-up.
@@ -237,10 +238,9 @@ def measure(
 ) -> Run:
     """One loadgen run against one target, with the target's CPU and RSS over the window."""
     argv = [sys.executable, str(BENCH / "loadgen.py"), "--url", target.url, "--model", model]
-    argv += ["--api", api]
-    argv += ["--key", target.key, "-c", str(conc), "-d", str(args.duration)]
+    argv += ["--key", target.key, "-c", str(conc), "-d", str(args.duration), "--api", api]
     argv += ["-w", str(args.warmup), *(["--stream"] if mode == "stream" else [])]
-    print(f"  {mode:<9} c={conc:<3} {target.label:<14} {model} {api}", file=sys.stderr, end=" ")
+    print(f"  {mode:<9} c={conc:<3} {target.label:<14} {api:<9} {model}", file=sys.stderr, end=" ")
     done = subprocess.run(
         argv, capture_output=True, text=True, timeout=args.warmup + args.duration + 30
     )
@@ -270,16 +270,23 @@ def run_matrix(targets: list[Target], args: argparse.Namespace, sampler: Sampler
     ]
 
 
-TRANSLATIONS = (("mock-gpt", "openai"), ("mock-claude", "openai"), ("mock-gpt", "responses"))
+# (client API, model): both pass-throughs and both translations, on the same mock; the first
+# is the baseline of the table and the checks
+TRANSLATION_PATHS = {
+    ("openai", "mock-gpt"): "Chat pass-through (OpenAI in, vLLM upstream)",
+    ("openai", "mock-claude"): "Chat → Messages (OpenAI in, Anthropic upstream)",
+    ("anthropic", "mock-claude"): "Messages pass-through (Anthropic in, Anthropic upstream)",
+    ("anthropic", "mock-gpt"): "Messages → Chat (Anthropic in, vLLM upstream)",
+    ("responses", "mock-gpt"): "Responses → Chat (/v1/responses in, vLLM upstream)",
+}
 
 
 def run_translation(target: Target, args: argparse.Namespace, sampler: Sampler) -> list[Run]:
-    """Pass-through (mock-gpt), Anthropic translation (mock-claude) and the Responses API on the
-    pass-through backend, side by side at c=8."""
+    """Each translation beside the pass-through of the same upstream call, at c=8."""
     return [
         measure(target, model, mode, TRANSLATION_CONC, args, sampler, api)
         for mode in MODES
-        for model, api in TRANSLATIONS
+        for api, model in TRANSLATION_PATHS
     ]
 
 
@@ -380,14 +387,19 @@ def start_mock(out: Path) -> Target:
 
 
 def find(
-    runs: list[Run], target: str, mode: str, conc: int, model: str = "mock-gpt", api: str = "openai"
+    runs: list[Run],
+    target: str,
+    mode: str,
+    conc: int,
+    model: str = "mock-gpt",
+    api: str = "openai",
 ) -> Run | None:
-    key = (target, mode, conc, model, api)
+    want = (target, mode, conc, model, api)
     return next(
         (
             r
             for r in runs
-            if (r["target"], r["mode"], r["conc"], r["model"], r.get("api", "openai")) == key
+            if (r["target"], r["mode"], r["conc"], r["model"], r.get("api", "openai")) == want
         ),
         None,
     )
@@ -449,14 +461,9 @@ def translation_table(runs: list[Run]) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     for r in runs:
+        api = r.get("api", "openai")
         base = find(runs, r["target"], r["mode"], r["conc"])
-        path = (
-            "/v1/responses → chat (mock-gpt)"
-            if r.get("api") == "responses"
-            else "pass-through (mock-gpt)"
-            if r["model"] == "mock-gpt"
-            else "translation (mock-claude)"
-        )
+        path = TRANSLATION_PATHS[(api, r["model"])]
         vs = ratio(r.get("cpu_ms_per_request"), base and base.get("cpu_ms_per_request"))
         cells = [r["mode"], path, num(r["rps"], 0), num(r.get("cpu_ms_per_request"), 3)]
         lines.append("| " + " | ".join([*cells, f"{num(vs)}×", str(r["errors"])]) + " |")
@@ -502,6 +509,11 @@ def checks(res: dict[str, Any]) -> list[Check]:
         b = find(tr, tm, mode, TRANSLATION_CONC)
         return ratio(a and a.get("cpu_ms_per_request"), b and b.get("cpu_ms_per_request"))
 
+    def messages_ratio(mode: str) -> float | None:
+        a = find(tr, tm, mode, TRANSLATION_CONC, "mock-gpt", "anthropic")
+        b = find(tr, tm, mode, TRANSLATION_CONC, "mock-gpt", "openai")
+        return ratio(a and a.get("cpu_ms_per_request"), b and b.get("cpu_ms_per_request"))
+
     out = [
         Check("added p50, c=1 non-stream", add("nonstream", "latency_ms", "p50"), 0.5, " ms"),
         Check("added p99, c=1 non-stream", add("nonstream", "latency_ms", "p99"), 1.5, " ms"),
@@ -514,6 +526,10 @@ def checks(res: dict[str, Any]) -> list[Check]:
               cpu_ratio("nonstream", "mock-gpt", "responses"), 1.5, "×"),
         Check("/v1/responses / chat pass-through CPU per request, c=8 stream",
               cpu_ratio("stream", "mock-gpt", "responses"), 1.5, "×"),
+        Check("Messages → Chat / Chat pass-through CPU per request, c=8 non-stream",
+              messages_ratio("nonstream"), 1.5, "×"),
+        Check("Messages → Chat / Chat pass-through CPU per request, c=8 stream",
+              messages_ratio("stream"), 1.5, "×"),
         Check("spawn to first served request", startup.get(tm), 1.5, " s"),
         Check("2 workers / 1 worker rps, c=64 non-stream",
               ratio(rps(tm2, "nonstream"), rps(tm, "nonstream")), 1.7, "×", at_most=False),
@@ -568,7 +584,10 @@ def render(res: dict[str, Any]) -> str:
             "",
             *matrix_table(res["runs"]),
             "",
-            "## Anthropic translation and /v1/responses vs the chat pass-through",
+            "## Translations vs the Chat pass-through",
+            "",
+            "CPU of the server's process tree per request, each path against the same mock; "
+            "`vs pass-through` divides by the Chat pass-through (OpenAI in, vLLM upstream).",
             "",
             *translation_table(res["translation"]),
             *(["", "## Notes", "", *(f"- {n}" for n in res["notes"])] if res["notes"] else []),
@@ -606,6 +625,11 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, help="warm-up per run, s (default 2)")
     parser.add_argument("--conc", help='concurrencies (default "1 8 64")')
     parser.add_argument("--litellm", action="store_true", help="also measure the LiteLLM proxy")
+    parser.add_argument(
+        "--translation-only",
+        action="store_true",
+        help="only the translation table: one 1-worker tokenmeter, no matrix",
+    )
     parser.add_argument("--litellm-cmd", help="command that runs the LiteLLM CLI")
     parser.add_argument("--out", type=Path, help="results directory")
     args = parser.parse_args()
@@ -625,15 +649,17 @@ def bench(args: argparse.Namespace, work: Path, sampler: Sampler) -> dict[str, A
     """Start everything, measure, and return the results."""
     direct = start_mock(args.out)
     mock = direct.url.removesuffix("/v1")
-    targets = [direct, *(start_tokenmeter(w, work, mock, args.out) for w in (1, 2))]
-    if args.litellm and (litellm := start_litellm(args, work, mock, args.out)):
-        targets.append(litellm)
+    workers = (1,) if args.translation_only else (1, 2)
+    targets = [direct, *(start_tokenmeter(w, work, mock, args.out) for w in workers)]
+    litellm = args.litellm and not args.translation_only
+    if litellm and (server := start_litellm(args, work, mock, args.out)):
+        targets.append(server)
     for t in targets[1:]:
         assert t.proc is not None
         sampler.watch(t.label, t.proc.pid)
     sampler.start()
     print(f"matrix: {len(args.conc) * len(MODES) * len(targets)} runs", file=sys.stderr)
-    runs = run_matrix(targets, args, sampler)
+    runs = [] if args.translation_only else run_matrix(targets, args, sampler)
     print("translation", file=sys.stderr)
     translation = run_translation(targets[1], args, sampler)
     for r in (*runs, *translation):

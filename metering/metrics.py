@@ -194,6 +194,24 @@ class UsageMetrics:
         return found
 
 
+class IdentityMetrics:
+    """How often a client's own identity value (``metadata.user_id``, body ``user``, a peer's
+    header) was bounded instead of kept as sent. ``field`` and ``reason`` come from small fixed
+    sets: the body fields and header names read for attribution; too_long, non_printable,
+    not_a_string."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.normalized = Counter(
+            "tokenmeter_identity_normalized",
+            "Client-sent identity values kept in bounded form, by field and reason.",
+            ["field", "reason"],
+            registry=registry,
+        )
+
+    def count(self, field: str, reason: str) -> None:
+        self.normalized.labels(field, reason).inc()
+
+
 class StateMetrics:
     """Gauges of the ledger's state and the live TCO projection, set by each process.
 

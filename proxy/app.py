@@ -11,9 +11,11 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -23,10 +25,10 @@ from metering.metrics import exposition
 from proxy import admin
 from proxy.config.catalogue import auth_required, effective_models
 from proxy.config.settings import Settings, load_settings
-from proxy.gateway.errors import openai_error
 from proxy.gateway.reload import watch_config
 from proxy.gateway.routes import api_routes
 from proxy.gateway.runtime import Runtime, build_runtime, close_runtime, publish_state
+from proxy.gateway.unrouted import http_error, root, validation_error
 from proxy.simulated.launcher import bases_from_env
 
 log = logging.getLogger("tokenmeter")
@@ -64,9 +66,11 @@ def create_app(
         openapi_url="/admin/openapi.json",
         redoc_url=None,
     )
-    app.add_exception_handler(HTTPException, _admin_error)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(RequestValidationError, validation_error)
     for router in admin.routers:
         app.include_router(router)
+    app.add_route("/", root, methods=["GET", "HEAD"], include_in_schema=False)
     app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
     app.add_api_route("/readyz", readyz, methods=["GET"], include_in_schema=False)
     app.add_api_route("/metrics", metrics, methods=["GET"], include_in_schema=False)
@@ -109,11 +113,6 @@ class Gateway(FastAPI):
                 await response(scope, receive, send)
                 return
         await super().__call__(scope, receive, send)
-
-
-async def _admin_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    return openai_error(exc.status_code, str(exc.detail))
 
 
 async def healthz() -> dict[str, str]:

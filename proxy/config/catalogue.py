@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 
-from proxy.config.settings import DeploymentConfig, ModelConfig, Settings
+from proxy.config.settings import DeploymentConfig, ModelConfig, ModelRouteConfig, Settings
 
 
 def default_models() -> list[ModelConfig]:
@@ -66,6 +66,19 @@ def default_models() -> list[ModelConfig]:
 def effective_models(settings: Settings) -> list[ModelConfig]:
     """The configured models, or the default catalogue when the config names none."""
     return settings.models or default_models()
+
+
+def effective_routes(settings: Settings) -> list[ModelRouteConfig]:
+    """The configured pattern routes; with the default catalogue, Claude Code's own model ids
+    (``claude-haiku-…`` for its small fast model, any other ``claude-…``) go to the Claude
+    aliases with the client's name sent upstream."""
+    if settings.models:
+        return settings.model_routes
+    return [
+        *settings.model_routes,
+        ModelRouteConfig(pattern="claude-haiku-*", model="claude-haiku"),
+        ModelRouteConfig(pattern="claude-*", model="claude-sonnet"),
+    ]
 
 
 def auth_required(settings: Settings, models: list[ModelConfig]) -> bool:

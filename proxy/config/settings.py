@@ -48,6 +48,11 @@ class DeploymentConfig(_Strict):
     on_prem: bool | None = None
     simulated: bool = False
     name: str | None = None
+    native_messages: bool = Field(
+        default=False,
+        description="the server speaks Anthropic Messages itself (vLLM >= 0.11): forward "
+        "/v1/messages requests as they are instead of translating them to Chat Completions",
+    )
     price_key: str | None = Field(
         default=None, description="price-map key; derived from backend and model when not set"
     )
@@ -70,6 +75,18 @@ class ModelConfig(_Strict):
     )
     max_attempts: int = Field(
         default=2, ge=1, le=5, description="deployments tried per request, fallbacks included"
+    )
+
+
+class ModelRouteConfig(_Strict):
+    """Model names that clients pick by themselves (Claude Code's ids), matched by a glob."""
+
+    pattern: str = Field(min_length=1, description="glob on the client's model name: claude-*")
+    model: str = Field(min_length=1, description="the configured model alias that serves it")
+    send_model: Literal["client", "alias"] = Field(
+        default="client",
+        description="client: the client's model name goes to the alias's anthropic deployments "
+        "(and prices the request); alias: every deployment gets its own configured name",
     )
 
 
@@ -261,6 +278,12 @@ class Settings(BaseSettings):
     budgets: BudgetSettings = BudgetSettings()
     rate_limits: RateLimitSettings = RateLimitSettings()
     models: list[ModelConfig] = Field(default_factory=list)
+    model_routes: list[ModelRouteConfig] = Field(
+        default_factory=list, description="tried in order after the aliases and model_aliases"
+    )
+    model_aliases: dict[str, str] = Field(
+        default_factory=dict, description="exact client model name → a configured model alias"
+    )
     use_cases: dict[str, UseCaseConfig] = Field(default_factory=dict)
     admin_key: SecretStr | None = Field(default=None, description="alias of auth.admin_key")
     simulated_clock: bool = Field(
@@ -292,6 +315,14 @@ class Settings(BaseSettings):
                     raise ValueError(
                         f"models.{i}.deployments.{j}.api_base: required for backend {dep.backend!r}"
                     )
+        if self.models:
+            targets = [
+                (f"model_routes.{i}.model", r.model) for i, r in enumerate(self.model_routes)
+            ]
+            targets += [(f"model_aliases.{k}", v) for k, v in self.model_aliases.items()]
+            for where, target in targets:
+                if target not in seen:
+                    raise ValueError(f"{where}: {target!r} is not a configured model name")
         return self
 
     @property

@@ -76,9 +76,9 @@ async def _translate_stream(
     resp: UpstreamResponse, call: Call, body: dict[str, Any], translator: StreamTranslator
 ) -> AsyncIterator[bytes]:
     tracker = AnthropicUsageTracker()
-    state = _StreamState()
+    state = StreamState()
     try:
-        async for batch in _event_batches(resp, call, state):
+        async for batch in event_batches(resp, call, state):
             out: list[bytes] = []  # what arrived together leaves in one write
             for event, _raw in batch:
                 if event is None:
@@ -86,14 +86,16 @@ async def _translate_stream(
                 tracker.on_event(event)
                 if event.get("type") == "error":
                     state.status = "upstream_error"
-                    yield b"".join(out) + error_event(_event_message(event))
+                    yield b"".join(out) + error_event(event_message(event))
                     return
                 for chunk in translator.on_event(event):
                     call.mark_first_chunk()
                     state.chunks += 1
                     out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
                 if event.get("type") == "message_stop":
-                    _record(call, body, tracker, state)  # journaled before the client sees the end
+                    record_stream(
+                        call, body, tracker, state
+                    )  # journaled before the client sees the end
                     final = translator.usage_chunk(tracker.fields)
                     if final is not None:
                         out.append(b"data: " + orjson.dumps(final) + b"\n\n")
@@ -109,7 +111,7 @@ async def _translate_stream(
         state.status = "upstream_error"
         yield error_event(str(exc))
     finally:
-        _finish(resp, call, body, tracker, state)
+        release_upstream(resp, call, body, tracker, state)
 
 
 async def messages_native(
@@ -120,7 +122,7 @@ async def messages_native(
     client_headers: Mapping[str, str],
 ) -> Response | EventStreamResponse:
     headers = native_headers(dep, client_headers)
-    resp = await send_timed(upstream, call, dep, "/v1/messages", orjson.dumps(body), headers)
+    resp = await send_timed(upstream, call, dep, dep.messages_path, orjson.dumps(body), headers)
     if resp.status >= 500 or resp.status == 429:
         await raise_for_upstream(resp, call, dep)  # recorded; a fallback may take over
     if resp.status >= 400 or not call.stream:
@@ -160,9 +162,9 @@ async def _relay_native(
     resp: UpstreamResponse, call: Call, body: dict[str, Any]
 ) -> AsyncIterator[bytes]:
     tracker = AnthropicUsageTracker()
-    state = _StreamState()
+    state = StreamState()
     try:
-        async for batch in _event_batches(resp, call, state):
+        async for batch in event_batches(resp, call, state):
             out: list[bytes] = []  # what arrived together leaves in one write
             for event, raw in batch:
                 out.append(raw)
@@ -176,7 +178,9 @@ async def _relay_native(
                 elif kind == "error":
                     state.status = "upstream_error"
                 elif kind == "message_stop":
-                    _record(call, body, tracker, state)  # journaled before the client sees the end
+                    record_stream(
+                        call, body, tracker, state
+                    )  # journaled before the client sees the end
                     yield b"".join(out)
                     return
             if out:
@@ -186,10 +190,10 @@ async def _relay_native(
     except UpstreamError:
         state.status = "upstream_error"
     finally:
-        _finish(resp, call, body, tracker, state)
+        release_upstream(resp, call, body, tracker, state)
 
 
-class _StreamState:
+class StreamState:
     __slots__ = ("chunks", "done", "status")
 
     def __init__(self) -> None:
@@ -201,8 +205,8 @@ class _StreamState:
 Event = tuple[dict[str, Any] | None, bytes]
 
 
-async def _event_batches(
-    resp: UpstreamResponse, call: Call, state: _StreamState
+async def event_batches(
+    resp: UpstreamResponse, call: Call, state: StreamState
 ) -> AsyncIterator[list[Event]]:
     """(parsed data, raw event bytes) per SSE event, in the batches the network delivered them;
     the stream's status is set on the way."""
@@ -234,27 +238,28 @@ async def _event_batches(
             yield events
 
 
-def _event_message(event: Mapping[str, Any]) -> str:
+def event_message(event: Mapping[str, Any]) -> str:
     err = event.get("error")
     return str(err.get("message", "upstream error")) if isinstance(err, dict) else "upstream error"
 
 
-def _finish(
+def release_upstream(
     resp: UpstreamResponse,
     call: Call,
     body: dict[str, Any],
     tracker: AnthropicUsageTracker,
-    state: _StreamState,
+    state: StreamState,
 ) -> None:
+    """The connection back to the pool (or closed, when the stream was cut), the event recorded."""
     if state.done:
         resp.release()
     else:
         resp.close()
-    _record(call, body, tracker, state)
+    record_stream(call, body, tracker, state)
 
 
-def _record(
-    call: Call, body: dict[str, Any], tracker: AnthropicUsageTracker, state: _StreamState
+def record_stream(
+    call: Call, body: dict[str, Any], tracker: AnthropicUsageTracker, state: StreamState
 ) -> None:
     http_status = 200 if state.status in ("ok", "cancelled") else 502
     if tracker.seen_start and (state.done or tracker.seen_delta or state.chunks == 0):

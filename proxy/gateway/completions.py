@@ -10,7 +10,7 @@ from proxy.gateway.call import Call
 from proxy.gateway.deployments import Deployment
 from proxy.gateway.errors import ProxyError
 from proxy.gateway.fallback import with_fallback
-from proxy.gateway.intake import read_json, upstream_body
+from proxy.gateway.intake import admit, read_json, upstream_body
 from proxy.gateway.openai_relay import forward_json, forward_stream
 from proxy.gateway.runtime import Runtime
 
@@ -25,6 +25,7 @@ async def completions(request: Request, rt: Runtime, call: Call) -> ASGIApp:
         raise ProxyError(400, "prompt must be a non-empty string or array", code="invalid_request")
     if "stream" in body and not isinstance(body["stream"], bool):
         raise ProxyError(400, "stream must be a boolean", code="invalid_request")
+    admit(rt, call)
 
     async def attempt(call: Call, dep: Deployment) -> ASGIApp:
         out = upstream_body(body, dep.model)

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from fnmatch import translate
 from urllib.parse import quote
 
-from proxy.config.settings import ANTHROPIC_PUBLIC_API, DeploymentConfig, ModelConfig
+from proxy.config.settings import (
+    ANTHROPIC_PUBLIC_API,
+    DeploymentConfig,
+    ModelConfig,
+    ModelRouteConfig,
+)
 from proxy.gateway.balancer import Breaker, SmoothWeighted, monotonic, rendezvous
 from proxy.gateway.errors import ProxyError
 
@@ -28,6 +36,17 @@ class Deployment:
     simulated: bool
     headers: dict[str, str] = field(default_factory=dict)
     query: str = ""
+    native_messages: bool = False
+
+    @property
+    def speaks_messages(self) -> bool:
+        """Anthropic Messages requests go through as they are (else: translated to Chat)."""
+        return self.backend == "anthropic" or self.native_messages
+
+    @property
+    def messages_path(self) -> str:
+        # OpenAI-shaped bases end in /v1 (chat is {base}/chat/completions); Anthropic's do not.
+        return "/v1/messages" if self.backend == "anthropic" else "/messages"
 
     @property
     def is_anthropic(self) -> bool:
@@ -70,7 +89,25 @@ def build_deployment(
         simulated=cfg.simulated,
         headers=headers,
         query=query,
+        native_messages=cfg.native_messages and cfg.backend != "anthropic",
     )
+
+
+@dataclass(frozen=True, slots=True)
+class PatternRoute:
+    """``claude-*`` → an alias; ``send_client`` puts the client's name on its anthropic
+    deployments (an OpenAI-shaped server knows only its own model name)."""
+
+    pattern: str
+    alias: str
+    send_client: bool
+    regex: re.Pattern[str]
+
+    @classmethod
+    def of(cls, cfg: ModelRouteConfig) -> PatternRoute:
+        return cls(
+            cfg.pattern, cfg.model, cfg.send_model == "client", re.compile(translate(cfg.pattern))
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,8 +128,12 @@ class Router:
         *,
         failures_to_open: int = 5,
         cooldown_s: float = 30.0,
+        routes: Sequence[PatternRoute] = (),
+        model_aliases: Mapping[str, str] | None = None,
     ) -> None:
         self._models = models
+        self._routes = [r for r in routes if r.alias in models]
+        self._names = {k: v for k, v in (model_aliases or {}).items() if v in models}
         self._policies = policies or {}
         self._balancers = {alias: SmoothWeighted(len(deps)) for alias, deps in models.items()}
         self.breakers = breakers if breakers is not None else {}
@@ -104,6 +145,38 @@ class Router:
     def aliases(self) -> list[str]:
         return list(self._models)
 
+    @property
+    def model_names(self) -> list[str]:
+        """Every exact name a client may send: the aliases, then the alias table's names."""
+        return [*self._models, *(n for n in self._names if n not in self._models)]
+
+    @property
+    def patterns(self) -> list[str]:
+        return [r.pattern for r in self._routes]
+
+    def resolve(self, name: str) -> tuple[str, str | None] | None:
+        """(the alias that serves ``name``, the model name to send its anthropic deployments
+        instead of theirs, if any); None when nothing matches."""
+        if name in self._models:
+            return name, None
+        alias = self._names.get(name)
+        if alias is not None:
+            return alias, None
+        for route in self._routes:
+            if route.regex.match(name):
+                return route.alias, name if route.send_client else None
+        return None
+
+    def not_found(self, name: str) -> ProxyError:
+        listed = ", ".join(self.model_names) or "none"
+        patterns = f" and names matching {', '.join(self.patterns)}" if self._routes else ""
+        return ProxyError(
+            404,
+            f"model {name!r} does not exist; configured models: {listed}{patterns} "
+            "(GET /v1/models)",
+            code="model_not_found",
+        )
+
     def deployments(self, alias: str) -> list[Deployment]:
         return self._models.get(alias, [])
 
@@ -111,11 +184,17 @@ class Router:
         """Deployments to try in order, at most the alias's ``max_attempts``."""
         if not isinstance(alias, str) or not alias:
             raise ProxyError(400, "model is required", code="invalid_request")
-        deps = self._models.get(alias)
-        if not deps:
-            raise ProxyError(
-                404, f"model {alias!r} does not exist; see GET /v1/models", code="model_not_found"
-            )
+        resolved = self.resolve(alias)
+        if resolved is None:
+            raise self.not_found(alias)
+        target, client_model = resolved
+        chosen = self._choose(target, session)
+        if client_model is None:
+            return chosen
+        return [replace(d, model=client_model) if d.is_anthropic else d for d in chosen]
+
+    def _choose(self, alias: str, session: str | None) -> list[Deployment]:
+        deps = self._models[alias]
         policy = self._policies.get(alias, RoutePolicy())
         if len(deps) == 1:
             return deps
@@ -149,6 +228,8 @@ def build_router(
     breakers: dict[str, Breaker] | None = None,
     failures_to_open: int = 5,
     cooldown_s: float = 30.0,
+    routes: Sequence[ModelRouteConfig] = (),
+    model_aliases: Mapping[str, str] | None = None,
 ) -> Router:
     """``api_bases`` overrides the base URL of deployments (alias, index): the simulated ones.
     Passing the previous router's ``breakers`` keeps their state across a config reload."""
@@ -164,4 +245,6 @@ def build_router(
         breakers,
         failures_to_open=failures_to_open,
         cooldown_s=cooldown_s,
+        routes=[PatternRoute.of(r) for r in routes],
+        model_aliases=model_aliases,
     )

@@ -77,6 +77,7 @@ async def read_json(request: Request, rt: Runtime, call: Call) -> dict[str, Any]
         key=call.key,
         agent_use_cases=rt.agent_use_cases,
         pinned=rt.keys.required,
+        on_normalized=rt.identity.count,
     )
     call.attributed = True
     return body

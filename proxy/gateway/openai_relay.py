@@ -34,13 +34,13 @@ async def forward_json(
     resp = await send_timed(upstream, call, dep, path, orjson.dumps(body))
     await raise_for_upstream(resp, call, dep)
     data = await read_timed(resp, call, dep)
-    usage, source = _usage_of(data, body)
+    usage, source = usage_of(data, body)
     if not call.finish("ok", 200, usage, source=source):
         raise journal_unavailable()
     return Response(data, status_code=200, media_type="application/json")
 
 
-def _usage_of(data: bytes, body: dict[str, Any]) -> tuple[TokenUsage, Any]:
+def usage_of(data: bytes, body: dict[str, Any]) -> tuple[TokenUsage, Any]:
     try:
         parsed = orjson.loads(data)
     except orjson.JSONDecodeError:
@@ -146,7 +146,7 @@ async def _relay(
                 yield b"".join(out)
         status = "ok" if done else "upstream_error"
         # Journal before the client sees the end: a response received whole is always recorded.
-        _finish_stream(call, status, view.last, body, chunks)
+        finish_stream(call, status, view.last, body, chunks)
         if not done:
             yield error_event("upstream closed the stream before it finished")
         yield (b"".join(out) if done else b"") + view.closing_chunk() + _DONE
@@ -161,10 +161,10 @@ async def _relay(
             resp.release()
         else:
             resp.close()
-        _finish_stream(call, status, view.last, body, chunks)
+        finish_stream(call, status, view.last, body, chunks)
 
 
-def _finish_stream(
+def finish_stream(
     call: Call, status: Status, usage: dict[str, Any] | None, body: dict[str, Any], chunks: int
 ) -> None:
     http_status = 200 if status in ("ok", "cancelled") else 502

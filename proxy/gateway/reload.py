@@ -11,7 +11,7 @@ import asyncio
 import logging
 from pathlib import Path
 
-from proxy.config.catalogue import effective_models
+from proxy.config.catalogue import effective_models, effective_routes
 from proxy.config.settings import ConfigError, load_settings
 from proxy.gateway.deployments import build_router
 from proxy.gateway.runtime import Runtime
@@ -44,6 +44,8 @@ def reload_routing(rt: Runtime, path: Path) -> bool:
         breakers=rt.router.breakers,
         failures_to_open=settings.routing.failures_to_open,
         cooldown_s=settings.routing.cooldown_s,
+        routes=effective_routes(settings),
+        model_aliases=settings.model_aliases,
     )
     rt.agent_use_cases = settings.agent_use_cases
     log.warning("config %s reloaded: routing for %d models", path, len(models))

@@ -28,10 +28,13 @@ from proxy.gateway.intake import (
     read_json,
     upstream_body,
 )
+from proxy.gateway.messages_chat import to_chat_request
+from proxy.gateway.messages_relay import messages_via_chat
 from proxy.gateway.openai_relay import forward_json, forward_stream
 from proxy.gateway.responses.endpoint import create_response, stored_response
 from proxy.gateway.runtime import Runtime
 from proxy.gateway.streaming import EventStreamResponse
+from proxy.gateway.upstream_usage import estimate_tokens, prompt_chars
 
 Handler = Callable[[Request, Runtime, Call], Awaitable[ASGIApp]]
 
@@ -136,40 +139,32 @@ async def messages(request: Request, rt: Runtime, call: Call) -> ASGIApp:
     admit(rt, call)
 
     async def attempt(call: Call, dep: Deployment) -> ASGIApp:
-        out = upstream_body(body, dep.model)
-        return await messages_native(rt.upstream, call, dep, out, request.headers)
+        if dep.speaks_messages:
+            out = upstream_body(body, dep.model)
+            return await messages_native(rt.upstream, call, dep, out, request.headers)
+        return await messages_via_chat(rt.upstream, call, dep, body)
 
-    try:
-        return await with_fallback(
-            rt, call, body.get("model"), attempt, accept=lambda d: d.is_anthropic
-        )
-    except ProxyError as exc:
-        if exc.code != "unsupported":
-            raise
-        raise ProxyError(
-            400,
-            f"model {call.model!r} is not served by an anthropic deployment; "
-            "use /v1/chat/completions",
-            code="unsupported",
-        ) from exc
+    return await with_fallback(rt, call, body.get("model"), attempt)
 
 
 async def count_tokens(request: Request) -> Response:
-    """Pass-through for Claude Code; spends no tokens, so nothing is recorded."""
+    """Pass-through for Claude Code; spends no tokens, so nothing is recorded. A deployment that
+    does not speak Messages gets an estimate (four characters a token, as for cut streams)."""
     rt: Runtime = request.app.state.runtime
     try:
         call = await authenticate(request, rt, anthropic=True)
         body = await read_json(request, rt, call)
         dep = call.deployment = rt.router.candidates(body.get("model"))[0]
-        if not dep.is_anthropic:
-            raise ProxyError(400, f"model {call.model!r} is not an anthropic deployment")
         call.discard()
+        if not dep.speaks_messages:
+            tokens = estimate_tokens(prompt_chars(to_chat_request(body, model="", backend="")))
+            return Response(orjson.dumps({"input_tokens": tokens}), media_type="application/json")
         headers = native_headers(dep, request.headers)
         resp = await send_timed(
             rt.upstream,
             call,
             dep,
-            "/v1/messages/count_tokens",
+            dep.messages_path + "/count_tokens",
             orjson.dumps(upstream_body(body, dep.model)),
             headers,
         )
@@ -179,17 +174,53 @@ async def count_tokens(request: Request) -> Response:
         return anthropic_error(exc.status, exc.message)
 
 
+def _model_entry(name: str) -> dict[str, Any]:
+    """One model in both families' list shapes: OpenAI's fields and Anthropic's side by side."""
+    return {
+        "id": name,
+        "object": "model",
+        "created": 0,
+        "owned_by": "tokenmeter",
+        "type": "model",
+        "display_name": name,
+        "created_at": "1970-01-01T00:00:00Z",
+    }
+
+
+def _models_error(request: Request, exc: ProxyError) -> Response:
+    if "anthropic-version" in request.headers:
+        return anthropic_error(exc.status, exc.message)
+    return openai_error(exc.status, exc.message, code=exc.code)
+
+
 async def list_models(request: Request) -> Response:
     rt: Runtime = request.app.state.runtime
     try:
         await rt.keys.authenticate(bearer_token(request.headers, allow_x_api_key=True))
     except ProxyError as exc:
-        return openai_error(exc.status, exc.message, code=exc.code)
-    data = [
-        {"id": alias, "object": "model", "created": 0, "owned_by": "tokenmeter"}
-        for alias in rt.router.aliases
-    ]
-    return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
+        return _models_error(request, exc)
+    names = rt.router.model_names
+    body = {
+        "object": "list",
+        "data": [_model_entry(name) for name in names],
+        "has_more": False,
+        "first_id": names[0] if names else None,
+        "last_id": names[-1] if names else None,
+    }
+    return Response(orjson.dumps(body), media_type="application/json")
+
+
+async def retrieve_model(request: Request) -> Response:
+    """Any name that resolves (an alias, the alias table, a pattern route) exists."""
+    rt: Runtime = request.app.state.runtime
+    name = str(request.path_params["model_id"])
+    try:
+        await rt.keys.authenticate(bearer_token(request.headers, allow_x_api_key=True))
+        if rt.router.resolve(name) is None:
+            raise rt.router.not_found(name)
+    except ProxyError as exc:
+        return _models_error(request, exc)
+    return Response(orjson.dumps(_model_entry(name)), media_type="application/json")
 
 
 def api_routes() -> list[Route]:
@@ -208,4 +239,5 @@ def api_routes() -> list[Route]:
         Route("/v1/messages", _endpoint(messages, anthropic=True), methods=["POST"]),
         Route("/v1/messages/count_tokens", count_tokens, methods=["POST"]),
         Route("/v1/models", list_models, methods=["GET"]),
+        Route("/v1/models/{model_id:path}", retrieve_model, methods=["GET"]),
     ]

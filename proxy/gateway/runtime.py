@@ -13,9 +13,10 @@ from sqlalchemy import Engine
 from metering.budgets import Budget
 from metering.journal import Journal
 from metering.ledger import Ledger
-from metering.metrics import StateMetrics, UsageMetrics
+from metering.metrics import IdentityMetrics, StateMetrics, UsageMetrics
 from metering.store import create_db_engine, prepare_schema
 from metering.writer import BatchWriter
+from proxy.config.catalogue import effective_routes
 from proxy.config.pricebook import build_pricebook
 from proxy.config.settings import BudgetSettings, ModelConfig, Settings
 from proxy.gateway.auth import KeyCache
@@ -45,6 +46,7 @@ class Runtime:
     projector: Projector
     budgets: BudgetGuard
     limiter: RateLimiter
+    identity: IdentityMetrics
     simulated_bases: dict[tuple[str, int], str] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -116,6 +118,8 @@ async def build_runtime(
             simulated_bases,
             failures_to_open=settings.routing.failures_to_open,
             cooldown_s=settings.routing.cooldown_s,
+            routes=effective_routes(settings),
+            model_aliases=settings.model_aliases,
         ),
         upstream=upstream,
         agent_use_cases=settings.agent_use_cases,
@@ -126,6 +130,7 @@ async def build_runtime(
         projector=Projector(engine, settings.tco, prices),
         budgets=budgets,
         limiter=limiter,
+        identity=IdentityMetrics(registry),
         simulated_bases=simulated_bases,
     )
     rt.projector.start()

@@ -8,12 +8,12 @@ from typing import Any
 from starlette.requests import Request
 from starlette.types import ASGIApp
 
-from proxy.gateway.attribution import UNKNOWN, checked_value
+from proxy.gateway.attribution import UNKNOWN, client_value
 from proxy.gateway.call import Call
 from proxy.gateway.deployments import Deployment
 from proxy.gateway.errors import ProxyError
 from proxy.gateway.fallback import with_fallback
-from proxy.gateway.intake import read_json
+from proxy.gateway.intake import admit, read_json
 from proxy.gateway.responses.relay import respond
 from proxy.gateway.responses.request import to_chat_request
 from proxy.gateway.runtime import Runtime
@@ -28,6 +28,7 @@ async def create_response(request: Request, rt: Runtime, call: Call) -> ASGIApp:
     body = await read_json(request, rt, call)
     _session_from_body(call, body)  # first, so a refused request is attributed too
     chat = to_chat_request(body)
+    admit(rt, call)
 
     async def attempt(call: Call, dep: Deployment) -> ASGIApp:
         return await respond(rt.upstream, call, dep, chat, body)
@@ -53,7 +54,7 @@ def _session_from_body(call: Call, body: dict[str, Any]) -> None:
         (conversation, "conversation"),
         (body.get("prompt_cache_key"), "prompt_cache_key"),
     ):
-        session = checked_value(value, where)
+        session = client_value(value, where)
         if session:
             call.attribution = dataclasses.replace(call.attribution, session=session)
             return

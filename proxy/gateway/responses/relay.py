@@ -17,18 +17,18 @@ from starlette.responses import Response
 
 from metering.events import Status
 from proxy.gateway.anthropic_relay import (
-    _event_batches,
-    _event_message,
-    _finish,
-    _record,
-    _StreamState,
+    StreamState,
+    event_batches,
+    event_message,
     native_headers,
+    record_stream,
+    release_upstream,
 )
 from proxy.gateway.call import Call
 from proxy.gateway.deployments import Deployment
 from proxy.gateway.errors import journal_unavailable
 from proxy.gateway.exchange import raise_for_upstream, read_timed, send_timed
-from proxy.gateway.openai_relay import _finish_stream, _usage_of
+from proxy.gateway.openai_relay import finish_stream, usage_of
 from proxy.gateway.responses.events import ResponseStream
 from proxy.gateway.responses.output import ResponseShell, from_chat_completion
 from proxy.gateway.responses.request import ChatRequest
@@ -65,7 +65,7 @@ async def _via_chat(
     if call.stream:
         return EventStreamResponse(_relay_chat(resp, call, out, ResponseStream(shell)))
     data = await read_timed(resp, call, dep)
-    usage, source = _usage_of(data, out)
+    usage, source = usage_of(data, out)
     if not call.finish("ok", 200, usage, source=source):
         raise journal_unavailable()
     return _json(from_chat_completion(shell, orjson.loads(data)))
@@ -107,7 +107,7 @@ async def _relay_chat(
             if out:
                 yield b"".join(out)
         status = "ok" if done else "upstream_error"
-        _finish_stream(call, status, usage, body, chunks)  # journaled before the client sees it
+        finish_stream(call, status, usage, body, chunks)  # journaled before the client sees it
         if done:
             yield b"".join(stream.completed(usage))
         else:
@@ -123,7 +123,7 @@ async def _relay_chat(
             resp.release()
         else:
             resp.close()
-        _finish_stream(call, status, usage, body, chunks)
+        finish_stream(call, status, usage, body, chunks)
 
 
 async def _via_anthropic(
@@ -151,11 +151,11 @@ async def _relay_anthropic(
     stream: ResponseStream,
 ) -> AsyncIterator[bytes]:
     tracker = AnthropicUsageTracker()
-    state = _StreamState()
+    state = StreamState()
     translator = translation.stream_translator(model=call.model)
     try:
         yield b"".join(stream.opening())
-        async for batch in _event_batches(resp, call, state):
+        async for batch in event_batches(resp, call, state):
             out: list[bytes] = []  # what arrived together leaves in one write
             for event, _raw in batch:
                 if event is None:
@@ -163,14 +163,14 @@ async def _relay_anthropic(
                 tracker.on_event(event)
                 if event.get("type") == "error":
                     state.status = "upstream_error"
-                    yield b"".join(out) + stream.failed(_event_message(event))
+                    yield b"".join(out) + stream.failed(event_message(event))
                     return
                 for chunk in translator.on_event(event):
                     call.mark_first_chunk()
                     state.chunks += 1
                     out += stream.on_chunk(chunk)
                 if event.get("type") == "message_stop":
-                    _record(call, body, tracker, state)  # journaled before the client sees it
+                    record_stream(call, body, tracker, state)  # journaled before the client sees it
                     usage = openai_usage_from_anthropic(tracker.fields)
                     yield b"".join(out) + b"".join(stream.completed(usage))
                     return
@@ -184,4 +184,4 @@ async def _relay_anthropic(
         state.status = "upstream_error"
         yield stream.failed(str(exc))
     finally:
-        _finish(resp, call, body, tracker, state)
+        release_upstream(resp, call, body, tracker, state)

@@ -133,11 +133,14 @@ def test_stream_error_event_recorded_as_upstream_error(gateway, api_key, session
     assert event["status"] == "upstream_error" and event["input_tokens"] > 0
 
 
-def test_non_anthropic_model_rejected_on_messages(gateway, api_key, session_id):
-    with pytest.raises(anthropic.BadRequestError, match="not served by an anthropic"):
-        client(gateway, api_key, session_id).messages.create(
-            model="vllm-model", max_tokens=16, messages=prompt("hi")
-        )
+def test_non_anthropic_model_is_served_on_messages(gateway, api_key, session_id):
+    """Once a 400; now translated to Chat Completions (test_messages_chat.py has the detail)."""
+    msg = client(gateway, api_key, session_id).messages.create(
+        model="vllm-model", max_tokens=16, messages=prompt("hi")
+    )
+    assert msg.content[0].type == "text"
+    [event] = gateway.wait_events(1, "session = :s", s=session_id)
+    assert (event["backend"], event["status"]) == ("vllm", "ok")
 
 
 def test_count_tokens_passes_through_and_records_nothing(gateway, api_key, session_id):

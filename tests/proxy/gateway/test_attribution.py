@@ -7,6 +7,8 @@ on service keys (tests/proxy/gateway/test_chargeback.py covers who pays with nor
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from typing import Any
 
 import anthropic
@@ -14,6 +16,7 @@ import httpx
 import openai
 import pytest
 
+from tests.conftest import backend_models
 from tests.support import Gateway
 
 MESSAGES: list[Any] = [{"role": "user", "content": "Say hello"}]
@@ -308,9 +311,6 @@ INVALID = [
     pytest.param({"X-Meter-Agent": LONG}, {}, "X-Meter-Agent", id="long-agent-header"),
     pytest.param({"X-Meter-Session": LONG}, {}, "X-Meter-Session", id="long-session-header"),
     pytest.param({"X-Meter-Use-Case": LONG}, {}, "X-Meter-Use-Case", id="long-use-case-header"),
-    pytest.param(
-        {"X-Claude-Code-Session-Id": LONG}, {}, "X-Claude-Code-Session-Id", id="long-alias-header"
-    ),
     pytest.param({"X-Meter-Agent": "a\tb"}, {}, "X-Meter-Agent", id="tab-in-header"),
     pytest.param(
         {}, {"metadata": {"agent": "bell\u0007"}}, "metadata.agent", id="non-printable-metadata"
@@ -318,11 +318,6 @@ INVALID = [
     pytest.param({}, {"metadata": {"user": LONG}}, "metadata.user", id="long-metadata"),
     pytest.param({}, {"metadata": {"session": 123}}, "metadata.session", id="int-metadata"),
     pytest.param({}, {"metadata": {"use_case": ["a"]}}, "metadata.use_case", id="list-metadata"),
-    pytest.param(
-        {}, {"metadata": {"user_id": {"a": 1}}}, "metadata.user_id", id="object-metadata-user_id"
-    ),
-    pytest.param({}, {"safety_identifier": LONG}, "safety_identifier", id="long-safety_identifier"),
-    pytest.param({}, {"user": 42}, "user", id="int-body-user"),
     pytest.param({}, {"metadata": "agent=x"}, "metadata", id="metadata-not-an-object"),
 ]
 
@@ -427,3 +422,154 @@ def test_metadata_attribution_keys_are_stripped_before_anthropic(gateway, api_ke
         metadata={"user_id": "u-1", "agent": "a", "session": "s"},
     )  # type: ignore[typeddict-unknown-key]
     assert fakes["anthropic"].requests[-1].body["metadata"] == {"user_id": "u-1"}
+
+
+# --- identity values clients send by themselves -----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def open_gateway(fakes, tmp_path_factory):
+    """No keys required: the key's defaults are empty, so the client's own identity shows."""
+    db = tmp_path_factory.mktemp("open") / "tokenmeter.db"
+    gw = Gateway(db, {"models": backend_models(fakes), "auth": {"required": False}}).start()
+    yield gw
+    gw.stop()
+
+
+CC_DEVICE = "d" * 64
+CC_ACCOUNT = "0b6c1d7e-3a52-4c55-9a3b-2f1e0c9d8a77"
+CC_SESSION = "5f0c8a9e-1b2d-4e3f-8a7b-6c5d4e3f2a1b"
+CC_JSON = f'{{"device_id":"{CC_DEVICE}","account_uuid":"{CC_ACCOUNT}","session_id":"{CC_SESSION}"}}'
+CC_LEGACY = f"user_{CC_DEVICE}_account_{CC_ACCOUNT}_session_{CC_SESSION}"
+CC_LEGACY_NO_ACCOUNT = f"user_{CC_DEVICE}_account__session_{CC_SESSION}"
+
+
+@pytest.mark.parametrize("user_id", [CC_JSON, CC_LEGACY], ids=["json", "legacy"])
+def test_claude_code_user_id_gives_session_and_agent_not_user(gateway, user_id):
+    assert len(CC_JSON) > 128  # the value that used to be a 400
+    key_id, key = new_key(gateway)
+    c = anthropic.Anthropic(base_url=gateway.url, api_key=key, max_retries=0)
+    msg = c.messages.create(
+        model="claude", max_tokens=20, messages=MESSAGES, metadata={"user_id": user_id}
+    )
+    assert msg.content
+    [event] = gateway.wait_events(1, "key_id = :k", k=key_id)
+    assert (event["user"], event["session"], event["agent"], event["use_case"]) == (
+        "key-user",
+        CC_SESSION,
+        "claude-code",
+        "coding",
+    )
+
+
+@pytest.mark.parametrize(
+    ("user_id", "user"),
+    [(CC_JSON, CC_ACCOUNT), (CC_LEGACY, CC_ACCOUNT), (CC_LEGACY_NO_ACCOUNT, CC_DEVICE)],
+    ids=["json", "legacy", "legacy-without-account"],
+)
+def test_claude_code_account_or_device_is_the_user_without_a_key_user(open_gateway, user_id, user):
+    probe = "probe-" + uuid.uuid4().hex[:8]
+    r = httpx.post(
+        f"{open_gateway.url}/v1/messages",
+        json={
+            "model": "claude",
+            "max_tokens": 5,
+            "messages": MESSAGES,
+            "metadata": {"user_id": user_id},
+        },
+        headers={"X-Meter-Agent": probe},
+    )
+    assert r.status_code == 200, r.text
+    [event] = open_gateway.wait_events(1, "agent = :a", a=probe)
+    assert (event["user"], event["session"]) == (user, CC_SESSION)
+
+
+def test_claude_code_header_session_beats_user_id_session(gateway):
+    key_id, key = new_key(gateway)
+    r = raw(
+        gateway,
+        key,
+        {"X-Claude-Code-Session-Id": "from-header"},
+        {"metadata": {"user_id": CC_JSON}},
+        path="/v1/messages",
+        model="claude",
+    )
+    assert r.status_code == 200, r.text
+    [event] = gateway.wait_events(1, "key_id = :k", k=key_id)
+    assert event["session"] == "from-header"
+
+
+def bounded_form(value: str) -> str:
+    return value[:111] + "~" + hashlib.blake2b(value.encode(), digest_size=8).hexdigest()
+
+
+LENIENT = [
+    pytest.param(
+        {}, {"metadata": {"user_id": LONG}}, "user", bounded_form(LONG), id="long-user_id"
+    ),
+    pytest.param(
+        {},
+        {"metadata": {"user_id": '{"not":"claude code"}' + "z" * 120}},
+        "user",
+        bounded_form('{"not":"claude code"}' + "z" * 120),
+        id="json-user_id-of-another-client",
+    ),
+    pytest.param({}, {"metadata": {"user_id": {"a": 1}}}, "user", '{"a":1}', id="object-user_id"),
+    pytest.param({}, {"safety_identifier": LONG}, "user", bounded_form(LONG), id="long-safety_id"),
+    pytest.param({}, {"user": 42}, "user", "42", id="int-body-user"),
+    pytest.param({}, {"user": "tab\there"}, "user", "tab?here", id="tab-in-body-user"),
+    pytest.param({}, {"user": ["a", "b"]}, "user", '["a","b"]', id="list-body-user"),
+    pytest.param(
+        {"X-Claude-Code-Session-Id": LONG}, {}, "session", bounded_form(LONG), id="long-cc-header"
+    ),
+    pytest.param(
+        {"Helicone-User-Id": "x" * 300}, {}, "user", bounded_form("x" * 300), id="long-peer-header"
+    ),
+    pytest.param({"X-LiteLLM-Agent-Id": "a\tb"}, {}, "agent", "a?b", id="tab-in-peer-header"),
+]
+
+
+@pytest.mark.parametrize(("headers", "body", "field", "expected"), LENIENT)
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/messages"])
+def test_client_identity_values_never_fail_and_are_bounded(
+    gateway, headers, body, field, expected, path
+):
+    key_id, key = new_key(gateway)
+    model = "claude" if path == "/v1/messages" else "vllm-model"
+    r = raw(gateway, key, headers, body, path=path, model=model)
+    assert r.status_code == 200, r.text
+    [event] = gateway.wait_events(1, "key_id = :k", k=key_id)
+    assert event[field] == expected
+    assert len(event[field]) <= 128
+
+
+def _normalized(gateway: Gateway, field: str, reason: str) -> float:
+    text = httpx.get(gateway.url + "/metrics").text
+    for line in text.splitlines():
+        if line.startswith("tokenmeter_identity_normalized_total{") and (
+            f'field="{field}"' in line and f'reason="{reason}"' in line
+        ):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+@pytest.mark.parametrize(
+    ("headers", "body", "field", "reason"),
+    [
+        ({}, {"metadata": {"user_id": LONG}}, "metadata.user_id", "too_long"),
+        ({}, {"user": 7}, "user", "not_a_string"),
+        ({}, {"safety_identifier": "a\u0007"}, "safety_identifier", "non_printable"),
+        ({"X-Session-Id": LONG}, {}, "x-session-id", "too_long"),
+    ],
+    ids=["user_id-too-long", "user-not-a-string", "safety-non-printable", "header-too-long"],
+)
+def test_each_bounding_is_counted(gateway, api_key, headers, body, field, reason):
+    before = _normalized(gateway, field, reason)
+    assert raw(gateway, api_key, headers, body).status_code == 200
+    assert _normalized(gateway, field, reason) == before + 1
+
+
+def test_claude_code_user_id_is_not_counted_as_bounded(gateway, api_key):
+    before = _normalized(gateway, "metadata.user_id", "too_long")
+    assert raw(gateway, api_key, {}, {"metadata": {"user_id": CC_JSON}}).status_code == 200
+    assert _normalized(gateway, "metadata.user_id", "too_long") == before
