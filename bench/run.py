@@ -12,7 +12,8 @@ straight at the mock) is the baseline the added latencies are computed against. 
 paths (OpenAI in, Anthropic upstream; Anthropic in, vLLM upstream; /v1/responses in,
 vLLM upstream) and the Anthropic pass-through are compared with the Chat pass-through at
 c=8 by CPU time per request (--translation-only: just those). The process tree of each
-server is sampled from /proc every 0.5 s (CPU, summed RSS). Writes report.md and results.json to --out and prints the report.
+server is sampled from /proc every 0.5 s (CPU, summed RSS). Writes report.md and
+results.json to --out and prints the report.
 
 Everything binds to 127.0.0.1 on free ports; only the processes started here are stopped, by
 process group, on exit, Ctrl-C or error. --quick: c = 1 64, 3 s windows after 1 s warm-up.
