@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 
 from cost.prices import ON_PREM_BACKENDS
+from proxy.config.observability import RequestLogSettings, TracingSettings
 
 Backend = Literal["anthropic", "azure_mistral", "vllm", "tgi", "openai_compatible"]
 
@@ -202,6 +203,8 @@ class Settings(BaseSettings):
     tco: TcoSettings = TcoSettings()
     metrics: MetricsSettings = MetricsSettings()
     routing: RoutingSettings = RoutingSettings()
+    request_log: RequestLogSettings = RequestLogSettings()
+    tracing: TracingSettings = TracingSettings()
     models: list[ModelConfig] = Field(default_factory=list)
     use_cases: dict[str, UseCaseConfig] = Field(default_factory=dict)
     admin_key: SecretStr | None = Field(default=None, description="alias of auth.admin_key")

@@ -129,7 +129,7 @@ async def _native_json(
         status: Status = (
             "client_error" if resp.status < 500 and resp.status != 429 else "upstream_error"
         )
-        call.finish(status, resp.status)
+        call.finish(status, resp.status, error_code="upstream_rejected")
         return Response(
             data,
             status_code=resp.status,

@@ -23,12 +23,12 @@ def waiting_on_upstream(call: Call, dep: Deployment) -> Iterator[None]:
     try:
         yield
     except UpstreamTimeout as exc:
-        call.finish("timeout", 504)
+        call.finish("timeout", 504, error_code="upstream_timeout")
         raise ProxyError(
             504, f"upstream timed out after {dep.timeout_s:g} s", code="upstream_timeout"
         ) from exc
     except UpstreamError as exc:
-        call.finish("upstream_error", 502)
+        call.finish("upstream_error", 502, error_code="upstream_unavailable")
         raise ProxyError(502, str(exc), code="upstream_unavailable") from exc
     finally:
         call.upstream_s += time.perf_counter() - t0
@@ -43,11 +43,14 @@ async def send_timed(
     headers: dict[str, str] | None = None,
 ) -> UpstreamResponse:
     """Send and wait for the response headers."""
+    headers = headers or dep.headers
+    if call.spans is not None and call.telemetry is not None:
+        headers = call.telemetry.propagate(call, headers)
     with waiting_on_upstream(call, dep):
         return await upstream.send(
             dep.url(path),
             body=body,
-            headers=headers or dep.headers,
+            headers=headers,
             timeout_s=dep.timeout_s,
             stream=call.stream,
         )
@@ -64,10 +67,10 @@ async def raise_for_upstream(resp: UpstreamResponse, call: Call, dep: Deployment
         return
     message = upstream_message(await read_timed(resp, call, dep))
     if resp.status >= 500:
-        call.finish("upstream_error", 502)
+        call.finish("upstream_error", 502, error_code="upstream_error")
         raise ProxyError(502, f"upstream returned {resp.status}: {message}", code="upstream_error")
     status: Status = "upstream_error" if resp.status == 429 else "client_error"
-    call.finish(status, resp.status)
+    call.finish(status, resp.status, error_code="upstream_rejected")
     raise ProxyError(resp.status, message, code="upstream_rejected")
 
 

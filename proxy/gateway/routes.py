@@ -11,6 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp
 
+from metering.events import Status
 from proxy.gateway.anthropic_relay import chat_via_anthropic, messages_native, native_headers
 from proxy.gateway.auth import bearer_token
 from proxy.gateway.call import Call
@@ -45,7 +46,8 @@ def _endpoint(
         except ProxyError as exc:
             if call is not None:
                 attribute_by_headers(request, rt, call)
-                call.finish("client_error" if exc.status < 500 else "upstream_error", exc.status)
+                status: Status = "client_error" if exc.status < 500 else "upstream_error"
+                call.finish(status, exc.status, error_code=exc.code)
             return error(exc.status, exc.message, code=exc.code)
 
     return endpoint
@@ -100,7 +102,7 @@ async def embeddings(request: Request, rt: Runtime, call: Call) -> ASGIApp:
     body = await read_json(request, rt, call)
     if body.get("input") in (None, "", []):
         raise ProxyError(400, "input is required", code="invalid_request")
-    call.stream = False
+    call.stream, call.operation = False, "embeddings"
 
     async def attempt(call: Call, dep: Deployment) -> ASGIApp:
         out = upstream_body(body, dep.model)

@@ -20,6 +20,7 @@ from proxy.config.settings import ModelConfig, Settings
 from proxy.gateway.auth import KeyCache
 from proxy.gateway.deployments import Router, build_router
 from proxy.gateway.projector import Projector
+from proxy.gateway.telemetry import Telemetry, build_telemetry
 from proxy.gateway.upstream import Upstream
 
 STATE_INTERVAL_S = 1.0  # how often each process refreshes its state gauges
@@ -40,6 +41,7 @@ class Runtime:
     state: StateMetrics
     projector: Projector
     simulated_bases: dict[tuple[str, int], str] = field(default_factory=dict)
+    telemetry: Telemetry | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -51,6 +53,7 @@ async def build_runtime(
     open_mode: bool,
 ) -> Runtime:
     storage = settings.storage
+    telemetry = build_telemetry(settings)
     engine = create_db_engine(storage.url)
     await asyncio.to_thread(prepare_schema, engine)
     prices = await asyncio.to_thread(build_pricebook, settings, models)
@@ -107,6 +110,7 @@ async def build_runtime(
         state=StateMetrics(registry),
         projector=Projector(engine, settings.tco, prices),
         simulated_bases=simulated_bases,
+        telemetry=telemetry,
     )
     rt.projector.start()
     rt.tasks.append(asyncio.create_task(_publish_state_forever(rt), name="tokenmeter-state"))
@@ -123,6 +127,8 @@ async def close_runtime(rt: Runtime) -> None:
     await rt.keys.stop()
     await rt.writer.stop()
     rt.engine.dispose()
+    if rt.telemetry is not None:
+        await rt.telemetry.close()
 
 
 def publish_state(rt: Runtime) -> None:
