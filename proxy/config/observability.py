@@ -28,3 +28,6 @@ class TracingSettings(_Strict):
     service_name: str = "tokenmeter"
     headers: dict[str, str] = Field(default_factory=dict, description="e.g. an auth header")
     timeout_s: float = Field(default=10.0, gt=0)
+    export_interval_s: float = Field(
+        default=5.0, gt=0, description="spans are batched and sent at most this long after"
+    )
