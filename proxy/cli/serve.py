@@ -28,13 +28,12 @@ def serve(
     """Run the gateway."""
     import uvicorn
 
-    from proxy.app import ENV_CONFIG
+    from proxy.app import ENV_CONFIG, ENV_LOG_LEVEL, configure_logging
     from proxy.config.catalogue import auth_required, effective_models
     from proxy.simulated.launcher import ENV_BASES, encode_bases, run_simulated
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(log_level)
+    os.environ[ENV_LOG_LEVEL] = log_level
     settings = load(config)
     models = effective_models(settings)
     _check_tco(settings, models)

@@ -242,8 +242,9 @@ def served_lines(tmp_path: Path, *extra: str, config: dict[str, Any] | None = No
     return [x for x in out.read_text().splitlines() if x.startswith("{")]
 
 
-def test_serve_logs_to_stdout_at_info_by_default(tmp_path):
-    [line] = served_lines(tmp_path, "--log-level", "info")
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_logs_to_stdout_at_info_by_default(tmp_path, workers):
+    [line] = served_lines(tmp_path, "--workers", workers, "--log-level", "info")
     assert orjson.loads(line)["session"] == "served"
 
 
