@@ -37,10 +37,10 @@ def serve(
     settings = load(config)
     models = effective_models(settings)
     _check_tco(settings, models)
-    if workers > 1 or not settings.storage.url.startswith("sqlite"):
-        # migrate SQLite once here, not racing in every worker; refuse an outdated shared
-        # database with a clear message before any worker starts
-        open_ledger(settings).dispose()
+    _preflight(settings, models)
+    # migrate SQLite once here, not racing in every worker; refuse an outdated shared database
+    # (or one that does not answer) with one clear line before any worker starts
+    open_ledger(settings).dispose()
     with _metrics_shared_between(workers), run_simulated(models) as bases:
         _announce(settings, models, bases)
         os.environ[ENV_BASES] = encode_bases(bases)
@@ -92,6 +92,21 @@ def _check_tco(settings: Settings, models: list[ModelConfig]) -> None:
         tco_inputs(settings.tco, build_pricebook(settings, models))
     except ConfigError as exc:
         fail(str(exc), code=2)
+
+
+def _preflight(settings: Settings, models: list[ModelConfig]) -> None:
+    from proxy.cli.preflight import StartupError, check_api_keys, check_journal_dir
+    from proxy.gateway.telemetry import check_tracing_installed
+
+    try:
+        check_api_keys(models)
+        if settings.tracing.enabled:
+            check_tracing_installed()
+        check_journal_dir(settings.storage)
+    except ConfigError as exc:
+        fail(str(exc), code=2)
+    except StartupError as exc:
+        fail(str(exc), code=exc.code)
 
 
 def _announce(settings: Settings, models: list[ModelConfig], bases: dict[str, str]) -> None:
