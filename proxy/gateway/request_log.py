@@ -1,51 +1,89 @@
 """The request log: one JSON line per metered attempt, to stdout or a file.
 
 The line carries who, what, where and how long, never prompt or completion text, and never a
-key (only its id). It goes through the ``tokenmeter.requests`` logger at INFO, so the serve log
-level (``--log-level``) silences it like any other INFO line, and it never mixes with the
-human-readable log: the logger has its own handler and does not propagate.
+key (only its id). It is written when the ``tokenmeter.requests`` logger is enabled for INFO, so
+the serve log level (``--log-level``) silences it like any other INFO line; it never mixes with
+the human-readable log on stderr.
 docs/observability.md describes every field.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import time
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO, TextIO
 
 import orjson
 
 from metering.events import UsageEvent
 
 LOGGER = "tokenmeter.requests"
+REOPEN_CHECK_S = 1.0  # how soon a rotated file is noticed
 
 
 class RequestLog:
-    """Writes the log line of each finished attempt; ``close`` detaches its handler."""
+    """Writes the log line of each finished attempt; ``close`` releases the file.
+
+    The logger only gates by level; the line itself is one ``write`` of bytes, not a trip
+    through ``logging``'s records and formatters (that tripled its cost). A file is opened in
+    append mode unbuffered, so several workers' lines never interleave, and reopened when
+    logrotate moved it away (checked at most once a second).
+    """
 
     def __init__(self, file: str | None) -> None:
         self._logger = logging.getLogger(LOGGER)
-        self._logger.propagate = False
-        handler: logging.Handler
-        if file is None:
-            handler = logging.StreamHandler(sys.stdout)
-        else:
-            # WatchedFileHandler reopens the file after logrotate moved it away
-            from logging.handlers import WatchedFileHandler
-
-            handler = WatchedFileHandler(file, encoding="utf-8")
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        self._handler = handler
-        self._logger.addHandler(handler)
+        self._path = Path(file) if file is not None else None
+        self._file: BinaryIO | None = None
+        # bound now, as a logging handler would be; a text-only stdout gets the text
+        self._stdout_text: TextIO = sys.stdout
+        self._stdout: BinaryIO | None = getattr(sys.stdout, "buffer", None)
+        self._inode = 0
+        self._checked = 0.0
+        if self._path is not None:
+            self._open()
 
     def write(self, event: UsageEvent, *, team: str | None, error_code: str | None) -> None:
-        if self._logger.isEnabledFor(logging.INFO):
-            line = log_line(event, team=team, error_code=error_code)
-            self._logger.info(orjson.dumps(line).decode())
+        if not self._logger.isEnabledFor(logging.INFO):
+            return
+        line = orjson.dumps(log_line(event, team=team, error_code=error_code)) + b"\n"
+        if self._path is None:
+            if self._stdout is None:
+                self._stdout_text.write(line.decode())
+                self._stdout_text.flush()
+            else:
+                self._stdout.write(line)
+                self._stdout.flush()
+            return
+        now = time.monotonic()
+        if now - self._checked > REOPEN_CHECK_S:
+            self._checked = now
+            self._reopen_if_moved()
+        assert self._file is not None
+        self._file.write(line)
 
     def close(self) -> None:
-        self._logger.removeHandler(self._handler)
-        self._handler.close()
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _open(self) -> None:
+        assert self._path is not None
+        self._file = self._path.open("ab", buffering=0)
+        self._inode = os.fstat(self._file.fileno()).st_ino
+
+    def _reopen_if_moved(self) -> None:
+        assert self._path is not None
+        try:
+            moved = self._path.stat().st_ino != self._inode
+        except FileNotFoundError:
+            moved = True
+        if moved:
+            self.close()
+            self._open()
 
 
 def log_line(event: UsageEvent, *, team: str | None, error_code: str | None) -> dict[str, object]:

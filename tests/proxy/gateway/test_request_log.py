@@ -216,12 +216,22 @@ def test_no_prompt_text_and_no_key_are_logged(logged, key, session_id, log_file)
     assert secret not in text and key not in text
 
 
-def test_a_rotated_file_is_reopened(logged, key, session_id, log_file):
+def test_a_rotated_file_is_reopened_and_no_line_is_lost(logged, key, session_id, log_file):
     chat(logged, key, session_id, "vllm-model", "before")
     lines(log_file, session_id, 1)
-    log_file.rename(log_file.with_suffix(".1"))
-    chat(logged, key, session_id, "vllm-model", "after")
-    assert lines(log_file, session_id, 1)[0]["attempt"] == 1
+    rotated = log_file.with_suffix(".1")
+    log_file.rename(rotated)
+    sent = 1
+
+    def reopened() -> bool:  # the check runs at most once a second: keep asking until then
+        nonlocal sent
+        chat(logged, key, session_id, "vllm-model", "after")
+        sent += 1
+        return log_file.exists() and f'"session":"{session_id}"' in log_file.read_text()
+
+    wait_for(reopened, timeout_s=10, interval_s=0.1)
+    old = rotated.read_text().count(f'"session":"{session_id}"')
+    assert old + len(lines(log_file, session_id, sent - old)) == sent
 
 
 def served_lines(tmp_path: Path, *extra: str, config: dict[str, Any] | None = None) -> list[str]:
