@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -18,6 +19,8 @@ from proxy.config.settings import ModelConfig, StorageSettings
 
 if TYPE_CHECKING:
     from sqlalchemy import Engine
+
+    from cost.pricebook import Pricebook
 
 CONFIG_ERROR = 2
 UNAVAILABLE = 3
@@ -109,3 +112,26 @@ def _safe(url: str) -> str:
 def _first_line(exc: BaseException) -> str:
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     return lines[0] if lines else type(exc).__name__
+
+
+def unpriced_deployments(book: Pricebook, models: list[ModelConfig]) -> list[str]:
+    """A warning for each hosted deployment the price map cannot price: a ``price_key`` that a
+    newer price map no longer has, or a model it never had. Such requests are recorded with an
+    unknown cost; that is worth a warning at start, not a refusal to start."""
+    warnings = []
+    for model in models:
+        for dep in model.deployments:
+            if dep.is_on_prem or book.list_price(dep.model, dep.backend) is not None:
+                continue
+            rule = book.rule_at(dep.model, dep.backend, time.time())
+            if rule is not None and rule.price is not None:
+                continue
+            name = dep.name or f"{dep.backend}/{dep.model}"
+            what = f"price key {dep.price_key!r}" if dep.price_key else f"model {dep.model!r}"
+            source = book.table.source
+            warnings.append(
+                f"deployment {name} of {model.name}: {what} is not in the price map ({source}); "
+                "its requests are recorded with an unknown cost until a price_key or a pricing "
+                "rule prices it (see `tokenmeter prices`)"
+            )
+    return warnings

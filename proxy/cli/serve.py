@@ -95,8 +95,17 @@ def _check_tco(settings: Settings, models: list[ModelConfig]) -> None:
 
 
 def _preflight(settings: Settings, models: list[ModelConfig]) -> None:
-    from proxy.cli.preflight import StartupError, check_api_keys, check_journal_dir
+    from proxy.cli.preflight import (
+        StartupError,
+        check_api_keys,
+        check_journal_dir,
+        unpriced_deployments,
+    )
+    from proxy.config.pricebook import build_pricebook
     from proxy.gateway.telemetry import check_tracing_installed
+
+    for warning in unpriced_deployments(build_pricebook(settings, models), models):
+        log.warning("%s", warning)
 
     try:
         check_api_keys(models)

@@ -125,3 +125,35 @@ def test_a_set_api_key_env_starts(tmp_path):
 def test_an_invalid_config_value_exits_2_in_one_line(tmp_path):
     code, lines = run(tmp_path, "serve", config={"storage": {"flush_interval_s": -1}})
     assert code == 2 and "storage.flush_interval_s" in one_line(lines)
+
+
+def test_a_price_key_missing_from_the_price_map_is_a_warning_not_a_failed_start(tmp_path):
+    config = tmp_path / "tm.yaml"
+    storage = {"url": f"sqlite:///{tmp_path / 'tm.db'}", "journal_dir": str(tmp_path / "j")}
+    models = [
+        {
+            "name": "large",
+            "deployments": [
+                {
+                    "backend": "azure_mistral",
+                    "model": "mistral-large-2407",
+                    "name": "azure-large",
+                    "api_base": "http://127.0.0.1:9/models",
+                    "price_key": "azure_ai/vanished-2407",
+                },
+                {
+                    "backend": "azure_mistral",
+                    "model": "mistral-large-3",
+                    "name": "priced",
+                    "api_base": "http://127.0.0.1:9/models",
+                },
+            ],
+        }
+    ]
+    config.write_text(yaml.safe_dump({"storage": storage, "models": models}))
+    log = tmp_path / "serve.log"
+    with serving(config, log=log) as url:
+        assert httpx.get(url + "/healthz").status_code == 200
+    [warning] = [x for x in log.read_text().splitlines() if "price map" in x]
+    assert "WARNING" in warning and "'azure_ai/vanished-2407'" in warning
+    assert "azure-large of large" in warning
