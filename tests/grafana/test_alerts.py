@@ -68,3 +68,9 @@ def test_alerts_use_metrics_the_gateway_exports(gateway: Gateway, api_key: str):
     )
     used = {m for r in rules() for m in re.findall(r"\btokenmeter_\w+", r["expr"])}
     assert used - exported - set(PENDING) == set()
+
+
+def test_the_operator_rule_holds_the_same_groups():
+    rule = yaml.safe_load((ROOT / "deploy" / "k8s" / "prometheusrule.yaml").read_text())
+    assert rule["kind"] == "PrometheusRule"
+    assert rule["spec"]["groups"] == yaml.safe_load(ALERTS.read_text())["groups"]
