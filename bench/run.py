@@ -2,7 +2,7 @@
 beside the mock itself and, optionally, the LiteLLM proxy.
 
     python bench/run.py [--quick] [--duration S] [--conc "1 8 64"] [--litellm]
-                        [--translation-only] [--out DIR]
+                        [--translation-only] [--request-log on|off] [--out DIR]
 
 Starts bench/mock_upstream.py, writes a throw-away tokenmeter config (SQLite ledger, journal on)
 and a key, starts `tokenmeter serve` with 1 and with 2 workers (timing spawn -> first 200 on a
@@ -300,11 +300,13 @@ def executable(name: str) -> str | None:
     return str(beside) if beside.exists() else shutil.which(name)
 
 
-def tokenmeter_config(work: Path, name: str, mock: str) -> Path:
+def tokenmeter_config(work: Path, name: str, mock: str, *, request_log: bool = True) -> Path:
     path = work / f"{name}.yaml"
     path.write_text(
         f"""auth:
   admin_key: bench-admin-key
+request_log:
+  enabled: {"true" if request_log else "false"}
 storage:
   url: sqlite:///{work / name}.db
   journal: true
@@ -321,12 +323,15 @@ models:
     return path
 
 
-def start_tokenmeter(workers: int, work: Path, mock: str, out: Path) -> Target:
-    """A tokenmeter instance with its own ledger and key, serving."""
+def start_tokenmeter(
+    workers: int, work: Path, mock: str, out: Path, *, request_log: bool = True
+) -> Target:
+    """A tokenmeter instance with its own ledger and key, serving; at INFO, so that its
+    request log (one JSON line per request, to its output file) is on unless turned off."""
     tokenmeter = executable("tokenmeter")
     if tokenmeter is None:
         raise SystemExit("tokenmeter not found: pip install -e . (in this interpreter's venv)")
-    config = str(tokenmeter_config(work, f"tokenmeter-{workers}w", mock))
+    config = str(tokenmeter_config(work, f"tokenmeter-{workers}w", mock, request_log=request_log))
     create = [tokenmeter, "keys", "create", "--user", "bench", "--config", config]
     created = subprocess.run(create, capture_output=True, text=True, timeout=120, env=clean_env())
     if created.returncode != 0:
@@ -334,7 +339,7 @@ def start_tokenmeter(workers: int, work: Path, mock: str, out: Path) -> Target:
     port = free_port()
     target = Target(f"tokenmeter-{workers}w", f"http://127.0.0.1:{port}/v1", created.stdout.strip())
     argv = [tokenmeter, "serve", "--config", config, "--host", "127.0.0.1", "--port", str(port)]
-    argv += ["--log-level", "warning", "--workers", str(workers)]
+    argv += ["--log-level", "info", "--workers", str(workers)]
     start_server(target, argv, out, timeout=60)
     return target
 
@@ -569,7 +574,8 @@ def render(res: dict[str, Any]) -> str:
             "# tokenmeter gateway benchmark",
             "",
             f"{m['date']} · commit {m['commit']} · Python {m['python']} · nproc {m['nproc']} "
-            f"({m['cpu']}) · {s['duration']} s windows after {s['warmup']} s warm-up",
+            f"({m['cpu']}) · {s['duration']} s windows after {s['warmup']} s warm-up · "
+            f"request log {s.get('request_log', 'off')}",
             "",
             "## Targets",
             "",
@@ -633,6 +639,9 @@ def parse_args() -> argparse.Namespace:
     )
     parser.add_argument("--litellm-cmd", help="command that runs the LiteLLM CLI")
     parser.add_argument("--out", type=Path, help="results directory")
+    parser.add_argument(
+        "--request-log", choices=["on", "off"], default="on", help="tokenmeter's JSON request log"
+    )
     args = parser.parse_args()
     args.duration = args.duration or (3.0 if args.quick else 10.0)
     args.warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0)
@@ -650,8 +659,12 @@ def bench(args: argparse.Namespace, work: Path, sampler: Sampler) -> dict[str, A
     """Start everything, measure, and return the results."""
     direct = start_mock(args.out)
     mock = direct.url.removesuffix("/v1")
+    log = args.request_log == "on"
     workers = (1,) if args.translation_only else (1, 2)
-    targets = [direct, *(start_tokenmeter(w, work, mock, args.out) for w in workers)]
+    targets = [
+        direct,
+        *(start_tokenmeter(w, work, mock, args.out, request_log=log) for w in workers),
+    ]
     litellm = args.litellm and not args.translation_only
     if litellm and (server := start_litellm(args, work, mock, args.out)):
         targets.append(server)
@@ -669,7 +682,12 @@ def bench(args: argparse.Namespace, work: Path, sampler: Sampler) -> dict[str, A
                          f"{r['error_kinds']}, e.g. {r['error_samples'][:1]}")  # fmt: skip
     return {
         "machine": machine(),
-        "settings": {"duration": args.duration, "warmup": args.warmup, "conc": args.conc},
+        "settings": {
+            "duration": args.duration,
+            "warmup": args.warmup,
+            "conc": args.conc,
+            "request_log": args.request_log,
+        },
         "startup_s": {t.label: t.startup_s for t in targets[1:]},
         "runs": runs,
         "translation": translation,

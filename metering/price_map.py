@@ -32,7 +32,7 @@ def load_price_map(
     """
     if path is None:
         # The version is the pin; the packaged file's mtime is only the install time.
-        path, source = packaged_price_file(), f"litellm {_litellm_version()}"
+        path, source = packaged_price_file(), f"litellm {price_map_version()}"
     else:
         modified = datetime.fromtimestamp(path.stat().st_mtime, tz=UTC).date()
         source = f"{path} (modified {modified.isoformat()})"
@@ -52,7 +52,9 @@ def packaged_price_file() -> Path:
     raise FileNotFoundError(f"{PRICE_FILE_NAME} not found: is litellm installed?")
 
 
-def _litellm_version() -> str:
+def price_map_version() -> str:
+    """The version of the installed litellm, whose packaged price file is the default price map
+    (requirements.lock pins it; ``tokenmeter prices`` and the TCO output show it)."""
     try:
         return importlib.metadata.version("litellm")
     except importlib.metadata.PackageNotFoundError:

@@ -34,6 +34,13 @@ from proxy.simulated.launcher import bases_from_env
 log = logging.getLogger("tokenmeter")
 
 ENV_CONFIG = "TOKENMETER_CONFIG"
+ENV_LOG_LEVEL = "TOKENMETER_LOG_LEVEL"  # serve's --log-level, handed to each worker process
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def configure_logging(level: str) -> None:
+    """The process's log level and format; the request log's INFO lines follow the level."""
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
 
 
 def create_app(
@@ -150,6 +157,7 @@ def _ping(rt: Runtime) -> None:
 
 def app_from_env() -> FastAPI:
     """Factory for uvicorn workers: the CLI hands the config over through the environment."""
+    configure_logging(os.environ.get(ENV_LOG_LEVEL, "info"))  # a spawned worker starts bare
     path = os.environ.get(ENV_CONFIG)
     settings = load_settings(Path(path) if path else None)
     return create_app(

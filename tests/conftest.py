@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import create_engine, text
 
 from proxy.simulated import FakeServer, create_anthropic_app, create_openai_app
+from tests import services
 from tests.support import Gateway
 
 FAKE_KEYS = {
@@ -132,19 +133,25 @@ def tmp_db(tmp_path: Path) -> Path:
     return tmp_path / "tokenmeter.db"
 
 
-PG_ADMIN_URL = os.environ.get(
-    "TOKENMETER_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
+def pytest_configure(config: pytest.Config) -> None:
+    services.bind_session(config)
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url() -> Iterator[str]:
+    """The test PostgreSQL server's admin URL (TOKENMETER_TEST_PG_URL), started if need be."""
+    with services.postgres() as url:
+        yield url
 
 
 @pytest.fixture
-def pg_url() -> Iterator[str]:
+def pg_url(pg_admin_url: str) -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test (dropped afterwards)."""
     name = "tm_" + uuid.uuid4().hex[:12]
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f"CREATE DATABASE {name}"))
-    yield PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
+    yield pg_admin_url.rsplit("/", 1)[0] + "/" + name
     with admin.connect() as conn:
         conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
     admin.dispose()

@@ -33,16 +33,18 @@ def load(config: Path | None) -> Settings:
         fail(str(exc), code=2)
 
 
-def open_ledger(settings: Settings) -> Engine:
-    """The ledger's engine, its schema brought up to date (or refused when outdated)."""
-    from metering.store import SchemaOutdated, create_db_engine, prepare_schema
+def open_ledger(settings: Settings, *, upgrade: bool = False) -> Engine:
+    """The ledger's engine, its schema brought up to date (or refused when outdated); one line
+    and exit 2 or 3 when the database URL is unsupported or the database does not answer."""
+    from metering.store import SchemaOutdated
+    from proxy.cli.preflight import StartupError, connect_ledger
 
-    engine = create_db_engine(settings.storage.url)
     try:
-        prepare_schema(engine)
+        return connect_ledger(settings.storage.url, upgrade=upgrade)
     except SchemaOutdated as exc:
         fail(str(exc), code=2)
-    return engine
+    except StartupError as exc:
+        fail(str(exc), code=exc.code)
 
 
 def tco_inputs(settings: Settings) -> TcoInputs:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from proxy.cli.common import ConfigOpt, load
+from proxy.cli.common import ConfigOpt, load, open_ledger
 
 db_cli = typer.Typer(help="Database schema.", no_args_is_help=True)
 
@@ -12,8 +12,7 @@ db_cli = typer.Typer(help="Database schema.", no_args_is_help=True)
 @db_cli.command("upgrade")
 def db_upgrade(config: ConfigOpt = None) -> None:
     """Bring the database schema up to date."""
-    from metering.store import create_db_engine, head_revision, upgrade_schema
+    from metering.store import head_revision
 
-    engine = create_db_engine(load(config).storage.url)
-    upgrade_schema(engine)
+    open_ledger(load(config), upgrade=True).dispose()
     typer.echo(f"schema at revision {head_revision()}")

@@ -28,21 +28,20 @@ def serve(
     """Run the gateway."""
     import uvicorn
 
-    from proxy.app import ENV_CONFIG
+    from proxy.app import ENV_CONFIG, ENV_LOG_LEVEL, configure_logging
     from proxy.config.catalogue import auth_required, effective_models
     from proxy.simulated.launcher import ENV_BASES, encode_bases, run_simulated
 
-    logging.basicConfig(
-        level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(log_level)
+    os.environ[ENV_LOG_LEVEL] = log_level
     settings = load(config)
     models = effective_models(settings)
     _check_tco(settings, models)
     _check_admin_key(settings, models)
-    if workers > 1 or not settings.storage.url.startswith("sqlite"):
-        # migrate SQLite once here, not racing in every worker; refuse an outdated shared
-        # database with a clear message before any worker starts
-        open_ledger(settings).dispose()
+    _preflight(settings, models)
+    # migrate SQLite once here, not racing in every worker; refuse an outdated shared database
+    # (or one that does not answer) with one clear line before any worker starts
+    open_ledger(settings).dispose()
     with _metrics_shared_between(workers), run_simulated(models) as bases:
         _announce(settings, models, bases)
         os.environ[ENV_BASES] = encode_bases(bases)
@@ -119,6 +118,30 @@ def _check_admin_key(settings: Settings, models: list[ModelConfig]) -> None:
         "auth.allow_no_admin_key: true (TOKENMETER_AUTH__ALLOW_NO_ADMIN_KEY=true)",
         code=2,
     )
+
+
+def _preflight(settings: Settings, models: list[ModelConfig]) -> None:
+    from proxy.cli.preflight import (
+        StartupError,
+        check_api_keys,
+        check_journal_dir,
+        unpriced_deployments,
+    )
+    from proxy.config.pricebook import build_pricebook
+    from proxy.gateway.telemetry import check_tracing_installed
+
+    for warning in unpriced_deployments(build_pricebook(settings, models), models):
+        log.warning("%s", warning)
+
+    try:
+        check_api_keys(models)
+        if settings.tracing.enabled:
+            check_tracing_installed()
+        check_journal_dir(settings.storage)
+    except ConfigError as exc:
+        fail(str(exc), code=2)
+    except StartupError as exc:
+        fail(str(exc), code=exc.code)
 
 
 def _announce(settings: Settings, models: list[ModelConfig], bases: dict[str, str]) -> None:

@@ -21,6 +21,7 @@ from pydantic_settings import (
 )
 
 from cost.prices import ON_PREM_BACKENDS
+from proxy.config.observability import RequestLogSettings, TracingSettings
 
 Backend = Literal["anthropic", "azure_mistral", "vllm", "tgi", "openai_compatible"]
 
@@ -277,6 +278,8 @@ class Settings(BaseSettings):
     routing: RoutingSettings = RoutingSettings()
     budgets: BudgetSettings = BudgetSettings()
     rate_limits: RateLimitSettings = RateLimitSettings()
+    request_log: RequestLogSettings = RequestLogSettings()
+    tracing: TracingSettings = TracingSettings()
     models: list[ModelConfig] = Field(default_factory=list)
     model_routes: list[ModelRouteConfig] = Field(
         default_factory=list, description="tried in order after the aliases and model_aliases"

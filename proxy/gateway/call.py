@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from cost.usage import TokenUsage
 from metering.events import Status, UsageEvent, UsageSource, new_event_id
@@ -13,13 +13,15 @@ from proxy.gateway.attribution import UNKNOWN, Attribution, key_attribution
 if TYPE_CHECKING:
     from metering.ledger import Ledger
     from proxy.gateway.deployments import Deployment
+    from proxy.gateway.telemetry import Telemetry
 
 
 class Call:
     """Collects what the usage event needs while a request is served; ``finish`` records it once.
 
     ``upstream_s`` accumulates time spent waiting on the upstream, so the proxy's own overhead is
-    the rest of the latency.
+    the rest of the latency. ``last`` is False while a failure would still move the request to
+    another deployment; ``telemetry`` (request log, traces) is None when both are off.
     """
 
     __slots__ = (
@@ -31,19 +33,27 @@ class Call:
         "deployment",
         "headers",
         "key",
+        "last",
         "model",
+        "operation",
         "request_id",
+        "spans",
         "started",
         "started_perf",
         "stream",
+        "telemetry",
         "ttft_s",
         "upstream_s",
     )
 
-    def __init__(self, ledger: Ledger, key: KeyInfo) -> None:
+    def __init__(self, ledger: Ledger, key: KeyInfo, telemetry: Telemetry | None = None) -> None:
         self._ledger = ledger
         self._done = False
         self.key = key
+        self.telemetry = telemetry
+        self.spans: Any = None  # the tracer's own state of this request
+        self.last = True
+        self.operation = "chat"
         self.request_id = ""  # the first attempt's event id, set when it is recorded
         self.attempt = 1
         self.started = time.time()
@@ -63,10 +73,11 @@ class Call:
 
     def next_attempt(self) -> Call:
         """The same request on its next deployment: a new event, the same request id."""
-        nxt = Call(self._ledger, self.key)
+        nxt = Call(self._ledger, self.key, self.telemetry)
         nxt.request_id, nxt.attempt = self.request_id, self.attempt + 1
         nxt.attribution, nxt.model, nxt.stream = self.attribution, self.model, self.stream
         nxt.attributed = self.attributed
+        nxt.operation, nxt.spans = self.operation, self.spans
         return nxt
 
     def overhead_s(self) -> float:
@@ -76,6 +87,8 @@ class Call:
     def discard(self) -> None:
         """Nothing to record for this request (it spends no tokens)."""
         self._done = True
+        if self.telemetry is not None:
+            self.telemetry.discarded(self)
 
     def finish(
         self,
@@ -88,7 +101,8 @@ class Call:
     ) -> bool:
         """Record the event once; False if it could not be journaled (answer 503 if possible).
 
-        ``error_code`` says why a refused or failed request failed (default: the status's)."""
+        ``error_code`` says why a refused or failed request failed (default: the status's); it is
+        the code of the error body the client gets (``upstream_timeout``...)."""
         if self._done:
             return True
         self._done = True
@@ -97,37 +111,39 @@ class Call:
         att = self.attribution
         event_id = new_event_id()
         self.request_id = self.request_id or event_id
-        return self._ledger.record(
-            UsageEvent(
-                id=event_id,
-                request_id=self.request_id,
-                attempt=self.attempt,
-                started_at=self.started,
-                finished_at=self.started + latency_s,
-                key_id=self.key.id,
-                team=att.team,
-                user=att.user,
-                end_user=att.end_user,
-                user_source=att.user_source,
-                agent=att.agent,
-                session=att.session,
-                use_case=att.use_case,
-                model=self.model,
-                backend=dep.backend if dep else "none",
-                deployment=dep.name if dep else "none",
-                upstream_model=dep.model if dep else "none",
-                on_prem=dep.on_prem if dep else False,
-                stream=self.stream,
-                status=status,
-                http_status=http_status,
-                usage=usage or TokenUsage(),
-                usage_source=source,
-                latency_s=latency_s,
-                ttft_s=self.ttft_s,
-                overhead_s=max(0.0, latency_s - self.upstream_s),
-                error_code=_error_code(status, http_status, error_code or ""),
-            )
+        event = UsageEvent(
+            id=event_id,
+            request_id=self.request_id,
+            attempt=self.attempt,
+            started_at=self.started,
+            finished_at=self.started + latency_s,
+            key_id=self.key.id,
+            team=att.team,
+            user=att.user,
+            end_user=att.end_user,
+            user_source=att.user_source,
+            agent=att.agent,
+            session=att.session,
+            use_case=att.use_case,
+            model=self.model,
+            backend=dep.backend if dep else "none",
+            deployment=dep.name if dep else "none",
+            upstream_model=dep.model if dep else "none",
+            on_prem=dep.on_prem if dep else False,
+            stream=self.stream,
+            status=status,
+            http_status=http_status,
+            usage=usage or TokenUsage(),
+            usage_source=source,
+            latency_s=latency_s,
+            ttft_s=self.ttft_s,
+            overhead_s=max(0.0, latency_s - self.upstream_s),
+            error_code=_error_code(status, http_status, error_code or ""),
         )
+        journaled = self._ledger.record(event)
+        if self.telemetry is not None:
+            self.telemetry.finished(self, event, event.error_code or None)
+        return journaled
 
 
 _STATUS_CODES = {

@@ -33,6 +33,16 @@ _ANTHROPIC_TYPES = {
 }
 
 
+_RETRYABLE = frozenset(
+    {"upstream_timeout", "upstream_unavailable", "upstream_error", "upstream_rate_limited"}
+)
+
+
+def retryable_code(code: str | None, status: int) -> bool:
+    """Whether an attempt that failed with this error code and status moves to the next one."""
+    return code in _RETRYABLE or (code == "upstream_rejected" and status == 429)
+
+
 class ProxyError(Exception):
     """An error to answer with; raised anywhere on the request path."""
 

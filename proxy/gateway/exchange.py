@@ -43,11 +43,14 @@ async def send_timed(
     headers: dict[str, str] | None = None,
 ) -> UpstreamResponse:
     """Send and wait for the response headers."""
+    headers = headers or dep.headers
+    if call.spans is not None and call.telemetry is not None:
+        headers = call.telemetry.propagate(call, headers)
     with waiting_on_upstream(call, dep):
         return await upstream.send(
             dep.url(path),
             body=body,
-            headers=headers or dep.headers,
+            headers=headers,
             timeout_s=dep.timeout_s,
             stream=call.stream,
         )

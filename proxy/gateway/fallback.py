@@ -14,17 +14,14 @@ from starlette.types import ASGIApp
 
 from proxy.gateway.call import Call
 from proxy.gateway.deployments import Deployment
-from proxy.gateway.errors import ProxyError
+from proxy.gateway.errors import ProxyError, retryable_code
 from proxy.gateway.runtime import Runtime
 
 Attempt = Callable[[Call, Deployment], Awaitable[ASGIApp]]
-_RETRYABLE = frozenset(
-    {"upstream_timeout", "upstream_unavailable", "upstream_error", "upstream_rate_limited"}
-)
 
 
 def retryable(exc: ProxyError) -> bool:
-    return exc.code in _RETRYABLE
+    return retryable_code(exc.code, exc.status)
 
 
 async def with_fallback(
@@ -48,6 +45,9 @@ async def with_fallback(
         if i:
             current = call.next_attempt()
         current.deployment = dep
+        current.last = i == len(candidates) - 1
+        if current.telemetry is not None:
+            current.telemetry.attempt_started(current)
         rt.router.begin(dep)
         try:
             response = await attempt(current, dep)

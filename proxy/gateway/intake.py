@@ -26,7 +26,9 @@ async def authenticate(request: Request, rt: Runtime, *, anthropic: bool = False
     key = await rt.keys.authenticate(token)
     if not rt.ledger.accepting:
         raise journal_unavailable()
-    call = Call(rt.ledger, key)
+    call = Call(rt.ledger, key, rt.telemetry)
+    if rt.telemetry is not None:
+        rt.telemetry.request_started(call, request.headers)
     if rt.settings.simulated_clock:
         _set_simulated_start(call, request.headers.get(SIMULATED_TIME_HEADER))
     return call

@@ -121,7 +121,7 @@ async def embeddings(request: Request, rt: Runtime, call: Call) -> ASGIApp:
     body = await read_json(request, rt, call)
     if body.get("input") in (None, "", []):
         raise ProxyError(400, "input is required", code="invalid_request")
-    call.stream = False
+    call.stream, call.operation = False, "embeddings"
     admit(rt, call)
 
     async def attempt(call: Call, dep: Deployment) -> ASGIApp:

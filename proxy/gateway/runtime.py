@@ -24,6 +24,7 @@ from proxy.gateway.budgets import BudgetGuard
 from proxy.gateway.deployments import Router, build_router
 from proxy.gateway.projector import Projector
 from proxy.gateway.ratelimit import RateLimiter
+from proxy.gateway.telemetry import Telemetry, build_telemetry
 from proxy.gateway.upstream import Upstream
 
 STATE_INTERVAL_S = 1.0  # how often each process refreshes its state gauges
@@ -48,6 +49,7 @@ class Runtime:
     limiter: RateLimiter
     identity: IdentityMetrics
     simulated_bases: dict[tuple[str, int], str] = field(default_factory=dict)
+    telemetry: Telemetry | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -59,6 +61,7 @@ async def build_runtime(
     open_mode: bool,
 ) -> Runtime:
     storage = settings.storage
+    telemetry = build_telemetry(settings)
     engine = create_db_engine(storage.url)
     await asyncio.to_thread(prepare_schema, engine)
     prices = await asyncio.to_thread(build_pricebook, settings, models)
@@ -132,6 +135,7 @@ async def build_runtime(
         limiter=limiter,
         identity=IdentityMetrics(registry),
         simulated_bases=simulated_bases,
+        telemetry=telemetry,
     )
     rt.projector.start()
     rt.tasks.append(asyncio.create_task(_publish_state_forever(rt), name="tokenmeter-state"))
@@ -149,6 +153,8 @@ async def close_runtime(rt: Runtime) -> None:
     await rt.keys.stop()
     await rt.writer.stop()
     rt.engine.dispose()
+    if rt.telemetry is not None:
+        await rt.telemetry.close()
 
 
 def config_budgets(settings: BudgetSettings) -> list[Budget]:

@@ -9,11 +9,12 @@ runs reuse them.
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+
+from tests import services
 
 CLAUDE_CODE = ("@anthropic-ai/claude-code", "2.1.332", "claude")
 CODEX = ("@openai/codex", "0.171.0", "codex")
@@ -32,9 +33,9 @@ def installed_cli(package: str, version: str, binary: str) -> Path:
     exe = prefix / "node_modules" / ".bin" / binary
     if exe.exists():
         return exe
-    npm = shutil.which("npm")
-    if npm is None or shutil.which("node") is None:
-        pytest.fail(f"node and npm are needed to install {package}@{version} for this test")
+    why = f"installing {package}@{version} for this test"
+    services.program("node", package="nodejs", why=why)
+    npm = services.program("npm", package="npm", why=why)
     prefix.mkdir(parents=True, exist_ok=True)
     print(f"installing {package}@{version} from npm into {prefix} (once)")
     done = subprocess.run(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -18,6 +17,7 @@ import yaml
 
 from metering.store import create_db_engine, upgrade_schema
 from proxy.config.settings import load_settings
+from tests import services
 from tests.grafana.queries import ROOT
 
 DEPLOY = ROOT / "deploy"
@@ -49,8 +49,7 @@ def script(container: dict[str, Any]) -> str:
 
 
 def test_promtool_accepts_the_shipped_prometheus_config():
-    promtool = shutil.which("promtool")
-    assert promtool, "promtool is not installed: apt-get install prometheus (Debian package)"
+    promtool = services.program("promtool", package="prometheus", why="checking prometheus.yml")
     proc = subprocess.run(
         [promtool, "check", "config", str(DEPLOY / "prometheus.yml")],
         capture_output=True,

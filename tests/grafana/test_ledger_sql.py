@@ -13,7 +13,6 @@ from sqlalchemy import Engine, create_engine, text
 from cost.usage import TokenUsage
 from metering.store import create_db_engine, upgrade_schema
 from metering.writer import insert_events
-from tests.conftest import PG_ADMIN_URL
 from tests.grafana.queries import (
     SQL,
     interpolate,
@@ -69,14 +68,14 @@ def ledger_events(n: int) -> list:
 
 
 @pytest.fixture(scope="module")
-def ledger() -> Iterator[Engine]:
+def ledger(pg_admin_url: str) -> Iterator[Engine]:
     """A fresh PostgreSQL database (as tests/conftest.py pg_url, for the whole module), migrated
     and filled through the ledger's own writer."""
     name = "tm_" + uuid.uuid4().hex[:12]
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
+    admin = create_engine(pg_admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as conn:
         conn.execute(text(f"CREATE DATABASE {name}"))
-    engine = create_db_engine(PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name)
+    engine = create_db_engine(pg_admin_url.rsplit("/", 1)[0] + "/" + name)
     try:
         upgrade_schema(engine)
         assert insert_events(engine, ledger_events(600)) == 600

@@ -4,7 +4,6 @@ tokenmeter under traffic, with the scrape job of deploy/prometheus.yml."""
 from __future__ import annotations
 
 import math
-import shutil
 import socket
 import subprocess
 import threading
@@ -18,6 +17,7 @@ import pytest
 import yaml
 
 from proxy.simulated import FakeServer
+from tests import services
 from tests.conftest import backend_models
 from tests.grafana.queries import (
     LABEL_VALUES,
@@ -38,9 +38,7 @@ PROM_QUERIES = queries(PROMETHEUS)
 
 
 def prometheus_binary() -> str:
-    path = shutil.which("prometheus")
-    assert path, "Prometheus is not installed: apt-get install prometheus (Debian package)"
-    return path
+    return services.program("prometheus", package="prometheus", why="the dashboard queries")
 
 
 def free_port() -> int:

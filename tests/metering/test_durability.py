@@ -204,8 +204,9 @@ OUTAGE_CUT_S = 5.0
 
 
 @pytest.fixture
-def relay() -> Iterator[TcpRelay]:
-    r = TcpRelay(("127.0.0.1", 5432)).start()
+def relay(pg_admin_url: str) -> Iterator[TcpRelay]:
+    pg = make_url(pg_admin_url)
+    r = TcpRelay((pg.host or "127.0.0.1", pg.port or 5432)).start()
     yield r
     r.stop()
 
@@ -218,7 +219,7 @@ def test_database_outage_keeps_serving_and_backlog_drains(
     servers: list[ServerProcess],  # after relay: servers are killed before the relay stops
 ) -> None:
     pg = make_url(pg_url)
-    assert (pg.host, pg.port or 5432) == ("127.0.0.1", 5432)
+    assert (pg.host, pg.port or 5432) == relay.target
     db_url = pg.set(port=relay.port).render_as_string(hide_password=False)
     config = write_config(
         tmp_path / "tokenmeter.yaml",

@@ -6,6 +6,7 @@ import logging
 import subprocess
 import sys
 from collections.abc import Iterator
+from importlib.metadata import version
 
 import openai
 import pytest
@@ -83,6 +84,7 @@ def test_prices_command_shows_keys_and_unknowns(fakes, tmp_path):
         check=True,
     ).stdout
     lines = {line.split()[0]: line for line in out.splitlines()[2:]}
+    assert out.splitlines()[0] == f"prices: litellm {version('litellm')}"
     assert "claude-sonnet-4-5" in lines["claude"] and "15.000" in lines["claude"]
     assert "azure_ai/mistral-large-3" in lines["azure-mistral"]
     assert "on-prem" in lines["vllm-model"]
