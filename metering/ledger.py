@@ -67,6 +67,11 @@ class Ledger:
             self._metrics.observe(event)
         return journaled or not self._reject
 
+    def count_internal_error(self, exception: str) -> None:
+        """One request failed on a bug of ours (its event says internal_error)."""
+        if self._metrics is not None:
+            self._metrics.internal_errors.labels(exception).inc()
+
     def _warn_unpriced(self, model: str, backend: str) -> None:
         if (model, backend) not in self._unpriced:
             self._unpriced.add((model, backend))

@@ -127,6 +127,19 @@ class UsageMetrics:
             base,
             registry=r,
         )
+        self.internal_errors = Counter(
+            "tokenmeter_internal_errors",
+            "Requests the gateway failed on itself (answered 500, recorded internal_error), by "
+            "exception class.",
+            ["exception"],
+            registry=r,
+        )
+        self.quarantined = Counter(
+            "tokenmeter_ledger_quarantined",
+            "Events the database refused on their data, moved to the quarantine "
+            "(`tokenmeter ledger quarantine list`).",
+            registry=r,
+        )
         self.duration = Histogram(
             "tokenmeter_request_duration_seconds",
             "Request duration, first byte in to last byte out.",

@@ -23,6 +23,7 @@ from metering.metrics import exposition
 from proxy import admin
 from proxy.config.catalogue import auth_required, effective_models
 from proxy.config.settings import Settings, load_settings
+from proxy.gateway.drain import hook_signals
 from proxy.gateway.errors import openai_error
 from proxy.gateway.reload import watch_config
 from proxy.gateway.routes import api_routes
@@ -50,6 +51,7 @@ def create_app(
         if config_path is not None:
             rt.tasks.append(asyncio.create_task(watch_config(rt, config_path)))
         app.state.runtime = rt
+        hook_signals(rt.drain)
         _freeze_startup_heap()
         try:
             yield

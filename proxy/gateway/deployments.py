@@ -8,6 +8,7 @@ from urllib.parse import quote
 from proxy.config.settings import ANTHROPIC_PUBLIC_API, DeploymentConfig, ModelConfig
 from proxy.gateway.balancer import Breaker, SmoothWeighted, monotonic, rendezvous
 from proxy.gateway.errors import ProxyError
+from proxy.gateway.redaction import Redactor
 
 ANTHROPIC_VERSION = "2023-06-01"
 UNKNOWN_SESSION = "unknown"  # pinned for requests we translate; native calls forward theirs
@@ -28,6 +29,7 @@ class Deployment:
     simulated: bool
     headers: dict[str, str] = field(default_factory=dict)
     query: str = ""
+    stream_idle_timeout_s: float | None = None
 
     @property
     def is_anthropic(self) -> bool:
@@ -70,6 +72,7 @@ def build_deployment(
         simulated=cfg.simulated,
         headers=headers,
         query=query,
+        stream_idle_timeout_s=cfg.stream_idle_timeout_s,
     )
 
 
@@ -99,6 +102,7 @@ class Router:
         for deps in models.values():
             for d in deps:
                 self.breakers.setdefault(d.name, Breaker(failures_to_open, cooldown_s))
+        self.redactor = Redactor.for_deployments(d for deps in models.values() for d in deps)
 
     @property
     def aliases(self) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import orjson
 from starlette.responses import Response
 
@@ -33,23 +35,43 @@ _ANTHROPIC_TYPES = {
 class ProxyError(Exception):
     """An error to answer with; raised anywhere on the request path."""
 
-    def __init__(self, status: int, message: str, *, code: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        code: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
+        self.headers = headers  # passed to the client: Retry-After and rate-limit headers
 
 
-def openai_error(status: int, message: str, *, code: str | None = None) -> Response:
+def openai_error(
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
     err_type = _OPENAI_TYPES.get(status, "api_error")
     body = {"error": {"message": message, "type": err_type, "param": None, "code": code}}
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+    return Response(
+        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
+    )
 
 
-def anthropic_error(status: int, message: str) -> Response:
+def anthropic_error(
+    status: int, message: str, *, headers: Mapping[str, str] | None = None
+) -> Response:
     err_type = _ANTHROPIC_TYPES.get(status, "api_error")
     body = {"type": "error", "error": {"type": err_type, "message": message}}
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+    return Response(
+        orjson.dumps(body), status_code=status, media_type="application/json", headers=headers
+    )
 
 
 def upstream_message(body: bytes) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -18,11 +20,19 @@ from proxy.gateway.deployments import Deployment
 from proxy.gateway.errors import ProxyError, anthropic_error, openai_error
 from proxy.gateway.exchange import raise_for_upstream, read_timed, send_timed
 from proxy.gateway.fallback import with_fallback
-from proxy.gateway.intake import attribute_by_headers, authenticate, read_json, upstream_body
+from proxy.gateway.intake import (
+    attribute_by_headers,
+    authenticate,
+    client_gone,
+    read_json,
+    stop_disconnect_watch,
+    upstream_body,
+)
 from proxy.gateway.openai_relay import forward_json, forward_stream
 from proxy.gateway.runtime import Runtime
 from proxy.gateway.streaming import EventStreamResponse
 
+log = logging.getLogger(__name__)
 Handler = Callable[[Request, Runtime, Call], Awaitable[ASGIApp]]
 
 
@@ -39,6 +49,8 @@ def _endpoint(
         try:
             call = await authenticate(request, rt, anthropic=anthropic)
             response = await handler(request, rt, call)
+            if isinstance(response, EventStreamResponse):
+                rt.drain.track(response)
             if rt.settings.metrics.overhead_header:
                 _add_overhead_header(response, call)
             return response
@@ -46,7 +58,34 @@ def _endpoint(
             if call is not None:
                 attribute_by_headers(request, rt, call)
                 call.finish("client_error" if exc.status < 500 else "upstream_error", exc.status)
-            return error(exc.status, exc.message, code=exc.code)
+            return error(
+                exc.status,
+                rt.router.redactor.scrub(exc.message),
+                code=exc.code,
+                headers=exc.headers,
+            )
+        except orjson.JSONEncodeError as exc:
+            # Valid JSON that cannot be sent on: nested deeper than the encoder's 254 levels.
+            if call is not None:
+                call.finish("client_error", 400)
+            return error(400, f"request body cannot be forwarded: {exc}", code="invalid_request")
+        except asyncio.CancelledError:
+            if call is not None:
+                call.finish("cancelled", 499)
+            if not client_gone(request):
+                raise  # shutdown: the server cancels what outlived the drain
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            return error(499, "client closed the request", code="client_closed")
+        except Exception as exc:
+            # A bug of ours: still one event, a count by class, and the family's error shape.
+            name = type(exc).__name__
+            log.exception("internal error serving %s", request.url.path)
+            rt.ledger.count_internal_error(name)
+            if call is not None:
+                call.finish("internal_error", 500)
+            return error(500, f"internal error ({name})", code="internal_error")
+        finally:
+            stop_disconnect_watch(request)
 
     return endpoint
 
@@ -63,8 +102,14 @@ def _add_overhead_header(response: ASGIApp, call: Call) -> None:
         response.headers[OVERHEAD_HEADER] = value
 
 
-def _anthropic_error(status: int, message: str, *, code: str | None = None) -> Response:
-    return anthropic_error(status, message)
+def _anthropic_error(
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> Response:
+    return anthropic_error(status, message, headers=headers)
 
 
 def _check_messages(body: dict[str, Any]) -> None:
@@ -156,7 +201,17 @@ async def count_tokens(request: Request) -> Response:
         await raise_for_upstream(resp, call, dep)
         return Response(await read_timed(resp, call, dep), media_type="application/json")
     except ProxyError as exc:
-        return anthropic_error(exc.status, exc.message)
+        return anthropic_error(
+            exc.status, rt.router.redactor.scrub(exc.message), headers=exc.headers
+        )
+    except orjson.JSONEncodeError as exc:
+        return anthropic_error(400, f"request body cannot be forwarded: {exc}")
+    except Exception as exc:
+        log.exception("internal error counting tokens")
+        rt.ledger.count_internal_error(type(exc).__name__)
+        return anthropic_error(500, f"internal error ({type(exc).__name__})")
+    finally:
+        stop_disconnect_watch(request)
 
 
 async def list_models(request: Request) -> Response:

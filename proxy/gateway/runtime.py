@@ -19,6 +19,7 @@ from proxy.config.pricebook import build_pricebook
 from proxy.config.settings import ModelConfig, Settings
 from proxy.gateway.auth import KeyCache
 from proxy.gateway.deployments import Router, build_router
+from proxy.gateway.drain import Drain
 from proxy.gateway.projector import Projector
 from proxy.gateway.upstream import Upstream
 
@@ -39,6 +40,7 @@ class Runtime:
     metrics: CollectorRegistry
     state: StateMetrics
     projector: Projector
+    drain: Drain
     simulated_bases: dict[tuple[str, int], str] = field(default_factory=dict)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -106,6 +108,7 @@ async def build_runtime(
         metrics=registry,
         state=StateMetrics(registry),
         projector=Projector(engine, settings.tco, prices),
+        drain=Drain(settings.limits.drain_timeout_s),
         simulated_bases=simulated_bases,
     )
     rt.projector.start()
@@ -114,6 +117,7 @@ async def build_runtime(
 
 
 async def close_runtime(rt: Runtime) -> None:
+    rt.drain.stop()
     for task in rt.tasks:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
