@@ -42,6 +42,11 @@ class Ledger:
         return self._writer.db_ok
 
     @property
+    def writer_stalled(self) -> str | None:
+        """Why the writer cannot write although the database answers; None when it can."""
+        return self._writer.stalled
+
+    @property
     def journal_failed(self) -> bool:
         return self._writer.journal_failed
 

@@ -230,7 +230,13 @@ class StateMetrics:
         )
         self.database_up = Gauge(
             "tokenmeter_database_up",
-            "1 if the last database write succeeded, else 0.",
+            "1 if the database answers the ledger writer, else 0.",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.writer_up = Gauge(
+            "tokenmeter_ledger_writer_up",
+            "0 while the database answers but the ledger writer cannot write (stalled), else 1.",
             registry=r,
             multiprocess_mode="livemin",
         )
@@ -287,11 +293,18 @@ class StateMetrics:
         )
 
     def set_ledger(
-        self, *, backlog_events: int, backlog_bytes: int, database_ok: bool, journal_ok: bool
+        self,
+        *,
+        backlog_events: int,
+        backlog_bytes: int,
+        database_ok: bool,
+        journal_ok: bool,
+        writer_ok: bool = True,
     ) -> None:
         self.backlog_events.set(backlog_events)
         self.backlog_bytes.set(backlog_bytes)
         self.database_up.set(1 if database_ok else 0)
+        self.writer_up.set(1 if writer_ok else 0)
         self.journal_writable.set(1 if journal_ok else 0)
 
     def set_tco(self, state: dict[str, Any] | None) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Column, DateTime, Index
+from sqlalchemy import BigInteger, Column, DateTime, Index, Text
 from sqlmodel import Field, SQLModel
 
 
@@ -21,7 +21,7 @@ class UsageEventRecord(SQLModel, table=True):
     agent: str = Field(max_length=128)
     session: str = Field(max_length=128)
     use_case: str = Field(max_length=128)
-    model: str = Field(max_length=128)
+    model: str = Field(max_length=256)
     backend: str = Field(max_length=32)
     deployment: str = Field(max_length=256)
     upstream_model: str = Field(max_length=256)
@@ -42,6 +42,21 @@ class UsageEventRecord(SQLModel, table=True):
     overhead_s: float
     request_id: str = Field(default="", max_length=26)
     attempt: int = 1
+
+
+class QuarantineRecord(SQLModel, table=True):
+    """An event the database refused on its data (not on connectivity), kept with the error so
+    `tokenmeter ledger quarantine retry` can replay it after a fix. ``payload`` is the event's
+    flat row as JSON text (ASCII-escaped: it holds whatever the database refused, a NUL
+    included)."""
+
+    __tablename__ = "ledger_quarantine"
+
+    id: str = Field(primary_key=True, max_length=64)
+    quarantined_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    error: str = Field(sa_column=Column(Text, nullable=False))
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    attempts: int = 1
 
 
 class ApiKeyBase(SQLModel):
@@ -116,7 +131,7 @@ class UsageRollupRecord(SQLModel, table=True):
     user: str = Field(primary_key=True, max_length=128)
     agent: str = Field(primary_key=True, max_length=128)
     key_id: str = Field(primary_key=True, max_length=64)
-    model: str = Field(primary_key=True, max_length=128)
+    model: str = Field(primary_key=True, max_length=256)
     backend: str = Field(primary_key=True, max_length=32)
     deployment: str = Field(primary_key=True, max_length=256)
     on_prem: bool = Field(primary_key=True)

@@ -123,19 +123,22 @@ async def healthz() -> dict[str, str]:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    """Ready when the database answers and the journal is writable; reports the backlog."""
+    """Ready when the database answers, the writer moves and the journal is writable; reports
+    the backlog. A stalled writer (database up, writes refused) reads apart from a down one."""
     rt: Runtime = request.app.state.runtime
+    stalled = rt.ledger.writer_stalled
     body: dict[str, Any] = {
         "backlog_events": rt.ledger.backlog_events,
         "backlog_bytes": rt.ledger.backlog_bytes,
         "journal": "failed" if rt.ledger.journal_failed else "ok",
+        "writer": f"stalled: {stalled}" if stalled else "ok",
     }
     try:
         await asyncio.wait_for(asyncio.to_thread(_ping, rt), timeout=5)
         body["database"] = "ok"
     except Exception as exc:
         body["database"] = f"unreachable: {type(exc).__name__}"
-    ready = body["database"] == "ok" and not rt.ledger.journal_failed
+    ready = body["database"] == "ok" and not rt.ledger.journal_failed and not stalled
     body["status"] = "ready" if ready else "unavailable"
     return JSONResponse(body, status_code=200 if ready else 503)
 

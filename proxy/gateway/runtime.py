@@ -81,6 +81,7 @@ async def build_runtime(
     keys = KeyCache(
         engine, refresh_interval_s=settings.auth.refresh_interval_s, required=not open_mode
     )
+    writer.quarantine.on_quarantined = usage_metrics.quarantined.inc
     upstream = Upstream()
     writer.start()
     await keys.start()
@@ -136,6 +137,7 @@ def publish_state(rt: Runtime) -> None:
         backlog_bytes=rt.ledger.backlog_bytes,
         database_ok=rt.ledger.database_ok,
         journal_ok=not rt.ledger.journal_failed,
+        writer_ok=rt.ledger.writer_stalled is None,
     )
     rt.state.set_tco(rt.projector.latest)
 
