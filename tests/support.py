@@ -54,6 +54,7 @@ class Gateway:
         }
         for section, values in defaults.items():  # a test's settings refine these sections
             config[section] = {**values, **config.get(section, {})}
+        self.db_url = config["storage"]["url"]  # a test may put the ledger on PostgreSQL
         self.settings = load_settings(**config)
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -6,6 +6,7 @@ Everything else talks to ``Upstream.send`` and ``UpstreamResponse``.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
@@ -126,5 +127,6 @@ class Upstream:
 def _reason(exc: aiohttp.ClientError) -> str:
     """Why, without the address: error messages reach clients, upstream addresses must not."""
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return exc.os_error.strerror or type(exc.os_error).__name__
+        err = exc.os_error  # its strerror may quote the address: take the errno's own text
+        return os.strerror(err.errno) if err.errno else type(err).__name__
     return type(exc).__name__
