@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, HTTPException
+from fastapi.exceptions import RequestValidationError
 from prometheus_client import CONTENT_TYPE_LATEST
 from sqlalchemy import text
 from starlette.requests import Request
@@ -67,6 +68,7 @@ def create_app(
         redoc_url=None,
     )
     app.add_exception_handler(HTTPException, _admin_error)
+    app.add_exception_handler(RequestValidationError, _admin_invalid)
     for router in admin.routers:
         app.include_router(router)
     app.add_api_route("/healthz", healthz, methods=["GET"], include_in_schema=False)
@@ -116,6 +118,18 @@ class Gateway(FastAPI):
 async def _admin_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     return openai_error(exc.status_code, str(exc.detail))
+
+
+async def _admin_invalid(request: Request, exc: Exception) -> Response:
+    """422 in the documented shape, naming the fields but never echoing the input: it may hold
+    what no response can encode (a lone surrogate), or a secret pasted in the wrong field."""
+    assert isinstance(exc, RequestValidationError)
+    problems = [
+        f"{'.'.join(str(p) for p in err.get('loc', ()))}: {err.get('msg', 'invalid')}"
+        for err in exc.errors()
+    ]
+    message = "; ".join(problems)[:1000].encode("utf-8", "replace").decode()
+    return openai_error(422, message or "invalid request", code="invalid_request")
 
 
 async def healthz() -> dict[str, str]:

@@ -170,3 +170,28 @@ def _healthy(url: str) -> bool:
         return httpx.get(url + "/healthz", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+@contextmanager
+def pg_database(admin_url: str) -> Iterator[str]:
+    """A fresh PostgreSQL database migrated to head, for a module's gateway; dropped after."""
+    import uuid
+
+    from sqlalchemy import create_engine
+
+    from metering.store import upgrade_schema
+
+    name = "tm_" + uuid.uuid4().hex[:12]
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    url = admin_url.rsplit("/", 1)[0] + "/" + name
+    engine = create_db_engine(url)
+    upgrade_schema(engine)
+    engine.dispose()
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()

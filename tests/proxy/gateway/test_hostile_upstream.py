@@ -16,13 +16,11 @@ import anthropic
 import httpx
 import openai
 import pytest
-from sqlalchemy import create_engine, text
 
-from metering.store import create_db_engine, upgrade_schema
 from proxy.simulated import FakeServer
 from tests.conftest import PG_ADMIN_URL
 from tests.proxy.gateway.hostile import SECRET_KEY, Notes, create_hostile_app
-from tests.support import Gateway, free_port, wait_for
+from tests.support import Gateway, free_port, pg_database, wait_for
 
 PROVIDER_KEY = "hostile-provider-key-42"
 
@@ -44,18 +42,8 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('hostile') / 'tm.db'}"
         return
-    name = "tm_" + uuid.uuid4().hex[:12]
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(text(f"CREATE DATABASE {name}"))
-    url = PG_ADMIN_URL.rsplit("/", 1)[0] + "/" + name
-    engine = create_db_engine(url)
-    upgrade_schema(engine)
-    engine.dispose()
-    yield url
-    with admin.connect() as conn:
-        conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-    admin.dispose()
+    with pg_database(PG_ADMIN_URL) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
