@@ -16,7 +16,6 @@ from proxy.gateway.attribution import MAX_LEN
 router = APIRouter(prefix="/admin", tags=["admin"])
 
 
-
 def _printable(value: str) -> str:
     # The pattern lets lone surrogates through (valid JSON escapes, invalid text): no database
     # driver can encode them, so they are refused here as any unprintable character is.
