@@ -30,6 +30,7 @@ def serve(
 
     from proxy.app import ENV_CONFIG
     from proxy.config.catalogue import auth_required, effective_models
+    from proxy.gateway.drain import SERVER_GRACE_S
     from proxy.simulated.launcher import ENV_BASES, encode_bases, run_simulated
 
     logging.basicConfig(
@@ -65,7 +66,8 @@ def serve(
             http="httptools",
             log_level=log_level,
             access_log=False,
-            timeout_graceful_shutdown=10,
+            # the app cuts (and meters) streams at its drain deadline: the server waits longer
+            timeout_graceful_shutdown=int(settings.limits.drain_timeout_s + SERVER_GRACE_S),
         )
 
 
