@@ -56,15 +56,21 @@ async def read_json(request: Request, rt: Runtime, call: Call) -> dict[str, Any]
     if declared and declared.isdigit() and int(declared) > limit:
         raise ProxyError(413, f"request body exceeds {limit} bytes", code="request_too_large")
     raw = bytearray()
+    timeout_s = rt.settings.limits.body_timeout_s
     try:
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > limit:
-                raise ProxyError(
-                    413, f"request body exceeds {limit} bytes", code="request_too_large"
-                )
+        async with asyncio.timeout(timeout_s):  # a client trickling its body holds nothing long
+            async for chunk in request.stream():
+                raw += chunk
+                if len(raw) > limit:
+                    raise ProxyError(
+                        413, f"request body exceeds {limit} bytes", code="request_too_large"
+                    )
     except ClientDisconnect as exc:
         raise ProxyError(400, "client disconnected while sending the body") from exc
+    except TimeoutError as exc:
+        raise ProxyError(
+            408, f"request body not received within {timeout_s:g} s", code="request_timeout"
+        ) from exc
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
