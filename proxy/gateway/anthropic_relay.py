@@ -24,6 +24,7 @@ from proxy.gateway.exchange import (
     parse_answer,
     raise_for_upstream,
     read_timed,
+    scrub_event,
     send_timed,
 )
 from proxy.gateway.streaming import EventStreamResponse
@@ -94,7 +95,7 @@ async def _translate_stream(
                 tracker.on_event(event)
                 if event.get("type") == "error":
                     state.status = "upstream_error"
-                    yield b"".join(out) + error_event(_event_message(event))
+                    yield b"".join(out) + error_event(_event_message(event, call))
                     return
                 for chunk in translator.on_event(event):
                     call.mark_first_chunk()
@@ -173,7 +174,7 @@ async def _relay_native(
         async for batch in _event_batches(resp, call, state):
             out: list[bytes] = []  # what arrived together leaves in one write
             for event, raw in batch:
-                out.append(raw)
+                out.append(scrub_event(call, raw))
                 if event is None:
                     continue
                 tracker.on_event(event)
@@ -261,9 +262,11 @@ async def _event_batches(
             yield events
 
 
-def _event_message(event: Mapping[str, Any]) -> str:
+def _event_message(event: Mapping[str, Any], call: Call) -> str:
     err = event.get("error")
-    return str(err.get("message", "upstream error")) if isinstance(err, dict) else "upstream error"
+    message = str(err.get("message", "upstream error")) if isinstance(err, dict) else ""
+    dep = call.deployment
+    return dep.redactor.scrub(message) if dep and message else message or "upstream error"
 
 
 def _finish(

@@ -30,6 +30,9 @@ class Deployment:
     headers: dict[str, str] = field(default_factory=dict)
     query: str = ""
     stream_idle_timeout_s: float | None = None
+    redactor: Redactor = field(
+        default_factory=lambda: Redactor((), ()), compare=False, hash=False, repr=False
+    )
 
     @property
     def is_anthropic(self) -> bool:
@@ -73,6 +76,7 @@ def build_deployment(
         headers=headers,
         query=query,
         stream_idle_timeout_s=cfg.stream_idle_timeout_s,
+        redactor=Redactor.for_upstream(cfg.name or f"{cfg.backend}/{cfg.model}", base, headers),
     )
 
 

@@ -126,6 +126,15 @@ def is_anthropic_message(obj: Any) -> bool:
     return isinstance(obj, dict) and isinstance(obj.get("content"), list)
 
 
+def scrub_event(call: Call, data: bytes) -> bytes:
+    """An upstream's in-stream error event, with its key and address redacted (it may echo
+    either); other events pass untouched (the check is one substring search)."""
+    dep = call.deployment
+    if dep is None or b'"error"' not in data:
+        return data
+    return dep.redactor.scrub_bytes(data)
+
+
 def idle_timeout_s(call: Call) -> float | None:
     dep = call.deployment
     return dep.stream_idle_timeout_s if dep is not None else None

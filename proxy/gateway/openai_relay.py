@@ -29,6 +29,7 @@ from proxy.gateway.exchange import (
     parse_answer,
     raise_for_upstream,
     read_timed,
+    scrub_event,
     send_timed,
 )
 from proxy.gateway.streaming import EventStreamResponse
@@ -158,7 +159,7 @@ async def _relay(
                         continue
                 call.mark_first_chunk()
                 chunks += 1
-                out.append(b"data: " + payload + b"\n\n")
+                out.append(b"data: " + scrub_event(call, payload) + b"\n\n")
             if out and not done:  # what arrived together leaves in one write
                 yield b"".join(out)
         status = "ok" if done else "upstream_error"

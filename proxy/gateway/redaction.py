@@ -36,15 +36,18 @@ class Redactor:
         secrets: list[str] = []
         places: list[tuple[str, str]] = []
         for d in deployments:
-            for name, value in d.headers.items():
-                if name in ("authorization", "x-api-key", "api-key"):
-                    secrets.append(value.removeprefix("Bearer ").strip())
-            label = f"deployment {d.name}"
-            places.append((d.api_base, label))
-            netloc = urlsplit(d.api_base).netloc
-            if netloc:
-                places.append((netloc, label))
+            s, p = _of(d.name, d.api_base, d.headers)
+            secrets += s
+            places += p
         return cls(secrets, places)
+
+    @classmethod
+    def for_upstream(cls, name: str, api_base: str, headers: dict[str, str]) -> Redactor:
+        """What one deployment's own answers may leak: its key and its address."""
+        return cls(*_of(name, api_base, headers))
+
+    def scrub_bytes(self, data: bytes) -> bytes:
+        return self.scrub(data.decode(errors="replace")).encode()
 
     def scrub(self, text: str) -> str:
         for secret in self._secrets:
@@ -55,6 +58,22 @@ class Redactor:
             if place and place in text:
                 text = _url_at(place).sub(label, text)
         return text
+
+
+def _of(
+    name: str, api_base: str, headers: dict[str, str]
+) -> tuple[list[str], list[tuple[str, str]]]:
+    secrets = [
+        value.removeprefix("Bearer ").strip()
+        for header, value in headers.items()
+        if header in ("authorization", "x-api-key", "api-key")
+    ]
+    label = f"deployment {name}"
+    places = [(api_base, label)]
+    netloc = urlsplit(api_base).netloc
+    if netloc:
+        places.append((netloc, label))
+    return secrets, places
 
 
 def _shape(match: re.Match[str]) -> str:

@@ -93,6 +93,9 @@ def create_hostile_app(notes: Notes) -> Starlette:
             return JSONResponse(_chat({"prompt_tokens": 1, "completion_tokens": 1}))
         if mode == "stream-broken-usage":
             return StreamingResponse(_broken_usage(), media_type="text/event-stream")
+        if mode == "stream-echo-key":
+            gen = _echo_native(credential) if anthropic else _echo(credential)
+            return StreamingResponse(gen, media_type="text/event-stream")
         if mode == "drip":
             return StreamingResponse(_drip(), media_type="text/event-stream")
         return JSONResponse({"error": {"message": f"unknown mode {mode!r}"}}, 400)
@@ -129,3 +132,22 @@ async def _drip() -> AsyncIterator[bytes]:
     for _ in range(200):  # bounded: 10 s of one byte at a time, never a whole line
         await asyncio.sleep(0.05)
         yield b"d"
+
+
+def _leak(credential: str) -> str:
+    return f"key {credential} refused (Bearer {SECRET_KEY})"
+
+
+async def _echo(credential: str) -> AsyncIterator[bytes]:
+    yield _chunk("partial ")
+    yield b"data: " + json.dumps({"error": {"message": _leak(credential)}}).encode() + b"\n\n"
+
+
+async def _echo_native(credential: str) -> AsyncIterator[bytes]:
+    start = {
+        "type": "message_start",
+        "message": {**_message({"input_tokens": 3, "output_tokens": 0}), "content": []},
+    }
+    error = {"type": "error", "error": {"type": "api_error", "message": _leak(credential)}}
+    yield b"event: message_start\ndata: " + json.dumps(start).encode() + b"\n\n"
+    yield b"event: error\ndata: " + json.dumps(error).encode() + b"\n\n"

@@ -289,3 +289,28 @@ def test_a_256_character_model_is_accepted_and_recorded(gateway, key, session):
     assert r.status_code == 404  # a valid name, of no configured model
     [event] = gateway.wait_events(1, "session = :s", s=session)
     assert event["model"] == name
+
+
+@pytest.mark.parametrize(
+    ("path", "model"),
+    [
+        ("/v1/chat/completions", "hostile"),
+        ("/v1/chat/completions", "hostile-claude"),
+        ("/v1/messages", "hostile-claude"),
+    ],
+)
+def test_in_stream_errors_are_redacted(gateway, key, session, path, model):
+    r = httpx.post(
+        gateway.url + path,
+        headers={"Authorization": f"Bearer {key}", "X-Meter-Session": session},
+        json={
+            "model": model,
+            "max_tokens": 5,
+            "stream": True,
+            "messages": say("stream-echo-key"),
+        },
+    )
+    assert "refused" in r.text  # the upstream's error event reached the client
+    assert PROVIDER_KEY not in r.text and SECRET_KEY not in r.text
+    [event] = gateway.wait_events(1, "session = :s", s=session)
+    assert event["status"] == "upstream_error"
