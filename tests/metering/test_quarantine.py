@@ -10,8 +10,10 @@ import json
 import random
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import Engine, text
 from typer.testing import CliRunner
 
@@ -20,7 +22,9 @@ from metering.quarantine import QUARANTINE_FILE, list_quarantined
 from metering.store import create_db_engine, upgrade_schema
 from metering.writer import BatchWriter
 from proxy.cli import cli
+from tests.conftest import backend_models
 from tests.metering.factories import make_event
+from tests.support import Gateway, wait_for
 
 # Values that reached the journal before intake validated them (or from an older release):
 # each fails the insert on both engines, and a NUL fails it on PostgreSQL.
@@ -200,3 +204,53 @@ def allow_all(engine: Engine) -> None:
                 + (" ON usage_events" if engine.dialect.name == "postgresql" else "")
             )
         )
+
+
+def test_readyz_and_metrics_tell_quarantine_and_stall_apart(fakes, db_url, tmp_path):
+    """Through a running gateway: a poison event left by an older process is quarantined and
+    counted; a missing table makes /readyz say the writer is stalled while the database is up."""
+    engine = create_db_engine(db_url)
+    upgrade_schema(engine)
+    rng = random.Random(8)
+    journal_with(tmp_path / "journal", [poisoned(make_event(rng).flat(), POISON["big-count"])])
+    gw = Gateway(
+        tmp_path / "tm.db",
+        {"models": backend_models(fakes), "storage": {"url": db_url}},
+    ).start()
+    try:
+        wait_for(lambda: len(list_quarantined(engine)) == 1)
+        assert metric(gw, "tokenmeter_ledger_quarantined_total") == 1
+        assert httpx.get(gw.url + "/readyz").json()["writer"] == "ok"
+
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE usage_minutes RENAME TO usage_minutes_moved"))
+        key = gw.create_key(user="ops")
+        chat = {"model": "vllm-model", "messages": [{"role": "user", "content": "hi"}]}
+        headers = {"Authorization": f"Bearer {key}"}
+        assert httpx.post(gw.url + "/v1/chat/completions", json=chat, headers=headers).is_success
+        body = wait_for(lambda: _stalled(gw))
+        assert body["database"] == "ok" and body["status"] == "unavailable"
+        assert "usage_minutes" in body["writer"]
+        assert metric(gw, "tokenmeter_ledger_writer_up") == 0
+        assert metric(gw, "tokenmeter_database_up") == 1
+
+        with engine.begin() as conn:
+            conn.execute(text("ALTER TABLE usage_minutes_moved RENAME TO usage_minutes"))
+        wait_for(lambda: httpx.get(gw.url + "/readyz").json()["status"] == "ready")
+        assert len(gw.events()) == 1 and len(list_quarantined(engine)) == 1
+    finally:
+        gw.stop()
+        engine.dispose()
+
+
+def _stalled(gw: Gateway) -> dict | None:
+    body = httpx.get(gw.url + "/readyz").json()
+    return body if body["writer"] != "ok" else None
+
+
+def metric(gw: Gateway, name: str) -> float:
+    for family in text_string_to_metric_families(httpx.get(gw.url + "/metrics").text):
+        for sample in family.samples:
+            if sample.name == name:
+                return sample.value
+    raise AssertionError(f"no metric {name}")
