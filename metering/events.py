@@ -9,8 +9,10 @@ from typing import Any, Literal
 
 from cost.usage import TokenUsage
 
-Status = Literal["ok", "client_error", "upstream_error", "timeout", "cancelled"]
-UsageSource = Literal["upstream", "estimated"]
+Status = Literal["ok", "client_error", "upstream_error", "timeout", "cancelled", "internal_error"]
+# invalid: the upstream reported counts that are not non-negative integers below a sane bound;
+# what could be read is counted, the rest is 0, and the event says so.
+UsageSource = Literal["upstream", "estimated", "invalid"]
 # Where the paying user came from: the key itself, what the client declared (open mode, service
 # keys), or neither ("unknown": nothing declared and no key user).
 UserSource = Literal["key", "declared", "unknown"]

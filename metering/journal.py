@@ -18,7 +18,7 @@ import fcntl
 import logging
 import os
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,6 +62,8 @@ class Segment:
     offset: int
     fd: int | None = None  # lock holder's descriptor
     pending_events: int = 0  # counted when an orphan is claimed; own segments count elsewhere
+    # lines past the checkpoint that are not events, (byte offset, line): for the quarantine
+    unreadable: list[tuple[int, bytes]] = field(default_factory=list)
 
     @property
     def checkpoint_path(self) -> Path:
@@ -99,22 +101,30 @@ class Segment:
                 try:
                     events.append(decode_row(line))
                 except (orjson.JSONDecodeError, TypeError, KeyError, ValueError):
+                    at = self.offset + pos - len(line) - 1
                     log.error(
-                        "journal %s: unreadable line at byte %d skipped",
-                        self.path.name,
-                        self.offset + pos - len(line) - 1,
+                        "journal %s: unreadable line at byte %d quarantined", self.path.name, at
                     )
+                    self.unreadable.append((at, line))
         return events, self.offset + pos
 
     def commit(self, offset: int) -> None:
+        """Advance the checkpoint; JournalError (naming the journal) if the disk refuses."""
         path = self.checkpoint_path
         tmp = f"{path}.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
         try:
-            os.write(fd, str(offset).encode())
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o640)
+            try:
+                data = str(offset).encode()
+                if os.write(fd, data) != len(data):
+                    raise OSError("short write")
+            finally:
+                os.close(fd)
+            os.replace(tmp, path)
+        except OSError as exc:
+            raise JournalError(
+                f"cannot write the checkpoint of journal {self.path}: {exc}"
+            ) from exc
         self.offset = offset
 
     def remove(self) -> None:
@@ -153,6 +163,7 @@ class Journal:
         self._segment_max_bytes = segment_max_bytes
         self.active: Segment | None = None
         self._size = 0
+        self._torn = False  # a failed append left bytes that could not be cut off
         self.retired: list[Segment] = []  # ours, rotated out, not yet drained
         self.appended = 0
 
@@ -184,11 +195,12 @@ class Journal:
             raise
         return path, fd
 
-    def _install(self, path: Path, fd: int) -> None:
+    def _install(self, path: Path, fd: int, size: int = 0) -> None:
         if self.active is not None:
             self.retired.append(self.active)
         self.active = Segment(path, 0, fd)
-        self._size = 0
+        self._size = size
+        self._torn = False
 
     def append(self, event: UsageEvent) -> None:
         """Write one event durably enough to survive a process kill; JournalError if not."""
@@ -196,6 +208,8 @@ class Journal:
         seg = self.active
         if seg is None or seg.fd is None:
             raise JournalError("journal is not open")
+        if self._torn:
+            raise JournalError(f"journal {seg.path} has a torn tail; waiting for a fresh segment")
         try:
             written = os.write(seg.fd, line)
             if written != len(line):
@@ -203,11 +217,42 @@ class Journal:
             if self.fsync == "always":
                 os.fsync(seg.fd)
         except OSError as exc:
+            self._cut_torn_tail(seg)
             raise JournalError(f"cannot append to journal {seg.path}: {exc}") from exc
         self._size += len(line)
         self.appended += 1
         if self._size >= self._segment_max_bytes:
             self._rotate()
+
+    def _cut_torn_tail(self, seg: Segment) -> None:
+        """After a failed append, part of the line may be on disk: cut it off, or the next
+        line would be glued to it and both lost. If even that fails, stop appending here
+        (``probe`` moves to a fresh segment; readers ignore a torn last line)."""
+        assert seg.fd is not None
+        try:
+            if os.fstat(seg.fd).st_size != self._size:
+                os.ftruncate(seg.fd, self._size)
+        except OSError:
+            self._torn = True
+
+    def truncate_drained(self) -> None:
+        """Everything in the active segment is in the database: empty it now rather than at
+        rotation, so a drained journal takes no disk. Called on the appending thread (the event
+        loop), so no append can land between the check and the truncation. The checkpoint goes
+        to 0 first: a crash (or a failed truncate) in between only replays events the database
+        already has, which the idempotent insert skips."""
+        seg = self.active
+        if seg is None or seg.fd is None or self._torn or not self._size:
+            return
+        if seg.offset != self._size:
+            return
+        try:
+            seg.commit(0)
+            os.ftruncate(seg.fd, 0)
+        except (OSError, JournalError) as exc:
+            log.warning("journal %s: drained segment not emptied: %s", seg.path.name, exc)
+            return
+        self._size = 0
 
     def probe(self) -> None:
         """After a failure: start a fresh segment and write a blank line (readers skip it).
@@ -217,12 +262,13 @@ class Journal:
         except OSError as exc:
             raise JournalError(f"journal {self.directory} still unwritable: {exc}") from exc
         try:
-            os.write(fd, b"\n")
+            if os.write(fd, b"\n") != 1:
+                raise OSError("short write")
         except OSError as exc:
             os.close(fd)
             path.unlink(missing_ok=True)
             raise JournalError(f"journal {self.directory} still unwritable: {exc}") from exc
-        self._install(path, fd)
+        self._install(path, fd, size=1)
 
     def sync(self) -> None:
         if self.active is not None and self.active.fd is not None:

@@ -97,6 +97,17 @@ def load_active_keys(engine: Engine) -> tuple[int, dict[str, KeyInfo]]:
         return generation, {r.key_hash: _info(r) for r in rows}
 
 
+def find_active_key(engine: Engine, digest: str) -> KeyInfo | None:
+    """The active key with this hash, by one lookup on the unique ``key_hash`` index."""
+    with Session(engine) as session:
+        row = session.exec(
+            select(ApiKeyRecord).where(
+                col(ApiKeyRecord.key_hash) == digest, col(ApiKeyRecord.revoked_at).is_(None)
+            )
+        ).first()
+        return _info(row) if row is not None else None
+
+
 def read_generation(engine: Engine) -> int:
     with Session(engine) as session:
         return _read_generation(session)

@@ -51,6 +51,11 @@ class Ledger:
         return self._writer.db_ok
 
     @property
+    def writer_stalled(self) -> str | None:
+        """Why the writer cannot write although the database answers; None when it can."""
+        return self._writer.stalled
+
+    @property
     def journal_failed(self) -> bool:
         return self._writer.journal_failed
 
@@ -84,6 +89,11 @@ class Ledger:
         if self._metrics is not None:
             self._metrics.observe(event)
         return journaled or not self._reject
+
+    def count_internal_error(self, exception: str) -> None:
+        """One request failed on a bug of ours (its event says internal_error)."""
+        if self._metrics is not None:
+            self._metrics.internal_errors.labels(exception).inc()
 
     def _warn_unpriced(self, model: str, backend: str) -> None:
         if (model, backend) not in self._unpriced:

@@ -127,6 +127,19 @@ class UsageMetrics:
             base,
             registry=r,
         )
+        self.internal_errors = Counter(
+            "tokenmeter_internal_errors",
+            "Requests the gateway failed on itself (answered 500, recorded internal_error), by "
+            "exception class.",
+            ["exception"],
+            registry=r,
+        )
+        self.quarantined = Counter(
+            "tokenmeter_ledger_quarantined",
+            "Events the database refused on their data, moved to the quarantine "
+            "(`tokenmeter ledger quarantine list`).",
+            registry=r,
+        )
         self.duration = Histogram(
             "tokenmeter_request_duration_seconds",
             "Request duration, first byte in to last byte out.",
@@ -235,7 +248,13 @@ class StateMetrics:
         )
         self.database_up = Gauge(
             "tokenmeter_database_up",
-            "1 if the last database write succeeded, else 0.",
+            "1 if the database answers the ledger writer, else 0.",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.writer_up = Gauge(
+            "tokenmeter_ledger_writer_up",
+            "0 while the database answers but the ledger writer cannot write (stalled), else 1.",
             registry=r,
             multiprocess_mode="livemin",
         )
@@ -299,11 +318,18 @@ class StateMetrics:
         )
 
     def set_ledger(
-        self, *, backlog_events: int, backlog_bytes: int, database_ok: bool, journal_ok: bool
+        self,
+        *,
+        backlog_events: int,
+        backlog_bytes: int,
+        database_ok: bool,
+        journal_ok: bool,
+        writer_ok: bool = True,
     ) -> None:
         self.backlog_events.set(backlog_events)
         self.backlog_bytes.set(backlog_bytes)
         self.database_up.set(1 if database_ok else 0)
+        self.writer_up.set(1 if writer_ok else 0)
         self.journal_writable.set(1 if journal_ok else 0)
 
     def set_budgets(self, used: list[tuple[str, float]]) -> None:

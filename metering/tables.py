@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, UniqueConstraint
+from sqlalchemy import BigInteger, Column, DateTime, Index, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -21,7 +21,7 @@ class UsageEventRecord(SQLModel, table=True):
     agent: str = Field(max_length=128)
     session: str = Field(max_length=128)
     use_case: str = Field(max_length=128)
-    model: str = Field(max_length=128)
+    model: str = Field(max_length=256)
     backend: str = Field(max_length=32)
     deployment: str = Field(max_length=256)
     upstream_model: str = Field(max_length=256)
@@ -46,6 +46,21 @@ class UsageEventRecord(SQLModel, table=True):
     end_user: str = Field(default="unknown", max_length=128)
     user_source: str = Field(default="unknown", max_length=16)
     error_code: str = Field(default="", max_length=64)
+
+
+class QuarantineRecord(SQLModel, table=True):
+    """An event the database refused on its data (not on connectivity), kept with the error so
+    `tokenmeter ledger quarantine retry` can replay it after a fix. ``payload`` is the event's
+    flat row as JSON text (ASCII-escaped: it holds whatever the database refused, a NUL
+    included)."""
+
+    __tablename__ = "ledger_quarantine"
+
+    id: str = Field(primary_key=True, max_length=64)
+    quarantined_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+    error: str = Field(sa_column=Column(Text, nullable=False))
+    payload: str = Field(sa_column=Column(Text, nullable=False))
+    attempts: int = 1
 
 
 class ApiKeyBase(SQLModel):
@@ -148,7 +163,7 @@ class UsageRollupRecord(SQLModel, table=True):
     team: str = Field(primary_key=True, max_length=128)
     end_user: str = Field(primary_key=True, max_length=128)
     error_code: str = Field(primary_key=True, max_length=64)
-    model: str = Field(primary_key=True, max_length=128)
+    model: str = Field(primary_key=True, max_length=256)
     backend: str = Field(primary_key=True, max_length=32)
     deployment: str = Field(primary_key=True, max_length=256)
     on_prem: bool = Field(primary_key=True)

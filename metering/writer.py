@@ -4,6 +4,10 @@ Each batch is one transaction: the events are inserted with ``ON CONFLICT DO NOT
 the rows actually inserted are added to the hourly rollups, so replaying a batch (after a crash
 between commit and checkpoint) changes nothing. The journal checkpoint advances after the commit.
 A database outage only makes the journal grow; the writer retries with backoff until it drains.
+A batch that fails on its data is bisected: the good rows are committed, the bad ones moved to the
+quarantine (``metering.quarantine``), and the writer goes on. Any other failure is told apart
+by a ping: the database is down (``db_ok``), or it answers and the writer is stalled
+(``stalled``, with the error), which ``/readyz`` reports.
 """
 
 from __future__ import annotations
@@ -16,11 +20,12 @@ from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Engine, delete
+from sqlalchemy import Engine, delete, text
 
 from metering.events import UsageEvent
 from metering.ingest import EVENTS, insert_rows
 from metering.journal import Journal, JournalError, Segment
+from metering.quarantine import Quarantine, insert_isolating
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +75,8 @@ class BatchWriter:
         self.journal_failed = False
         self.written = 0
         self.db_ok = True
+        self.stalled: str | None = None  # the database answers, yet this error stops the writer
+        self.quarantine = Quarantine(engine, journal.directory if journal else None)
 
     @property
     def backlog_events(self) -> int:
@@ -158,10 +165,39 @@ class BatchWriter:
                     last_prune = now
                 backoff = self._interval_s
                 self._set_db_ok(True)
-            except Exception as exc:
-                self._set_db_ok(False, exc)
+                self._set_stalled(None)
+            except JournalError as exc:  # the disk, not the database: say so, keep db_ok
+                self._set_stalled(str(exc))
                 backoff = min(backoff * 2, _MAX_BACKOFF_S)
+            except Exception as exc:
+                if await asyncio.to_thread(self._database_answers):
+                    self._set_db_ok(True)
+                    self._set_stalled(f"{type(exc).__name__}: {exc}".splitlines()[0])
+                else:
+                    self._set_db_ok(False, exc)
+                backoff = min(backoff * 2, _MAX_BACKOFF_S)
+            if self._journal is not None:
+                self._journal.truncate_drained()
         await self._final_flush()
+
+    def _database_answers(self) -> bool:
+        try:
+            with self._engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except Exception:
+            return False
+        return True
+
+    def _set_stalled(self, error: str | None) -> None:
+        if error is not None and error != self.stalled:
+            log.error(
+                "ledger writer stalled (the database answers): %s; %d events wait in the journal",
+                error,
+                self.backlog_events,
+            )
+        elif error is None and self.stalled is not None:
+            log.warning("ledger writer moving again")
+        self.stalled = error
 
     def _probe_journal(self) -> None:
         assert self._journal is not None
@@ -177,8 +213,8 @@ class BatchWriter:
             log.warning("database reachable again; journal backlog drained")
         elif not ok and self.db_ok:
             log.warning(
-                "database write failed (%s); events stay in the journal: %d pending",
-                exc,
+                "database unreachable (%s); events stay in the journal: %d pending",
+                f"{type(exc).__name__}: {exc}".splitlines()[0],
                 self.backlog_events,
             )
         self.db_ok = ok
@@ -196,7 +232,9 @@ class BatchWriter:
     def _drain(self) -> None:
         while self._memory:
             batch = list(self._memory)[: self._max_batch]
-            self.written += insert_events(self._engine, batch)
+            self.written += insert_isolating(
+                self._engine, [e.flat() for e in batch], self.quarantine
+            )
             for _ in batch:
                 self._memory.popleft()
         for seg in list(self._orphans):
@@ -217,7 +255,14 @@ class BatchWriter:
             rows, offset = seg.read(self._max_batch, final=final)
             if offset == seg.offset:
                 return
-            self.written += insert_rows(self._engine, rows)
+            for position, line in seg.unreadable:
+                self.quarantine.put_raw(
+                    f"{seg.path.name}@{position}",
+                    line.decode(errors="backslashreplace"),
+                    "unreadable journal line",
+                )
+            seg.unreadable.clear()
+            self.written += insert_isolating(self._engine, rows, self.quarantine)
             seg.commit(offset)
             if own:
                 self._committed_own += len(rows)

@@ -25,6 +25,7 @@ from metering.metrics import exposition
 from proxy import admin
 from proxy.config.catalogue import auth_required, effective_models
 from proxy.config.settings import Settings, load_settings
+from proxy.gateway.drain import hook_signals
 from proxy.gateway.reload import watch_config
 from proxy.gateway.routes import api_routes
 from proxy.gateway.runtime import Runtime, build_runtime, close_runtime, publish_state
@@ -59,6 +60,7 @@ def create_app(
         if config_path is not None:
             rt.tasks.append(asyncio.create_task(watch_config(rt, config_path)))
         app.state.runtime = rt
+        hook_signals(rt.drain)
         _freeze_startup_heap()
         try:
             yield
@@ -127,19 +129,22 @@ async def healthz() -> dict[str, str]:
 
 
 async def readyz(request: Request) -> JSONResponse:
-    """Ready when the database answers and the journal is writable; reports the backlog."""
+    """Ready when the database answers, the writer moves and the journal is writable; reports
+    the backlog. A stalled writer (database up, writes refused) reads apart from a down one."""
     rt: Runtime = request.app.state.runtime
+    stalled = rt.ledger.writer_stalled
     body: dict[str, Any] = {
         "backlog_events": rt.ledger.backlog_events,
         "backlog_bytes": rt.ledger.backlog_bytes,
         "journal": "failed" if rt.ledger.journal_failed else "ok",
+        "writer": f"stalled: {stalled}" if stalled else "ok",
     }
     try:
         await asyncio.wait_for(asyncio.to_thread(_ping, rt), timeout=5)
         body["database"] = "ok"
     except Exception as exc:
         body["database"] = f"unreachable: {type(exc).__name__}"
-    ready = body["database"] == "ok" and not rt.ledger.journal_failed
+    ready = body["database"] == "ok" and not rt.ledger.journal_failed and not stalled
     body["status"] = "ready" if ready else "unavailable"
     return JSONResponse(body, status_code=200 if ready else 503)
 

@@ -56,6 +56,7 @@ class Gateway:
         }
         for section, values in defaults.items():  # a test's settings refine these sections
             config[section] = {**values, **config.get(section, {})}
+        self.db_url = config["storage"]["url"]  # a test may put the ledger on PostgreSQL
         self.settings = load_settings(**config)
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -176,3 +177,28 @@ def _healthy(url: str) -> bool:
         return httpx.get(url + "/healthz", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+@contextmanager
+def pg_database(admin_url: str) -> Iterator[str]:
+    """A fresh PostgreSQL database migrated to head, for a module's gateway; dropped after."""
+    import uuid
+
+    from sqlalchemy import create_engine
+
+    from metering.store import upgrade_schema
+
+    name = "tm_" + uuid.uuid4().hex[:12]
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    url = admin_url.rsplit("/", 1)[0] + "/" + name
+    engine = create_db_engine(url)
+    upgrade_schema(engine)
+    engine.dispose()
+    try:
+        yield url
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()

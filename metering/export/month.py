@@ -69,7 +69,9 @@ class Month:
     @classmethod
     def parse(cls, text: str) -> Month:
         match = re.fullmatch(r"(\d{4})-(\d{2})", text.strip())
-        if not match or not 1 <= int(match.group(2)) <= 12 or int(match.group(1)) < 1970:
+        # up to 9998: the month's end (the next month's first instant) must still be a datetime
+        year = int(match.group(1)) if match else 0
+        if not match or not 1 <= int(match.group(2)) <= 12 or not 1970 <= year <= 9998:
             raise UnknownMonth(f"not a month: {text!r} (expected YYYY-MM, e.g. 2026-10)")
         return cls(int(match.group(1)), int(match.group(2)))
 

@@ -6,7 +6,7 @@ import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from metering.keys import create_key, list_keys, revoke_key
 from metering.tables import ApiKeyPublic
@@ -15,7 +15,21 @@ from proxy.gateway.attribution import MAX_LEN
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
-_Label = Annotated[str, Field(min_length=1, max_length=MAX_LEN, pattern=r"^[^\x00-\x1f\x7f]+$")]
+
+def _printable(value: str) -> str:
+    # The pattern lets lone surrogates through (valid JSON escapes, invalid text): no database
+    # driver can encode them, so they are refused here as any unprintable character is.
+    if not value.isprintable():
+        raise ValueError("must be printable text")
+    return value
+
+
+_Label = Annotated[
+    str,
+    Field(min_length=1, max_length=MAX_LEN, pattern=r"^[^\x00-\x1f\x7f]+$"),
+    AfterValidator(_printable),
+]
+_KEY_ID_MAX = 64  # the column's width
 
 
 class KeyCreate(BaseModel):
@@ -47,7 +61,9 @@ async def get_keys(rt: AdminRuntime) -> list[ApiKeyPublic]:
 
 @router.delete("/keys/{key_id}")
 async def delete_key(key_id: str, rt: AdminRuntime) -> dict[str, Any]:
-    if not await asyncio.to_thread(revoke_key, rt.engine, key_id):
+    # An id no key can have is answered without asking the database (PostgreSQL refuses a NUL).
+    valid = 0 < len(key_id) <= _KEY_ID_MAX and key_id.isprintable()
+    if not valid or not await asyncio.to_thread(revoke_key, rt.engine, key_id):
         raise HTTPException(404, f"no active key {key_id!r}")
     await rt.keys.reload()
     return {"id": key_id, "revoked": True}

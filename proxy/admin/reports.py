@@ -58,6 +58,8 @@ async def get_compare(
     until: datetime | None = None,
 ) -> dict[str, Any]:
     """The pilot report: each deployment's latency, errors and cost per 1k tokens."""
+    if model is not None and not (len(model) <= 256 and model.isprintable()):
+        raise HTTPException(400, "model must be at most 256 printable characters")
     projection = rt.projector.latest or await rt.projector.refresh()
     rows = await asyncio.to_thread(
         compare_deployments, rt.engine, model=model, since=_utc(since), until=_utc(until)

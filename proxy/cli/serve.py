@@ -30,6 +30,7 @@ def serve(
 
     from proxy.app import ENV_CONFIG, ENV_LOG_LEVEL, configure_logging
     from proxy.config.catalogue import auth_required, effective_models
+    from proxy.gateway.drain import SERVER_GRACE_S
     from proxy.simulated.launcher import ENV_BASES, encode_bases, run_simulated
 
     configure_logging(log_level)
@@ -68,11 +69,24 @@ def serve(
             port=port,
             workers=workers,
             loop="uvloop",
-            http="httptools",
+            http=_http_protocol(settings),  # type: ignore[arg-type]
             log_level=log_level,
             access_log=False,
-            timeout_graceful_shutdown=10,
+            # the app cuts (and meters) streams at its drain deadline: the server waits longer
+            timeout_graceful_shutdown=int(settings.limits.drain_timeout_s + SERVER_GRACE_S),
         )
+
+
+def _http_protocol(settings: Settings) -> object:
+    """httptools with bounded request heads (proxy/gateway/http_limits.py); a partial pickles, so
+    ``--workers`` processes get the same limits."""
+    import functools
+
+    from proxy.gateway.http_limits import HeadLimits, LimitedHttpToolsProtocol
+
+    lim = settings.limits
+    limits = HeadLimits(lim.max_header_bytes, lim.max_headers, lim.header_timeout_s)
+    return functools.partial(LimitedHttpToolsProtocol, limits=limits)
 
 
 @contextmanager

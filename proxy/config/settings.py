@@ -27,6 +27,9 @@ Backend = Literal["anthropic", "azure_mistral", "vllm", "tgi", "openai_compatibl
 
 ANTHROPIC_PUBLIC_API = "https://api.anthropic.com"
 DEFAULT_TIMEOUT_S = 600.0  # long generations of large models take minutes
+# Anthropic sends a ping event every few seconds and vLLM/TGI a chunk per token; minutes without a
+# line is a stuck upstream (or one dripping bytes), not a slow one.
+DEFAULT_STREAM_IDLE_TIMEOUT_S = 120.0
 DEFAULT_AZURE_API_VERSION = "2024-05-01-preview"  # what the azure-ai-inference SDKs send
 
 
@@ -45,6 +48,12 @@ class DeploymentConfig(_Strict):
     api_key_env: str | None = None
     api_version: str = DEFAULT_AZURE_API_VERSION
     timeout_s: float = Field(default=DEFAULT_TIMEOUT_S, gt=0)
+    stream_idle_timeout_s: float = Field(
+        default=DEFAULT_STREAM_IDLE_TIMEOUT_S,
+        gt=0,
+        description="end a stream (metered, error event to the client) after this long without "
+        "a complete line from the upstream",
+    )
     weight: float = Field(default=1.0, ge=0)
     on_prem: bool | None = None
     simulated: bool = False
@@ -184,7 +193,25 @@ class RateLimitSettings(_Strict):
 
 
 class LimitSettings(_Strict):
+    """What one client may cost the gateway, and how long a shutdown waits for streams."""
+
     max_body_bytes: int = Field(default=16 * 1024 * 1024, gt=0)
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="a request body must arrive within this (else 408)"
+    )
+    max_header_bytes: int = Field(
+        default=64 * 1024, gt=0, description="request line and headers together (else 431)"
+    )
+    max_headers: int = Field(default=200, gt=0, description="header lines per request (else 431)")
+    header_timeout_s: float = Field(
+        default=15.0, gt=0, description="request line and headers must arrive within this"
+    )
+    drain_timeout_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="on SIGTERM, how long open streams may run before they are cut (metered "
+        "cancelled); keep terminationGracePeriodSeconds above it",
+    )
 
 
 class MetricsSettings(_Strict):

@@ -3,6 +3,7 @@ Messages API passed through (for the Anthropic SDK and coding tools)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
@@ -16,11 +17,15 @@ from proxy.gateway.call import Call
 from proxy.gateway.deployments import ANTHROPIC_VERSION, Deployment
 from proxy.gateway.errors import journal_unavailable
 from proxy.gateway.exchange import (
+    DRAIN_MESSAGE,
     error_event,
+    idle_timeout_s,
+    is_anthropic_message,
+    parse_answer,
     raise_for_upstream,
     read_timed,
+    scrub_event,
     send_timed,
-    upstream_code,
 )
 from proxy.gateway.streaming import EventStreamResponse
 from proxy.gateway.structured import anthropic_translation
@@ -28,11 +33,12 @@ from proxy.gateway.translate import StreamTranslator
 from proxy.gateway.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
 from proxy.gateway.upstream_usage import (
     AnthropicUsageTracker,
-    anthropic_usage,
     estimate_tokens,
     prompt_chars,
+    read_anthropic_usage,
 )
 
+log = logging.getLogger(__name__)
 _FORWARDED = ("anthropic-version", "anthropic-beta")
 
 
@@ -60,8 +66,11 @@ async def chat_via_anthropic(
     await raise_for_upstream(resp, call, dep)
     alias = call.model
     if not call.stream:
-        msg = orjson.loads(await read_timed(resp, call, dep))
-        if not call.finish("ok", 200, anthropic_usage(msg.get("usage") or {})):
+        data = await read_timed(resp, call, dep)
+        msg = parse_answer(data, call, dep, valid=is_anthropic_message, what="a message")
+        usage = msg.get("usage")
+        read = read_anthropic_usage(usage if isinstance(usage, dict) else {})
+        if not call.finish("ok", 200, read.usage, source=read.source):
             raise journal_unavailable()
         return Response(
             orjson.dumps(translation.response(msg, model=alias)), media_type="application/json"
@@ -69,7 +78,9 @@ async def chat_via_anthropic(
     options = body.get("stream_options")
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
     translator = translation.stream_translator(model=alias, include_usage=include_usage)
-    return EventStreamResponse(_translate_stream(resp, call, body, translator))
+    return EventStreamResponse(
+        _translate_stream(resp, call, body, translator), on_cut=error_event(DRAIN_MESSAGE)
+    )
 
 
 async def _translate_stream(
@@ -86,7 +97,7 @@ async def _translate_stream(
                 tracker.on_event(event)
                 if event.get("type") == "error":
                     state.status = "upstream_error"
-                    yield b"".join(out) + error_event(event_message(event))
+                    yield b"".join(out) + error_event(event_message(event, call))
                     return
                 for chunk in translator.on_event(event):
                     call.mark_first_chunk()
@@ -110,6 +121,10 @@ async def _translate_stream(
     except UpstreamError as exc:
         state.status = "upstream_error"
         yield error_event(str(exc))
+    except Exception as exc:  # a bug of ours: the stream ends in shape and is still metered
+        log.exception("internal error translating a stream")
+        state.status = "internal_error"
+        yield error_event(f"internal error ({type(exc).__name__})")
     finally:
         release_upstream(resp, call, body, tracker, state)
 
@@ -127,29 +142,25 @@ async def messages_native(
         await raise_for_upstream(resp, call, dep)  # recorded; a fallback may take over
     if resp.status >= 400 or not call.stream:
         return await _native_json(resp, call, dep, body)
-    return EventStreamResponse(_relay_native(resp, call, body), headers=_response_headers(resp))
+    return EventStreamResponse(
+        _relay_native(resp, call, body),
+        headers=_response_headers(resp),
+        on_cut=native_error_event(DRAIN_MESSAGE),
+    )
 
 
 async def _native_json(
     resp: UpstreamResponse, call: Call, dep: Deployment, body: dict[str, Any]
 ) -> Response:
-    data = await read_timed(resp, call, dep)
     if resp.status >= 400:
-        # Anthropic clients understand Anthropic error bodies: pass them through as they are.
-        status: Status = (
-            "client_error" if resp.status < 500 and resp.status != 429 else "upstream_error"
-        )
-        call.finish(status, resp.status, error_code=upstream_code(resp.status))
-        return Response(
-            data,
-            status_code=resp.status,
-            media_type="application/json",
-            headers=_response_headers(resp),
-        )
-    msg = orjson.loads(data)
-    usage = msg.get("usage") if isinstance(msg, dict) else None
+        # In Anthropic's error shape, with its message (redacted on the way out) and request-id.
+        await raise_for_upstream(resp, call, dep, headers=_response_headers(resp))
+    data = await read_timed(resp, call, dep)
+    msg = parse_answer(data, call, dep, valid=is_anthropic_message, what="a message")
+    usage = msg.get("usage")
     if isinstance(usage, dict):
-        journaled = call.finish("ok", 200, anthropic_usage(usage))
+        read = read_anthropic_usage(usage)
+        journaled = call.finish("ok", 200, read.usage, source=read.source)
     else:
         estimate = TokenUsage(input_tokens=estimate_tokens(prompt_chars(body)))
         journaled = call.finish("ok", 200, estimate, source="estimated")
@@ -167,7 +178,7 @@ async def _relay_native(
         async for batch in event_batches(resp, call, state):
             out: list[bytes] = []  # what arrived together leaves in one write
             for event, raw in batch:
-                out.append(raw)
+                out.append(scrub_event(call, raw))
                 if event is None:
                     continue
                 tracker.on_event(event)
@@ -187,18 +198,31 @@ async def _relay_native(
                 yield b"".join(out)
     except UpstreamTimeout:
         state.status = "timeout"
-    except UpstreamError:
+        yield native_error_event("upstream timed out mid-stream")
+    except UpstreamError as exc:
         state.status = "upstream_error"
+        yield native_error_event(str(exc))
+    except Exception as exc:  # a bug of ours: the stream ends in shape and is still metered
+        log.exception("internal error relaying a stream")
+        state.status = "internal_error"
+        yield native_error_event(f"internal error ({type(exc).__name__})")
     finally:
         release_upstream(resp, call, body, tracker, state)
 
 
+def native_error_event(message: str) -> bytes:
+    """An Anthropic stream's ``error`` event, as the SDKs parse it."""
+    body = {"type": "error", "error": {"type": "api_error", "message": message}}
+    return b"event: error\ndata: " + orjson.dumps(body) + b"\n\n"
+
+
 class StreamState:
-    __slots__ = ("chunks", "done", "status")
+    __slots__ = ("broken", "chunks", "done", "status")
 
     def __init__(self) -> None:
         self.status: Status = "cancelled"
         self.done = False
+        self.broken = False  # a data line was not JSON: skipped, the counts are estimates
         self.chunks = 0
 
 
@@ -210,7 +234,7 @@ async def event_batches(
 ) -> AsyncIterator[list[Event]]:
     """(parsed data, raw event bytes) per SSE event, in the batches the network delivered them;
     the stream's status is set on the way."""
-    batches = resp.line_batches()
+    batches = resp.line_batches(idle_timeout_s(call))
     buf: list[bytes] = []
     event: dict[str, Any] | None = None
     while True:
@@ -231,16 +255,24 @@ async def event_batches(
                 continue
             buf.append(line)
             if line.startswith(b"data:"):
-                event = orjson.loads(line[5:])
-                if event.get("type") == "message_stop":
+                try:
+                    parsed = orjson.loads(line[5:])
+                except orjson.JSONDecodeError:
+                    state.broken = True
+                    buf.pop()  # the broken line is not forwarded: the SDK would fail on it
+                    continue
+                event = parsed if isinstance(parsed, dict) else None
+                if event is not None and event.get("type") == "message_stop":
                     state.status, state.done = "ok", True
         if events:
             yield events
 
 
-def event_message(event: Mapping[str, Any]) -> str:
+def event_message(event: Mapping[str, Any], call: Call) -> str:
     err = event.get("error")
-    return str(err.get("message", "upstream error")) if isinstance(err, dict) else "upstream error"
+    message = str(err.get("message", "upstream error")) if isinstance(err, dict) else ""
+    dep = call.deployment
+    return dep.redactor.scrub(message) if dep and message else message or "upstream error"
 
 
 def release_upstream(
@@ -261,9 +293,11 @@ def release_upstream(
 def record_stream(
     call: Call, body: dict[str, Any], tracker: AnthropicUsageTracker, state: StreamState
 ) -> None:
-    http_status = 200 if state.status in ("ok", "cancelled") else 502
-    if tracker.seen_start and (state.done or tracker.seen_delta or state.chunks == 0):
-        call.finish(state.status, http_status, tracker.usage())
+    http_status = {"ok": 200, "cancelled": 200, "internal_error": 500}.get(state.status, 502)
+    exact = state.done or tracker.seen_delta or state.chunks == 0
+    if tracker.seen_start and exact and not state.broken:
+        read = tracker.read()
+        call.finish(state.status, http_status, read.usage, source=read.source)
         return
     # Input and cache counts are exact from message_start; output was never reported.
     usage = (

@@ -3,8 +3,9 @@
 Active keys are cached by hash. A background task re-reads the key table whenever the shared
 keys generation changes (every create or revoke bumps it, from any process or replica), so a
 revocation reaches every replica within ``refresh_interval_s``; in the process that revoked it,
-at once. A hash not in the cache is looked up in the database once, so a key created a moment ago
-works on its first request.
+at once. A hash not in the cache costs one indexed lookup of that hash (never a reload of the
+table: bad keys are free for anyone to send), so a key created a moment ago works on its first
+request; hashes found unknown are remembered, a bounded number of them, oldest forgotten first.
 """
 
 from __future__ import annotations
@@ -12,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+from collections import OrderedDict
 from collections.abc import Mapping
 
 from sqlalchemy import Engine
 
-from metering.keys import KeyInfo, hash_key, load_active_keys, read_generation
+from metering.keys import KeyInfo, find_active_key, hash_key, load_active_keys, read_generation
 from proxy.gateway.errors import ProxyError
 
 log = logging.getLogger(__name__)
@@ -32,7 +34,7 @@ class KeyCache:
         self.required = required
         self._generation = -1
         self._keys: dict[str, KeyInfo] = {}
-        self._missing: set[str] = set()
+        self._missing: OrderedDict[str, None] = OrderedDict()
         self._task: asyncio.Task[None] | None = None
         self._refresh_failing = False
 
@@ -46,7 +48,8 @@ class KeyCache:
 
     async def reload(self) -> None:
         generation, keys = await asyncio.to_thread(load_active_keys, self._engine)
-        self._keys, self._generation, self._missing = keys, generation, set()
+        self._keys, self._generation = keys, generation
+        self._missing.clear()
 
     async def _poll(self) -> None:
         while True:
@@ -84,7 +87,7 @@ class KeyCache:
     async def _look_up(self, digest: str) -> KeyInfo | None:
         """A key the cache has not seen: perhaps created a moment ago, so ask the database."""
         try:
-            await self.reload()
+            info = await asyncio.to_thread(find_active_key, self._engine, digest)
         except Exception as exc:
             # The database is down. Open mode serves on (the caller is anonymous anyway); with
             # keys required, a key we cannot check is a temporary failure, not a bad key.
@@ -96,11 +99,12 @@ class KeyCache:
                     code="auth_unavailable",
                 ) from exc
             return None
-        info = self._keys.get(digest)
         if info is None:
-            if len(self._missing) >= _MAX_MISSING:  # bad keys are client-chosen: bound them
-                self._missing.clear()
-            self._missing.add(digest)
+            self._missing[digest] = None
+            if len(self._missing) > _MAX_MISSING:  # bad keys are client-chosen: bound them
+                self._missing.popitem(last=False)
+        else:
+            self._keys[digest] = info
         return info
 
 

@@ -16,6 +16,7 @@ from proxy.config.settings import (
 )
 from proxy.gateway.balancer import Breaker, SmoothWeighted, monotonic, rendezvous
 from proxy.gateway.errors import ProxyError
+from proxy.gateway.redaction import Redactor
 
 ANTHROPIC_VERSION = "2023-06-01"
 UNKNOWN_SESSION = "unknown"  # pinned for requests we translate; native calls forward theirs
@@ -37,6 +38,10 @@ class Deployment:
     headers: dict[str, str] = field(default_factory=dict)
     query: str = ""
     native_messages: bool = False
+    stream_idle_timeout_s: float | None = None
+    redactor: Redactor = field(
+        default_factory=lambda: Redactor((), ()), compare=False, hash=False, repr=False
+    )
 
     @property
     def speaks_messages(self) -> bool:
@@ -90,6 +95,8 @@ def build_deployment(
         headers=headers,
         query=query,
         native_messages=cfg.native_messages and cfg.backend != "anthropic",
+        stream_idle_timeout_s=cfg.stream_idle_timeout_s,
+        redactor=Redactor.for_upstream(cfg.name or f"{cfg.backend}/{cfg.model}", base, headers),
     )
 
 
@@ -140,6 +147,7 @@ class Router:
         for deps in models.values():
             for d in deps:
                 self.breakers.setdefault(d.name, Breaker(failures_to_open, cooldown_s))
+        self.redactor = Redactor.for_deployments(d for deps in models.values() for d in deps)
 
     @property
     def aliases(self) -> list[str]:

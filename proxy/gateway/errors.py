@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import orjson
 from starlette.responses import Response
 
@@ -11,6 +13,7 @@ _OPENAI_TYPES = {
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    408: "invalid_request_error",
     413: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
@@ -24,6 +27,7 @@ _ANTHROPIC_TYPES = {
     403: "permission_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    408: "invalid_request_error",
     413: "request_too_large",
     422: "invalid_request_error",
     429: "rate_limit_error",
@@ -34,7 +38,13 @@ _ANTHROPIC_TYPES = {
 
 
 _RETRYABLE = frozenset(
-    {"upstream_timeout", "upstream_unavailable", "upstream_error", "upstream_rate_limited"}
+    {
+        "upstream_timeout",
+        "upstream_unavailable",
+        "upstream_error",
+        "upstream_rate_limited",
+        "upstream_invalid_response",
+    }
 )
 
 
@@ -52,17 +62,21 @@ class ProxyError(Exception):
         message: str,
         *,
         code: str | None = None,
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.code = code
-        self.headers = headers or {}
+        self.headers: dict[str, str] = dict(headers or {})  # to the client: Retry-After, limits
 
 
 def openai_error(
-    status: int, message: str, *, code: str | None = None, headers: dict[str, str] | None = None
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> Response:
     err_type = _OPENAI_TYPES.get(status, "api_error")
     body = {"error": {"message": message, "type": err_type, "param": None, "code": code}}
@@ -72,7 +86,7 @@ def openai_error(
 
 
 def anthropic_error(
-    status: int, message: str, *, headers: dict[str, str] | None = None
+    status: int, message: str, *, headers: Mapping[str, str] | None = None
 ) -> Response:
     err_type = _ANTHROPIC_TYPES.get(status, "api_error")
     body = {"type": "error", "error": {"type": err_type, "message": message}}

@@ -4,8 +4,9 @@ upstream errors recorded and turned into the client's status, the error event of
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import Any
 
 import orjson
 
@@ -29,7 +30,7 @@ def waiting_on_upstream(call: Call, dep: Deployment) -> Iterator[None]:
         ) from exc
     except UpstreamError as exc:
         call.finish("upstream_error", 502, error_code="upstream_unavailable")
-        raise ProxyError(502, str(exc), code="upstream_unavailable") from exc
+        raise ProxyError(502, f"deployment {dep.name}: {exc}", code="upstream_unavailable") from exc
     finally:
         call.upstream_s += time.perf_counter() - t0
 
@@ -61,18 +62,28 @@ async def read_timed(resp: UpstreamResponse, call: Call, dep: Deployment) -> byt
         return await resp.read()
 
 
-async def raise_for_upstream(resp: UpstreamResponse, call: Call, dep: Deployment) -> None:
-    """Upstream 4xx pass through with their message; 5xx become 502. Both are recorded."""
+async def raise_for_upstream(
+    resp: UpstreamResponse,
+    call: Call,
+    dep: Deployment,
+    *,
+    headers: Mapping[str, str] | None = None,
+) -> None:
+    """Upstream 4xx pass through with their message (a 429 with its Retry-After and rate-limit
+    headers, and ``headers``); 5xx become 502. Both are recorded."""
     if resp.status < 400:
         return
     message = upstream_message(await read_timed(resp, call, dep))
     if resp.status >= 500:
         call.finish("upstream_error", 502, error_code="upstream_error")
-        raise ProxyError(502, f"upstream returned {resp.status}: {message}", code="upstream_error")
+        raise ProxyError(
+            502, f"deployment {dep.name} returned {resp.status}: {message}", code="upstream_error"
+        )
     status: Status = "upstream_error" if resp.status == 429 else "client_error"
     code = upstream_code(resp.status)
     call.finish(status, resp.status, error_code=code)
-    raise ProxyError(resp.status, message, code=code)
+    passed = {**rate_limit_headers(resp.headers), **(headers or {})}
+    raise ProxyError(resp.status, message, code=code, headers=passed or None)
 
 
 def upstream_code(status: int) -> str:
@@ -80,6 +91,67 @@ def upstream_code(status: int) -> str:
     if status >= 500:
         return "upstream_error"
     return "upstream_rate_limited" if status == 429 else "upstream_rejected"
+
+
+_RATE_LIMIT_PREFIXES = ("x-ratelimit-", "anthropic-ratelimit-")
+
+
+def rate_limit_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """What a client's retry logic reads: Retry-After (the SDKs honour it) and the limits."""
+    return {
+        k.lower(): v
+        for k, v in headers.items()
+        if k.lower() in ("retry-after", "retry-after-ms")
+        or k.lower().startswith(_RATE_LIMIT_PREFIXES)
+    }
+
+
+def parse_answer(
+    data: bytes, call: Call, dep: Deployment, *, valid: Callable[[Any], bool], what: str
+) -> Any:
+    """A 200's body, parsed, if it is the protocol's answer; else recorded and a 502: a garbage
+    200 is the upstream's failure, never the client's answer nor an ``ok`` event."""
+    try:
+        parsed = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        parsed = None
+    if parsed is None or not valid(parsed):
+        call.finish("upstream_error", 502, error_code="upstream_invalid_response")
+        raise ProxyError(
+            502,
+            f"deployment {dep.name} answered 200 with a body that is not {what}",
+            code="upstream_invalid_response",
+        )
+    return parsed
+
+
+def is_chat_completion(obj: Any) -> bool:
+    return isinstance(obj, dict) and isinstance(obj.get("choices"), list)
+
+
+def is_embeddings(obj: Any) -> bool:
+    return isinstance(obj, dict) and isinstance(obj.get("data"), list)
+
+
+def is_anthropic_message(obj: Any) -> bool:
+    return isinstance(obj, dict) and isinstance(obj.get("content"), list)
+
+
+def scrub_event(call: Call, data: bytes) -> bytes:
+    """An upstream's in-stream error event, with its key and address redacted (it may echo
+    either); other events pass untouched (the check is one substring search)."""
+    dep = call.deployment
+    if dep is None or b'"error"' not in data:
+        return data
+    return dep.redactor.scrub_bytes(data)
+
+
+def idle_timeout_s(call: Call) -> float | None:
+    dep = call.deployment
+    return dep.stream_idle_timeout_s if dep is not None else None
+
+
+DRAIN_MESSAGE = "the gateway is shutting down: stream ended at the drain deadline"
 
 
 def error_event(message: str) -> bytes:

@@ -8,6 +8,7 @@ sharing the request id; the attempt budget is the alias's ``max_attempts``.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 from starlette.types import ASGIApp
@@ -57,6 +58,16 @@ async def with_fallback(
             if not failed or i == len(candidates) - 1:
                 raise
             continue
+        except asyncio.CancelledError:
+            # The client left (or the drain deadline passed) while the upstream was working:
+            # the upstream request is dropped with this task, and the attempt is billed as such.
+            rt.router.record(dep, ok=True)
+            current.finish("cancelled", 499)
+            raise
+        except Exception:
+            rt.router.record(dep, ok=False)
+            current.finish("internal_error", 500)
+            raise
         rt.router.record(dep, ok=True)
         return response
     raise AssertionError("unreachable: the loop returns or raises")

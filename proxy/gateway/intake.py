@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from typing import Any
 
 import orjson
 from starlette.requests import ClientDisconnect, Request
 
-from proxy.gateway.attribution import MAX_LEN, resolve_attribution
+from proxy.gateway.attribution import UNKNOWN, resolve_attribution
 from proxy.gateway.auth import bearer_token
 from proxy.gateway.budgets import BUDGET_HEADER
 from proxy.gateway.call import Call
@@ -18,7 +19,13 @@ from proxy.gateway.runtime import Runtime
 # Attribution keys we read from body metadata; stripped before the body goes upstream, where
 # OpenAI-family servers would reject or store them and Anthropic accepts only user_id.
 METADATA_KEYS = ("user", "agent", "session", "use_case")
+# The ledger's model column holds 256 characters; a longer or unprintable name is refused here,
+# where it enters, so no client can hand the writer a row the database rejects (a NUL on
+# PostgreSQL) or the XLSX export a control character.
+MAX_MODEL_LEN = 256
 SIMULATED_TIME_HEADER = "x-tokenmeter-simulated-time"
+_WATCH = "tokenmeter.disconnect_watch"
+_GONE = "tokenmeter.client_gone"
 
 
 async def authenticate(request: Request, rt: Runtime, *, anthropic: bool = False) -> Call:
@@ -52,15 +59,21 @@ async def read_json(request: Request, rt: Runtime, call: Call) -> dict[str, Any]
     if declared and declared.isdigit() and int(declared) > limit:
         raise ProxyError(413, f"request body exceeds {limit} bytes", code="request_too_large")
     raw = bytearray()
+    timeout_s = rt.settings.limits.body_timeout_s
     try:
-        async for chunk in request.stream():
-            raw += chunk
-            if len(raw) > limit:
-                raise ProxyError(
-                    413, f"request body exceeds {limit} bytes", code="request_too_large"
-                )
+        async with asyncio.timeout(timeout_s):  # a client trickling its body holds nothing long
+            async for chunk in request.stream():
+                raw += chunk
+                if len(raw) > limit:
+                    raise ProxyError(
+                        413, f"request body exceeds {limit} bytes", code="request_too_large"
+                    )
     except ClientDisconnect as exc:
         raise ProxyError(400, "client disconnected while sending the body") from exc
+    except TimeoutError as exc:
+        raise ProxyError(
+            408, f"request body not received within {timeout_s:g} s", code="request_timeout"
+        ) from exc
     try:
         body = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
@@ -69,9 +82,7 @@ async def read_json(request: Request, rt: Runtime, call: Call) -> dict[str, Any]
         ) from exc
     if not isinstance(body, dict):
         raise ProxyError(400, "request body must be a JSON object", code="invalid_request")
-    model = body.get("model")
-    if isinstance(model, str) and 0 < len(model) <= MAX_LEN:
-        call.model = model
+    call.model = checked_model(body.get("model"))
     call.stream = body.get("stream") is True
     call.attribution = resolve_attribution(
         request.headers,
@@ -82,6 +93,7 @@ async def read_json(request: Request, rt: Runtime, call: Call) -> dict[str, Any]
         on_normalized=rt.identity.count,
     )
     call.attributed = True
+    _watch_disconnect(request)
     return body
 
 
@@ -94,6 +106,45 @@ def admit(rt: Runtime, call: Call) -> None:
     if warning:
         call.headers[BUDGET_HEADER] = warning
     call.headers.update(rt.limiter.admit(key_id=call.key.id, team=att.team))
+
+
+def _watch_disconnect(request: Request) -> None:
+    """Once the body is in, a client that hangs up before its answer starts cancels the request,
+    and with it the upstream's work (a stream's own watcher takes over once it starts)."""
+    task = asyncio.current_task()
+    receive = request.receive
+
+    async def watch() -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        request.scope[_GONE] = True
+        if task is not None:
+            task.cancel()
+
+    request.scope[_WATCH] = asyncio.ensure_future(watch())
+
+
+def stop_disconnect_watch(request: Request) -> None:
+    watcher = request.scope.pop(_WATCH, None)
+    if watcher is not None:
+        watcher.cancel()
+
+
+def client_gone(request: Request) -> bool:
+    return bool(request.scope.get(_GONE))
+
+
+def checked_model(model: Any) -> str:
+    """The body's ``model``, validated; absent is left to the router (its default or a 400)."""
+    if model is None:
+        return UNKNOWN
+    if not isinstance(model, str) or not 0 < len(model) <= MAX_MODEL_LEN or not model.isprintable():
+        raise ProxyError(
+            400,
+            f"model must be a string of 1 to {MAX_MODEL_LEN} printable characters",
+            code="invalid_model",
+        )
+    return model
 
 
 def attribute_by_headers(request: Request, rt: Runtime, call: Call) -> None:

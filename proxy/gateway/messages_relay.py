@@ -15,7 +15,7 @@ from metering.events import Status
 from proxy.gateway.call import Call
 from proxy.gateway.deployments import Deployment
 from proxy.gateway.errors import ProxyError, journal_unavailable, upstream_message
-from proxy.gateway.exchange import raise_for_upstream, read_timed, send_timed
+from proxy.gateway.exchange import idle_timeout_s, raise_for_upstream, read_timed, send_timed
 from proxy.gateway.messages_chat import to_chat_request, to_messages_response
 from proxy.gateway.messages_stream import MessagesStream, stream_error
 from proxy.gateway.openai_relay import finish_stream
@@ -57,7 +57,7 @@ async def _relay(
     chunks = 0
     done = False
     started = False
-    batches = resp.line_batches()
+    batches = resp.line_batches(idle_timeout_s(call))
     try:
         while not done:
             t0 = time.perf_counter()

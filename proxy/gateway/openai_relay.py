@@ -7,6 +7,7 @@ except that on streams we always ask the upstream for usage and hide the usage-o
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -19,11 +20,23 @@ from metering.events import Status
 from proxy.gateway.call import Call
 from proxy.gateway.deployments import Deployment
 from proxy.gateway.errors import journal_unavailable
-from proxy.gateway.exchange import error_event, raise_for_upstream, read_timed, send_timed
+from proxy.gateway.exchange import (
+    DRAIN_MESSAGE,
+    error_event,
+    idle_timeout_s,
+    is_chat_completion,
+    is_embeddings,
+    parse_answer,
+    raise_for_upstream,
+    read_timed,
+    scrub_event,
+    send_timed,
+)
 from proxy.gateway.streaming import EventStreamResponse
 from proxy.gateway.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
-from proxy.gateway.upstream_usage import estimate_tokens, openai_usage, prompt_chars
+from proxy.gateway.upstream_usage import estimate_tokens, prompt_chars, read_openai_usage
 
+log = logging.getLogger(__name__)
 _DONE = b"data: [DONE]\n\n"
 
 
@@ -34,20 +47,26 @@ async def forward_json(
     resp = await send_timed(upstream, call, dep, path, orjson.dumps(body))
     await raise_for_upstream(resp, call, dep)
     data = await read_timed(resp, call, dep)
-    usage, source = usage_of(data, body)
+    embeddings = path == "/embeddings"
+    parsed = parse_answer(
+        data,
+        call,
+        dep,
+        valid=is_embeddings if embeddings else is_chat_completion,
+        what="an embeddings list" if embeddings else "a chat completion",
+    )
+    usage, source = usage_of(parsed, body)
     if not call.finish("ok", 200, usage, source=source):
         raise journal_unavailable()
     return Response(data, status_code=200, media_type="application/json")
 
 
-def usage_of(data: bytes, body: dict[str, Any]) -> tuple[TokenUsage, Any]:
-    try:
-        parsed = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        parsed = None
+def usage_of(parsed: Any, body: dict[str, Any]) -> tuple[TokenUsage, Any]:
+    """A parsed answer's usage as the upstream counted it, else the prompt estimated."""
     usage = parsed.get("usage") if isinstance(parsed, dict) else None
     if isinstance(usage, dict):
-        return openai_usage(usage), "upstream"
+        read = read_openai_usage(usage)
+        return read.usage, read.source
     return TokenUsage(input_tokens=estimate_tokens(prompt_chars(body))), "estimated"
 
 
@@ -68,7 +87,7 @@ async def forward_stream(
     body["stream_options"] = {**options, "include_usage": True}
     resp = await send_timed(upstream, call, dep, path, orjson.dumps(body))
     await raise_for_upstream(resp, call, dep)
-    return EventStreamResponse(_relay(resp, call, body, view))
+    return EventStreamResponse(_relay(resp, call, body, view), on_cut=error_event(DRAIN_MESSAGE))
 
 
 class _UsageView:
@@ -80,18 +99,23 @@ class _UsageView:
     that asked for vLLM's ``continuous_usage_stats``.
     """
 
-    __slots__ = ("continuous", "last", "sent", "template", "wants")
+    __slots__ = ("broken", "continuous", "last", "sent", "template", "wants")
 
     def __init__(self, *, wants: bool, continuous: bool) -> None:
         self.wants = wants
         self.continuous = continuous
         self.last: dict[str, Any] | None = None
         self.sent = False
+        self.broken = False  # a usage chunk was not JSON: the event's counts are estimates
         self.template: dict[str, Any] = {}
 
     def filter(self, payload: bytes) -> bytes:
         """Record the chunk's usage; return what to forward (b"" to drop the chunk)."""
-        obj = orjson.loads(payload)
+        try:
+            obj = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            self.broken = True  # skipped: the client would choke on it as we would
+            return b""
         usage = obj.get("usage") if isinstance(obj, dict) else None
         if not usage:
             return payload
@@ -118,7 +142,7 @@ async def _relay(
     status: Status = "cancelled"
     chunks = 0
     done = False
-    batches = resp.line_batches()
+    batches = resp.line_batches(idle_timeout_s(call))
     out: list[bytes] = []
     try:
         while not done:
@@ -141,12 +165,12 @@ async def _relay(
                         continue
                 call.mark_first_chunk()
                 chunks += 1
-                out.append(b"data: " + payload + b"\n\n")
+                out.append(b"data: " + scrub_event(call, payload) + b"\n\n")
             if out and not done:  # what arrived together leaves in one write
                 yield b"".join(out)
         status = "ok" if done else "upstream_error"
         # Journal before the client sees the end: a response received whole is always recorded.
-        finish_stream(call, status, view.last, body, chunks)
+        finish_stream(call, status, view.last, body, chunks, broken=view.broken)
         if not done:
             yield error_event("upstream closed the stream before it finished")
         yield (b"".join(out) if done else b"") + view.closing_chunk() + _DONE
@@ -156,20 +180,34 @@ async def _relay(
     except UpstreamError as exc:
         status = "upstream_error"
         yield error_event(str(exc))
+    except Exception as exc:  # a bug of ours: the stream ends in shape and is still metered
+        log.exception("internal error relaying a stream")
+        status = "internal_error"
+        yield error_event(f"internal error ({type(exc).__name__})")
     finally:
         if done:
             resp.release()
         else:
             resp.close()
-        finish_stream(call, status, view.last, body, chunks)
+        finish_stream(call, status, view.last, body, chunks, broken=view.broken)
 
 
 def finish_stream(
-    call: Call, status: Status, usage: dict[str, Any] | None, body: dict[str, Any], chunks: int
+    call: Call,
+    status: Status,
+    usage: Any,
+    body: dict[str, Any],
+    chunks: int,
+    *,
+    broken: bool = False,
 ) -> None:
-    http_status = 200 if status in ("ok", "cancelled") else 502
-    if usage is not None:
-        call.finish(status, http_status, openai_usage(usage))
+    """Record a stream's event: the upstream's last usage when it sent one (estimated when a
+    usage line was broken), else an estimate from the prompt and the chunks relayed."""
+    http_status = {"ok": 200, "cancelled": 200, "internal_error": 500}.get(status, 502)
+    if isinstance(usage, dict):
+        read = read_openai_usage(usage)
+        source = "estimated" if broken and not read.invalid else read.source
+        call.finish(status, http_status, read.usage, source=source)
         return
     # Cut before the upstream sent its count: one token per content chunk is what OpenAI-shaped
     # servers stream; the prompt is estimated from its text.

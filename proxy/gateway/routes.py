@@ -3,7 +3,9 @@ Anthropic Messages."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -25,7 +27,9 @@ from proxy.gateway.intake import (
     admit,
     attribute_by_headers,
     authenticate,
+    client_gone,
     read_json,
+    stop_disconnect_watch,
     upstream_body,
 )
 from proxy.gateway.messages_chat import to_chat_request
@@ -36,6 +40,7 @@ from proxy.gateway.runtime import Runtime
 from proxy.gateway.streaming import EventStreamResponse
 from proxy.gateway.upstream_usage import estimate_tokens, prompt_chars
 
+log = logging.getLogger(__name__)
 Handler = Callable[[Request, Runtime, Call], Awaitable[ASGIApp]]
 
 
@@ -52,6 +57,8 @@ def _endpoint(
         try:
             call = await authenticate(request, rt, anthropic=anthropic)
             response = await handler(request, rt, call)
+            if isinstance(response, EventStreamResponse):
+                rt.drain.track(response)
             if rt.settings.metrics.overhead_header:
                 call.headers[OVERHEAD_HEADER] = f"{call.overhead_s() * 1000:.3f}"
             _add_headers(response, call.headers)
@@ -63,7 +70,34 @@ def _endpoint(
                 status: Status = "client_error" if exc.status < 500 else "upstream_error"
                 call.finish(status, exc.status, error_code=exc.code)
                 headers = {**call.headers, **exc.headers}
-            return error(exc.status, exc.message, code=exc.code, headers=headers or None)
+            return error(
+                exc.status,
+                rt.router.redactor.scrub(exc.message),
+                code=exc.code,
+                headers=headers or None,
+            )
+        except orjson.JSONEncodeError as exc:
+            # Valid JSON that cannot be sent on: nested deeper than the encoder's 254 levels.
+            if call is not None:
+                call.finish("client_error", 400, error_code="invalid_request")
+            return error(400, f"request body cannot be forwarded: {exc}", code="invalid_request")
+        except asyncio.CancelledError:
+            if call is not None:
+                call.finish("cancelled", 499, error_code="client_closed")
+            if not client_gone(request):
+                raise  # shutdown: the server cancels what outlived the drain
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            return error(499, "client closed the request", code="client_closed")
+        except Exception as exc:
+            # A bug of ours: still one event, a count by class, and the family's error shape.
+            name = type(exc).__name__
+            log.exception("internal error serving %s", request.url.path)
+            rt.ledger.count_internal_error(name)
+            if call is not None:
+                call.finish("internal_error", 500, error_code="internal_error")
+            return error(500, f"internal error ({name})", code="internal_error")
+        finally:
+            stop_disconnect_watch(request)
 
     return endpoint
 
@@ -82,7 +116,11 @@ def _add_headers(response: ASGIApp, headers: dict[str, str]) -> None:
 
 
 def _anthropic_error(
-    status: int, message: str, *, code: str | None = None, headers: dict[str, str] | None = None
+    status: int,
+    message: str,
+    *,
+    code: str | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> Response:
     return anthropic_error(status, message, headers=headers)
 
@@ -171,7 +209,17 @@ async def count_tokens(request: Request) -> Response:
         await raise_for_upstream(resp, call, dep)
         return Response(await read_timed(resp, call, dep), media_type="application/json")
     except ProxyError as exc:
-        return anthropic_error(exc.status, exc.message)
+        return anthropic_error(
+            exc.status, rt.router.redactor.scrub(exc.message), headers=exc.headers
+        )
+    except orjson.JSONEncodeError as exc:
+        return anthropic_error(400, f"request body cannot be forwarded: {exc}")
+    except Exception as exc:
+        log.exception("internal error counting tokens")
+        rt.ledger.count_internal_error(type(exc).__name__)
+        return anthropic_error(500, f"internal error ({type(exc).__name__})")
+    finally:
+        stop_disconnect_watch(request)
 
 
 def _model_entry(name: str) -> dict[str, Any]:

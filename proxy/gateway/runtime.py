@@ -22,6 +22,7 @@ from proxy.config.settings import BudgetSettings, ModelConfig, Settings
 from proxy.gateway.auth import KeyCache
 from proxy.gateway.budgets import BudgetGuard
 from proxy.gateway.deployments import Router, build_router
+from proxy.gateway.drain import Drain
 from proxy.gateway.projector import Projector
 from proxy.gateway.ratelimit import RateLimiter
 from proxy.gateway.telemetry import Telemetry, build_telemetry
@@ -48,6 +49,7 @@ class Runtime:
     budgets: BudgetGuard
     limiter: RateLimiter
     identity: IdentityMetrics
+    drain: Drain
     simulated_bases: dict[tuple[str, int], str] = field(default_factory=dict)
     telemetry: Telemetry | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -90,6 +92,7 @@ async def build_runtime(
     keys = KeyCache(
         engine, refresh_interval_s=settings.auth.refresh_interval_s, required=not open_mode
     )
+    writer.quarantine.on_quarantined = usage_metrics.quarantined.inc
     upstream = Upstream()
     ledger = Ledger(
         writer=writer,
@@ -134,6 +137,7 @@ async def build_runtime(
         budgets=budgets,
         limiter=limiter,
         identity=IdentityMetrics(registry),
+        drain=Drain(settings.limits.drain_timeout_s),
         simulated_bases=simulated_bases,
         telemetry=telemetry,
     )
@@ -143,6 +147,7 @@ async def build_runtime(
 
 
 async def close_runtime(rt: Runtime) -> None:
+    rt.drain.stop()
     for task in rt.tasks:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -179,6 +184,7 @@ def publish_state(rt: Runtime) -> None:
         backlog_bytes=rt.ledger.backlog_bytes,
         database_ok=rt.ledger.database_ok,
         journal_ok=not rt.ledger.journal_failed,
+        writer_ok=rt.ledger.writer_stalled is None,
     )
     rt.state.set_tco(rt.projector.latest)
     rt.state.set_budgets([(s.budget.name, s.ratio) for s in rt.budgets.states()])

@@ -14,6 +14,7 @@ from typing import Any
 import orjson
 
 from proxy.gateway.errors import ProxyError
+from proxy.gateway.upstream_usage import anthropic_usage
 
 DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; OpenAI clients often omit it
 
@@ -82,9 +83,9 @@ def to_anthropic_request(body: Mapping[str, Any], *, model: str) -> dict[str, An
             out[name] = body[name]
     stop = body.get("stop")
     if stop:
-        out["stop_sequences"] = [stop] if isinstance(stop, str) else list(stop)
+        out["stop_sequences"] = [stop] if isinstance(stop, str) else _strings(stop, "stop")
     if body.get("tools"):
-        out["tools"] = [_convert_tool(t) for t in body["tools"]]
+        out["tools"] = [_convert_tool(t) for t in _array(body["tools"], "tools")]
         choice = _convert_tool_choice(body.get("tool_choice"), body.get("parallel_tool_calls"))
         if choice:
             out["tool_choice"] = choice
@@ -119,7 +120,7 @@ def _convert_messages(messages: list[Any]) -> tuple[list[dict[str, Any]], list[d
             out.append({"role": "user", "content": _content_blocks(msg.get("content"), i)})
         elif role == "assistant":
             blocks = _content_blocks(msg.get("content"), i) if msg.get("content") else []
-            for call in msg.get("tool_calls") or []:
+            for call in _array(msg.get("tool_calls") or [], f"messages.{i}.tool_calls"):
                 blocks.append(_tool_use_block(call, i))
             out.append({"role": "assistant", "content": blocks})
         else:
@@ -127,6 +128,21 @@ def _convert_messages(messages: list[Any]) -> tuple[list[dict[str, Any]], list[d
                 400, f"messages.{i}.role {role!r} is not supported", code="invalid_request"
             )
     return system, out
+
+
+def _array(value: Any, where: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ProxyError(400, f"{where} must be an array", code="invalid_request")
+    return value
+
+
+def _strings(value: Any, where: str) -> list[str]:
+    items = _array(value, where)
+    if not all(isinstance(x, str) for x in items):
+        raise ProxyError(
+            400, f"{where} must be a string or an array of strings", code="invalid_request"
+        )
+    return items
 
 
 def _all_tool_results(content: list[dict[str, Any]]) -> bool:
@@ -234,16 +250,15 @@ def _convert_tool_choice(choice: Any, parallel: Any) -> dict[str, Any] | None:
 
 
 def openai_usage_from_anthropic(usage: Mapping[str, Any]) -> dict[str, Any]:
-    uncached = usage.get("input_tokens") or 0
-    read = usage.get("cache_read_input_tokens") or 0
-    write = usage.get("cache_creation_input_tokens") or 0
-    output = usage.get("output_tokens") or 0
+    # The validated counts, so the client sees what is metered (and a "12" cannot raise here).
+    u = anthropic_usage(usage)
     return {
-        "prompt_tokens": uncached + read + write,
-        "completion_tokens": output,
-        "total_tokens": uncached + read + write + output,
-        "prompt_tokens_details": {"cached_tokens": read},
-        "cache_creation_input_tokens": write,  # not in OpenAI's schema; kept for visibility
+        "prompt_tokens": u.input_tokens,
+        "completion_tokens": u.output_tokens,
+        "total_tokens": u.input_tokens + u.output_tokens,
+        "prompt_tokens_details": {"cached_tokens": u.cache_read_tokens},
+        # not in OpenAI's schema; kept for visibility
+        "cache_creation_input_tokens": u.cache_write_tokens,
     }
 
 

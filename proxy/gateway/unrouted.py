@@ -71,5 +71,6 @@ async def validation_error(request: Request, exc: Exception) -> Response:
     for err in exc.errors():
         loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body")
         problems.append(f"{loc}: {err.get('msg', 'invalid')}" if loc else str(err.get("msg")))
-    message = "invalid request: " + "; ".join(problems)
+    # never the input itself: it may hold what no response can encode (a lone surrogate)
+    message = ("invalid request: " + "; ".join(problems))[:1000].encode("utf-8", "replace").decode()
     return _family_error(request, 422, message, "invalid_request")

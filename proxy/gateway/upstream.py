@@ -5,6 +5,8 @@ Everything else talks to ``Upstream.send`` and ``UpstreamResponse``.
 
 from __future__ import annotations
 
+import asyncio
+import os
 from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
@@ -30,26 +32,39 @@ class UpstreamResponse:
         except TimeoutError as exc:
             raise UpstreamTimeout("upstream timed out") from exc
         except aiohttp.ClientError as exc:
-            raise UpstreamError(f"upstream connection failed: {exc}") from exc
+            raise UpstreamError(f"upstream connection failed ({_reason(exc)})") from exc
         finally:
             self._resp.release()
 
-    async def line_batches(self) -> AsyncIterator[list[bytes]]:
+    async def line_batches(self, idle_timeout_s: float | None = None) -> AsyncIterator[list[bytes]]:
         """The body's lines (newline removed) in the batches the network delivered them, so a
         relay can forward what arrived together in one write; a last line without its newline
-        comes last, on its own."""
+        comes last, on its own.
+
+        With ``idle_timeout_s``, UpstreamTimeout once that long passes without a complete line:
+        an upstream dripping a byte at a time defeats a per-read timeout, not this one.
+        """
         content = self._resp.content
+        loop = asyncio.get_running_loop()
         tail = b""
+        idle = idle_timeout_s
+        deadline = loop.time() + idle if idle is not None else None
         try:
-            while data := await content.readany():
+            while True:
+                async with asyncio.timeout_at(deadline):
+                    data = await content.readany()
+                if not data:
+                    break
                 lines = (tail + data).split(b"\n")
                 tail = lines.pop()
                 if lines:
+                    if idle is not None:
+                        deadline = loop.time() + idle
                     yield lines
         except TimeoutError as exc:
             raise UpstreamTimeout("upstream timed out mid-stream") from exc
         except aiohttp.ClientError as exc:
-            raise UpstreamError(f"upstream stream broke: {exc}") from exc
+            raise UpstreamError(f"upstream stream broke ({_reason(exc)})") from exc
         if tail:
             yield [tail]
 
@@ -103,7 +118,15 @@ class Upstream:
                 method, url, data=body or None, headers=headers, timeout=timeout
             )
         except TimeoutError as exc:
-            raise UpstreamTimeout(f"upstream {url} timed out") from exc
+            raise UpstreamTimeout("upstream timed out") from exc
         except aiohttp.ClientError as exc:
-            raise UpstreamError(f"upstream {url} unreachable: {exc}") from exc
+            raise UpstreamError(f"upstream unreachable ({_reason(exc)})") from exc
         return UpstreamResponse(resp)
+
+
+def _reason(exc: aiohttp.ClientError) -> str:
+    """Why, without the address: error messages reach clients, upstream addresses must not."""
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        err = exc.os_error  # its strerror may quote the address: take the errno's own text
+        return os.strerror(err.errno) if err.errno else type(err).__name__
+    return type(exc).__name__

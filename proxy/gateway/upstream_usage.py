@@ -1,15 +1,71 @@
-"""Reading token counts out of upstream responses (reference/protocols.md §1, §7)."""
+"""Reading token counts out of upstream responses (reference/protocols.md §1, §7).
+
+Counts are validated here, where they enter: the ledger stores them as 64-bit integers, and one
+``true`` or ``2**63`` must never reach it. A count that is not a non-negative integer below
+``MAX_TOKENS`` marks the usage invalid: a number-like value (``"12"``, ``12.5``) is still
+counted (rounded), anything else counts 0, and the event says ``usage_source = invalid``.
+"""
 
 from __future__ import annotations
 
+import logging
+import math
 from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from cost.usage import TokenUsage
 
+log = logging.getLogger(__name__)
 
-def _int(value: Any) -> int:
-    return value if isinstance(value, int) and value > 0 else 0
+# A thousand times the largest context window on offer (1M tokens): no single request's count
+# comes near it, and sums of billions of them still fit a 64-bit column.
+MAX_TOKENS = 1_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class ReadUsage:
+    """Counts read from an upstream, and the fields whose raw value was not a valid count."""
+
+    usage: TokenUsage
+    invalid: tuple[str, ...] = ()
+
+    @property
+    def source(self) -> Literal["upstream", "invalid"]:
+        return "invalid" if self.invalid else "upstream"
+
+
+class _Reader:
+    __slots__ = ("invalid",)
+
+    def __init__(self) -> None:
+        self.invalid: list[str] = []
+
+    def count(self, value: Any, name: str) -> int:
+        if value is None:
+            return 0
+        if type(value) is int and 0 <= value < MAX_TOKENS:
+            return value
+        counted = _coerce(value)
+        self.invalid.append(name)
+        log.warning(
+            "upstream usage %s = %.60r is not a valid count; counted %d", name, value, counted
+        )
+        return counted
+
+
+def _coerce(value: Any) -> int:
+    """What an invalid count is taken as: its number if it has a sane one, else 0."""
+    if isinstance(value, bool):
+        return 0
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())
+        except ValueError:
+            return 0
+    if isinstance(value, int | float) and math.isfinite(value) and 0 <= value < MAX_TOKENS:
+        return round(value)
+    return 0
 
 
 def _details(usage: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -17,33 +73,50 @@ def _details(usage: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
-def openai_usage(usage: Mapping[str, Any]) -> TokenUsage:
+def read_openai_usage(usage: Mapping[str, Any]) -> ReadUsage:
     """From an OpenAI-shaped ``usage`` (OpenAI, Azure AI inference, vLLM, TGI, embeddings)."""
+    r = _Reader()
     prompt = _details(usage, "prompt_tokens_details")
     completion = _details(usage, "completion_tokens_details")
-    return TokenUsage(
-        input_tokens=_int(usage.get("prompt_tokens")),
-        cache_read_tokens=_int(prompt.get("cached_tokens")),
+    counts = TokenUsage(
+        input_tokens=r.count(usage.get("prompt_tokens"), "prompt_tokens"),
+        cache_read_tokens=r.count(prompt.get("cached_tokens"), "cached_tokens"),
         # OpenRouter-style extension; OpenAI proper reports no cache writes.
-        cache_write_tokens=_int(prompt.get("cache_write_tokens")),
-        output_tokens=_int(usage.get("completion_tokens")),
-        reasoning_tokens=_int(completion.get("reasoning_tokens")),
+        cache_write_tokens=r.count(prompt.get("cache_write_tokens"), "cache_write_tokens"),
+        output_tokens=r.count(usage.get("completion_tokens"), "completion_tokens"),
+        reasoning_tokens=r.count(completion.get("reasoning_tokens"), "reasoning_tokens"),
     )
+    return ReadUsage(counts, tuple(r.invalid))
 
 
-def anthropic_usage(usage: Mapping[str, Any]) -> TokenUsage:
+def read_anthropic_usage(usage: Mapping[str, Any]) -> ReadUsage:
     """From an Anthropic ``usage``: its ``input_tokens`` excludes cache reads and writes."""
-    uncached = _int(usage.get("input_tokens"))
-    read = _int(usage.get("cache_read_input_tokens"))
-    write = _int(usage.get("cache_creation_input_tokens"))
-    write_1h = _int(_details(usage, "cache_creation").get("ephemeral_1h_input_tokens"))
-    return TokenUsage(
+    r = _Reader()
+    uncached = r.count(usage.get("input_tokens"), "input_tokens")
+    read = r.count(usage.get("cache_read_input_tokens"), "cache_read_input_tokens")
+    write = r.count(usage.get("cache_creation_input_tokens"), "cache_creation_input_tokens")
+    write_1h = r.count(
+        _details(usage, "cache_creation").get("ephemeral_1h_input_tokens"),
+        "ephemeral_1h_input_tokens",
+    )
+    counts = TokenUsage(
         input_tokens=uncached + read + write,
         cache_read_tokens=read,
         cache_write_tokens=write,
         cache_write_1h_tokens=min(write_1h, write),
-        output_tokens=_int(usage.get("output_tokens")),
+        output_tokens=r.count(usage.get("output_tokens"), "output_tokens"),
     )
+    return ReadUsage(counts, tuple(r.invalid))
+
+
+def openai_usage(usage: Mapping[str, Any]) -> TokenUsage:
+    """The counts of ``read_openai_usage``, for callers that need no verdict."""
+    return read_openai_usage(usage).usage
+
+
+def anthropic_usage(usage: Mapping[str, Any]) -> TokenUsage:
+    """The counts of ``read_anthropic_usage``, for callers that need no verdict."""
+    return read_anthropic_usage(usage).usage
 
 
 class AnthropicUsageTracker:
@@ -74,6 +147,9 @@ class AnthropicUsageTracker:
     def usage(self) -> TokenUsage:
         return anthropic_usage(self.fields)
 
+    def read(self) -> ReadUsage:
+        return read_anthropic_usage(self.fields)
+
 
 def estimate_tokens(text_chars: int) -> int:
     """A rough count for when an upstream never reported usage: about four characters a token."""
@@ -88,7 +164,7 @@ def prompt_chars(body: dict[str, Any]) -> int:
         if isinstance(content, str):
             total += len(content)
         elif isinstance(content, list):
-            total += sum(len(p.get("text", "")) for p in content if isinstance(p, dict))
+            total += sum(_text_len(p) for p in content)
     prompt = body.get("prompt")  # text completions
     if isinstance(prompt, str):
         total += len(prompt)
@@ -98,3 +174,9 @@ def prompt_chars(body: dict[str, Any]) -> int:
     elif isinstance(inp, list):
         total += sum(len(x) for x in inp if isinstance(x, str))
     return total
+
+
+def _text_len(part: Any) -> int:
+    # Client-chosen JSON: a part or its text may be any type; only strings count.
+    text = part.get("text") if isinstance(part, dict) else None
+    return len(text) if isinstance(text, str) else 0

@@ -137,6 +137,7 @@ def test_kill_9_mid_load_loses_nothing_that_was_answered(
         prepare_postgres(config)
     server = ServerProcess(config, tmp_path, "kill9").start()
     servers.append(server)
+    fakes["vllm"].reset()  # counts the responses the upstream finished during this load
 
     outcomes = [
         Outcome(new_session("k9"), stream=i % 2 == 0, user=f"user-{i % 4}")
@@ -189,10 +190,23 @@ def test_kill_9_mid_load_loses_nothing_that_was_answered(
     assert total >= len(answered)
     assert_client_usage_recorded(outcomes, db_url)
     assert_rollups_equal_events(db_url)
+
+    # docs/ledger.md: what the upstream finished but no client received. Billed when the gateway
+    # had journaled it (it read the whole answer: journaled before the client sees the end), not
+    # when the kill came while the answer was still in flight between the upstream and us.
+    upstream_done = fakes["vllm"].stats.completed
+    by_session = events_by_session(db_url)
+    unanswered = [s for s in known - {o.session for o in answered} if s in by_session]
+    billed_unanswered = sum(1 for s in unanswered if by_session[s][0]["status"] == "ok")
+    spent_unanswered = upstream_done - len(answered)
+    assert spent_unanswered >= billed_unanswered >= 0
+    assert sum(1 for rows in by_session.values() if rows[0]["status"] == "ok") <= upstream_done
     print(
         f"{backend}: load {load_s:.1f}s, answered {len(answered)}/{KILL_TOTAL}, "
         f"{in_db_at_kill} in DB at kill ({len(only_journaled)} answered ones only journaled), "
-        f"{total} after replay ({replay_s:.1f}s)"
+        f"{total} after replay ({replay_s:.1f}s); upstream finished {upstream_done}, of which "
+        f"{spent_unanswered} never reached a client: {billed_unanswered} billed, "
+        f"{spent_unanswered - billed_unanswered} not"
     )
 
 

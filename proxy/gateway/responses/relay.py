@@ -27,7 +27,15 @@ from proxy.gateway.anthropic_relay import (
 from proxy.gateway.call import Call
 from proxy.gateway.deployments import Deployment
 from proxy.gateway.errors import journal_unavailable
-from proxy.gateway.exchange import raise_for_upstream, read_timed, send_timed
+from proxy.gateway.exchange import (
+    idle_timeout_s,
+    is_anthropic_message,
+    is_chat_completion,
+    parse_answer,
+    raise_for_upstream,
+    read_timed,
+    send_timed,
+)
 from proxy.gateway.openai_relay import finish_stream, usage_of
 from proxy.gateway.responses.events import ResponseStream
 from proxy.gateway.responses.output import ResponseShell, from_chat_completion
@@ -36,7 +44,7 @@ from proxy.gateway.streaming import EventStreamResponse
 from proxy.gateway.structured import AnthropicTranslation, anthropic_translation
 from proxy.gateway.translate import openai_usage_from_anthropic
 from proxy.gateway.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
-from proxy.gateway.upstream_usage import AnthropicUsageTracker, anthropic_usage
+from proxy.gateway.upstream_usage import AnthropicUsageTracker, read_anthropic_usage
 
 ResponseAnswer = Response | EventStreamResponse
 
@@ -65,10 +73,11 @@ async def _via_chat(
     if call.stream:
         return EventStreamResponse(_relay_chat(resp, call, out, ResponseStream(shell)))
     data = await read_timed(resp, call, dep)
-    usage, source = usage_of(data, out)
+    parsed = parse_answer(data, call, dep, valid=is_chat_completion, what="a chat completion")
+    usage, source = usage_of(parsed, out)
     if not call.finish("ok", 200, usage, source=source):
         raise journal_unavailable()
-    return _json(from_chat_completion(shell, orjson.loads(data)))
+    return _json(from_chat_completion(shell, parsed))
 
 
 async def _relay_chat(
@@ -77,7 +86,7 @@ async def _relay_chat(
     status: Status = "cancelled"
     usage: dict[str, Any] | None = None
     chunks, done = 0, False
-    batches = resp.line_batches()
+    batches = resp.line_batches(idle_timeout_s(call))
     try:
         yield b"".join(stream.opening())
         while not done:
@@ -94,7 +103,10 @@ async def _relay_chat(
                 if payload == b"[DONE]":
                     done = True
                     break
-                chunk = orjson.loads(payload)
+                try:
+                    chunk = orjson.loads(payload)
+                except orjson.JSONDecodeError:
+                    continue  # a garbage line: skipped, as the chat relay does
                 if not isinstance(chunk, dict):
                     continue
                 if isinstance(chunk.get("usage"), dict):
@@ -137,8 +149,11 @@ async def _via_anthropic(
     if call.stream:
         stream = ResponseStream(shell)
         return EventStreamResponse(_relay_anthropic(resp, call, chat.body, translation, stream))
-    msg = orjson.loads(await read_timed(resp, call, dep))
-    if not call.finish("ok", 200, anthropic_usage(msg.get("usage") or {})):
+    data = await read_timed(resp, call, dep)
+    msg = parse_answer(data, call, dep, valid=is_anthropic_message, what="a message")
+    usage = msg.get("usage")
+    read = read_anthropic_usage(usage if isinstance(usage, dict) else {})
+    if not call.finish("ok", 200, read.usage, source=read.source):
         raise journal_unavailable()
     return _json(from_chat_completion(shell, translation.response(msg, model=call.model)))
 
@@ -163,7 +178,7 @@ async def _relay_anthropic(
                 tracker.on_event(event)
                 if event.get("type") == "error":
                     state.status = "upstream_error"
-                    yield b"".join(out) + stream.failed(event_message(event))
+                    yield b"".join(out) + stream.failed(event_message(event, call))
                     return
                 for chunk in translator.on_event(event):
                     call.mark_first_chunk()

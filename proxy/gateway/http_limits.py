@@ -1,0 +1,118 @@
+"""Limits on what a client can make the server hold before the app sees a request.
+
+uvicorn's httptools protocol has no bound on a request's head: an 8 MiB header or 50,000 header
+lines are parsed and handed on, and a client sending one byte a second holds its connection
+forever. This protocol, used by ``tokenmeter serve``, answers 431 once a head passes
+``max_header_bytes`` (counted as it arrives, so memory stays bounded) or ``max_headers`` lines,
+and 408 when a head has not arrived within ``header_timeout_s`` of the connection opening or of
+the previous request ending. The body's own deadline is the app's (``limits.body_timeout_s``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+
+
+@dataclass(frozen=True, slots=True)
+class HeadLimits:
+    max_header_bytes: int
+    max_headers: int
+    header_timeout_s: float
+
+
+class _Refused(Exception):
+    pass
+
+
+class LimitedHttpToolsProtocol(HttpToolsProtocol):
+    def __init__(self, *args: Any, limits: HeadLimits, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._limits = limits
+        self._awaiting_head = True
+        self._head_bytes = 0
+        self._head_lines = 0
+        self._head_timer: asyncio.TimerHandle | None = None
+        self._refusal: tuple[int, str] | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._expect_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._cancel_timer()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refusal is not None:
+            return
+        if self._awaiting_head:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        too_big = self._awaiting_head and self._head_bytes > self._limits.max_header_bytes
+        if self._refusal is None and too_big:
+            self._refuse(431, f"request headers exceed {self._limits.max_header_bytes} bytes")
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_lines += 1
+        if self._head_lines > self._limits.max_headers:
+            self._refusal = (431, f"more than {self._limits.max_headers} request headers")
+            raise _Refused  # httptools stops parsing; send_400_response answers the refusal
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._awaiting_head = False
+        self._cancel_timer()
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        super().on_message_complete()
+        self._expect_head()
+
+    def send_400_response(self, msg: str) -> None:
+        if self._refusal is not None:
+            self._send_refusal(*self._refusal)
+            return
+        super().send_400_response(msg)
+
+    def _expect_head(self) -> None:
+        self._awaiting_head = True
+        self._head_bytes = self._head_lines = 0
+        self._cancel_timer()
+        self._head_timer = self.loop.call_later(self._limits.header_timeout_s, self._head_late)
+
+    def _head_late(self) -> None:
+        self._head_timer = None
+        if self._awaiting_head and self._head_bytes and not self.transport.is_closing():
+            self._refuse(
+                408, f"request headers not received within {self._limits.header_timeout_s:g} s"
+            )
+        elif self._awaiting_head and not self.transport.is_closing() and self.cycle is None:
+            self.transport.close()  # opened and never used
+
+    def _cancel_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _refuse(self, status: int, message: str) -> None:
+        self._refusal = (status, message)
+        self._send_refusal(status, message)
+
+    def _send_refusal(self, status: int, message: str) -> None:
+        self.logger.warning("refused a request head: %s", message)
+        body = (
+            b'{"error": {"message": "' + message.encode() + b'", "type": "invalid_request_error", '
+            b'"param": null, "code": "request_head_refused"}}'
+        )
+        head = [
+            STATUS_LINE[status],
+            b"content-type: application/json\r\n",
+            b"content-length: " + str(len(body)).encode() + b"\r\n",
+            b"connection: close\r\n\r\n",
+        ]
+        self.transport.write(b"".join(head) + body)
+        self.transport.close()
