@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from proxy.simulated import FakeServer
-from tests.conftest import PG_ADMIN_URL, backend_models
+from tests.conftest import backend_models
 from tests.support import Gateway, pg_database
 
 BUDGET = settings(
@@ -91,7 +91,9 @@ def gateway(
     config: dict[str, Any] = {"models": backend_models(fakes)}
     with contextlib.ExitStack() as stack:
         if request.param == "postgresql":
-            config["storage"] = {"url": stack.enter_context(pg_database(PG_ADMIN_URL))}
+            config["storage"] = {
+                "url": stack.enter_context(pg_database(request.getfixturevalue("pg_admin_url")))
+            }
         gw = Gateway(db, config).start()
         stack.callback(gw.stop)
         yield gw

@@ -15,7 +15,7 @@ import pytest
 import yaml
 from sqlalchemy import event
 
-from tests.conftest import PG_ADMIN_URL, backend_models
+from tests.conftest import backend_models
 from tests.support import Gateway, pg_database, serving
 
 
@@ -102,7 +102,7 @@ def gateway(request, fakes, tmp_path_factory) -> Iterator[Gateway]:
         yield gw
         gw.stop()
         return
-    with pg_database(PG_ADMIN_URL) as url:
+    with pg_database(request.getfixturevalue("pg_admin_url")) as url:
         gw = Gateway(tmp / "tm.db", {**config, "storage": {"url": url}}).start()
         yield gw
         gw.stop()

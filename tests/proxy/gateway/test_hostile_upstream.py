@@ -18,7 +18,6 @@ import openai
 import pytest
 
 from proxy.simulated import FakeServer
-from tests.conftest import PG_ADMIN_URL
 from tests.proxy.gateway.hostile import SECRET_KEY, Notes, create_hostile_app
 from tests.support import Gateway, free_port, pg_database, wait_for
 
@@ -42,7 +41,7 @@ def ledger_url(request: pytest.FixtureRequest, tmp_path_factory) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('hostile') / 'tm.db'}"
         return
-    with pg_database(PG_ADMIN_URL) as url:
+    with pg_database(request.getfixturevalue("pg_admin_url")) as url:
         yield url
 
 
