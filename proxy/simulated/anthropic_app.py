@@ -12,6 +12,7 @@ from starlette.routing import Route
 
 from proxy.simulated.anthropic_wire import MessagePlan, error_body, message_body, stream_script
 from proxy.simulated.directives import (
+    AGENT_TOOLS,
     DirectiveError,
     Directives,
     Reply,
@@ -196,8 +197,9 @@ def _pick_tool(body: dict[str, Any]) -> str | None:
     if choice.get("type") == "tool" and isinstance(choice.get("name"), str):
         return str(choice["name"])
     for tool in tools:
-        if isinstance(tool, dict) and isinstance(tool.get("name"), str):
-            return str(tool["name"])
+        name = tool.get("name") if isinstance(tool, dict) else None
+        if isinstance(name, str) and name not in AGENT_TOOLS:
+            return name
     return None
 
 

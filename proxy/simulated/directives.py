@@ -18,6 +18,9 @@ from typing import Any, Literal
 DEFAULT_WORDS = 12
 EMBEDDING_DIMENSIONS = 8
 TOOL_ARGUMENTS = '{"query": "simulated"}'
+# Tools a fake never picks by itself: each starts another agent (Claude Code's Agent, formerly
+# Task), whose requests the fake would answer with the same call again, without end.
+AGENT_TOOLS = frozenset({"Agent", "Task"})
 # Split so that streaming clients have to reassemble arguments from several deltas.
 TOOL_ARGUMENT_PARTS = ('{"query": ', '"simulated"}')
 TOOL_INPUT: dict[str, Any] = {"query": "simulated"}

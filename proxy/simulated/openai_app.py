@@ -19,6 +19,7 @@ from proxy.simulated.completions_wire import (
     completion_text_body,
 )
 from proxy.simulated.directives import (
+    AGENT_TOOLS,
     DirectiveError,
     Directives,
     Reply,
@@ -255,9 +256,12 @@ def _pick_tool(body: dict[str, Any], messages: list[Any]) -> str | None:
         named = choice["function"].get("name")
         if isinstance(named, str):
             return named
-    first = tools[0].get("function") if isinstance(tools[0], dict) else None
-    name = first.get("name") if isinstance(first, dict) else None
-    return name if isinstance(name, str) else None
+    for tool in tools:
+        function = tool.get("function") if isinstance(tool, dict) else None
+        name = function.get("name") if isinstance(function, dict) else None
+        if isinstance(name, str) and name not in AGENT_TOOLS:
+            return name
+    return None
 
 
 def _next_uncalled(tools: list[Any], messages: list[Any]) -> str | None:
