@@ -4,16 +4,16 @@ Monthly volume by token class and use case is extrapolated from the rollups of t
 window (``window_days``, or since the first request when that is shorter); peak rates are the
 busiest minute of the last ``peak_window_s`` (per-minute rollups); on-prem utilization is
 measured from the on-prem deployments' traffic against one replica of the plan (the pilot's
-hardware).
+hardware). The result is a frozen ``LiveProjection``; it becomes JSON only at the edges.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields, is_dataclass
 from datetime import UTC, datetime, timedelta
-from enum import Enum
+from enum import Enum, StrEnum
 from typing import Any
 
 from sqlalchemy import Engine, Table, func, select
@@ -24,8 +24,10 @@ from cost.tco import (
     MonthlyTokens,
     NoTrafficError,
     ObservedVolume,
+    TcoProjection,
     project_tco,
 )
+from cost.usage import TokenUsage
 from metering.tables import UsageEventRecord, UsageMinuteRecord, UsageRollupRecord
 
 SECONDS_PER_MONTH = 365.25 / 12 * 86_400
@@ -36,13 +38,33 @@ _MINUTES: Table = UsageMinuteRecord.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
+class TcoInputs:
+    """The on-prem plan and the hosted option the observed traffic is projected onto."""
+
+    plan: OnPremPlan
+    hosted: HostedPricing
+    scenario: str
+
+
+@dataclass(frozen=True, slots=True)
+class RollupRow:
+    """Rollup sums of one (use case, on_prem) cell: tokens in the all-input convention."""
+
+    use_case: str
+    on_prem: bool
+    usage: TokenUsage
+    requests: int
+    cost_micro_usd: int
+
+
+@dataclass(frozen=True, slots=True)
 class Window:
     """Raw counts observed between ``start`` and ``end`` (not yet per month)."""
 
     start: datetime
     end: datetime
     requests: int
-    tokens_by_use_case: dict[str, MonthlyTokens]
+    tokens_by_use_case: Mapping[str, MonthlyTokens]
     onprem_input_tokens: int
     onprem_output_tokens: int
     hosted_cost_micro_usd: int
@@ -53,6 +75,60 @@ class Window:
     def seconds(self) -> float:
         return max(MIN_WINDOW_S, (self.end - self.start).total_seconds())
 
+    @property
+    def extrapolation_factor(self) -> float:
+        """Months per window: what scales the window's counts to a month."""
+        return SECONDS_PER_MONTH / self.seconds
+
+
+def window_from_rollups(
+    rows: Iterable[RollupRow],
+    *,
+    start: datetime,
+    end: datetime,
+    peak_input_tokens_per_s: float,
+    peak_output_tokens_per_s: float,
+) -> Window:
+    """Rollup rows → window: tokens per use case, the on-prem leg's tokens, the hosted bill."""
+    sums: dict[str, list[int]] = {}
+    requests = onprem_in = onprem_out = hosted_cost = 0
+    for row in rows:
+        u = row.usage
+        acc = sums.setdefault(row.use_case, [0] * 5)
+        parts = (u.input_tokens, u.cache_read_tokens, u.cache_write_tokens)
+        for i, value in enumerate((*parts, u.cache_write_1h_tokens, u.output_tokens)):
+            acc[i] += value
+        requests += row.requests
+        if row.on_prem:
+            onprem_in, onprem_out = onprem_in + u.input_tokens, onprem_out + u.output_tokens
+        else:
+            hosted_cost += row.cost_micro_usd
+    return Window(
+        start=start,
+        end=end,
+        requests=requests,
+        tokens_by_use_case={
+            uc: MonthlyTokens.from_usage(TokenUsage(i, r, w, w1h, o))
+            for uc, (i, r, w, w1h, o) in sums.items()
+        },
+        onprem_input_tokens=onprem_in,
+        onprem_output_tokens=onprem_out,
+        hosted_cost_micro_usd=hosted_cost,
+        peak_input_tokens_per_s=peak_input_tokens_per_s,
+        peak_output_tokens_per_s=peak_output_tokens_per_s,
+    )
+
+
+_SUMMED = (
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "cache_write_1h_tokens",
+    "output_tokens",
+    "requests",
+    "cost_micro_usd",
+)
+
 
 def read_window(
     engine: Engine, *, now: datetime, window_days: float, peak_window_s: float = 86_400
@@ -61,18 +137,7 @@ def read_window(
     since = now - timedelta(days=window_days)
     hour_since = since.replace(minute=0, second=0, microsecond=0)
     r = _ROLLUPS.c
-    sums = [
-        func.coalesce(func.sum(r[c]), 0)
-        for c in (
-            "input_tokens",
-            "cache_read_tokens",
-            "cache_write_tokens",
-            "cache_write_1h_tokens",
-            "output_tokens",
-            "requests",
-            "cost_micro_usd",
-        )
-    ]
+    sums = [func.coalesce(func.sum(r[c]), 0) for c in _SUMMED]
     with engine.connect() as conn:
         first = conn.execute(
             select(func.min(_EVENTS.c.started_at)).where(_EVENTS.c.started_at >= since)
@@ -85,37 +150,18 @@ def read_window(
         peaks = busiest_minute(conn, since=max(since, now - timedelta(seconds=peak_window_s)))
     if not rows or sum(int(row[7]) for row in rows) == 0:
         return None
-    by_use_case: dict[str, list[int]] = {}
-    onprem_in = onprem_out = cost = requests = 0
-    for use_case, on_prem, inp, read, write, write_1h, out, reqs, cost_micro in rows:
-        acc = by_use_case.setdefault(use_case, [0, 0, 0, 0, 0])
-        for i, value in enumerate(
-            (
-                int(inp) - int(read) - int(write),
-                int(read),
-                int(write) - int(write_1h),
-                int(write_1h),
-                int(out),
-            )
-        ):
-            acc[i] += value
-        requests += int(reqs)
-        if on_prem:
-            onprem_in, onprem_out = onprem_in + int(inp), onprem_out + int(out)
-        else:
-            cost += int(cost_micro)
-    start = _aware(first) if first is not None else hour_since
-    return Window(
-        start=start,
+    return window_from_rollups(
+        (_rollup_row(uc, bool(on_prem), [int(v) for v in values]) for uc, on_prem, *values in rows),
+        start=_aware(first) if first is not None else hour_since,
         end=now,
-        requests=requests,
-        tokens_by_use_case={uc: MonthlyTokens(*map(float, v)) for uc, v in by_use_case.items()},
-        onprem_input_tokens=onprem_in,
-        onprem_output_tokens=onprem_out,
-        hosted_cost_micro_usd=cost,
         peak_input_tokens_per_s=peaks[0],
         peak_output_tokens_per_s=peaks[1],
     )
+
+
+def _rollup_row(use_case: str, on_prem: bool, values: list[int]) -> RollupRow:
+    inp, read, write, write_1h, out, requests, cost = values
+    return RollupRow(use_case, on_prem, TokenUsage(inp, read, write, write_1h, out), requests, cost)
 
 
 def busiest_minute(
@@ -137,11 +183,8 @@ def _aware(value: datetime | str) -> datetime:
 
 def observed_volume(window: Window, plan: OnPremPlan) -> ObservedVolume:
     """The window scaled to a month (peaks are rates already, so they are kept)."""
-    scale = SECONDS_PER_MONTH / window.seconds
-    monthly = {
-        uc: MonthlyTokens(*(v * scale for v in t.by_class().values()))
-        for uc, t in window.tokens_by_use_case.items()
-    }
+    scale = window.extrapolation_factor
+    monthly = {uc: t.scaled(scale) for uc, t in window.tokens_by_use_case.items()}
     measured = None
     if window.onprem_input_tokens or window.onprem_output_tokens:
         measured = min(
@@ -161,50 +204,85 @@ def observed_volume(window: Window, plan: OnPremPlan) -> ObservedVolume:
     )
 
 
-def project_live(
-    engine: Engine,
-    *,
-    plan: OnPremPlan,
-    hosted: HostedPricing,
-    scenario: str,
-    window_days: float,
-    now: datetime,
-) -> dict[str, Any]:
-    """The projection as a JSON-ready dict, or ``{"status": "no_traffic", ...}``."""
-    window = read_window(engine, now=now, window_days=window_days)
-    base: dict[str, Any] = {
-        "as_of": now.isoformat(),
-        "scenario": scenario,
-        "hosted_model": hosted.name,
-    }
-    if window is None:
-        return {
-            **base,
-            "status": "no_traffic",
-            "message": "no traffic recorded yet: send requests through the gateway, the "
-            "projection follows within one projector interval",
+class ProjectionStatus(StrEnum):
+    OK = "ok"
+    NO_TRAFFIC = "no_traffic"
+
+
+@dataclass(frozen=True, slots=True)
+class LiveProjection:
+    """A projection of one window with what it was projected onto; ``projection`` and
+    ``window`` are set exactly when ``status`` is ``ok``, ``message`` says why otherwise."""
+
+    as_of: datetime
+    scenario: str
+    hosted_model: str
+    status: ProjectionStatus
+    message: str = ""
+    window: Window | None = None
+    projection: TcoProjection | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """The HTTP / CLI / export answer."""
+        base: dict[str, Any] = {
+            "as_of": self.as_of.isoformat(),
+            "scenario": self.scenario,
+            "hosted_model": self.hosted_model,
+            "status": self.status.value,
         }
+        if self.window is None or self.projection is None:
+            return {**base, "message": self.message}
+        w = self.window
+        window = {
+            "start": w.start.isoformat(),
+            "end": w.end.isoformat(),
+            "seconds": w.seconds,
+            "requests": w.requests,
+            "hosted_cost_usd": w.hosted_cost_micro_usd / 1_000_000,
+            "extrapolation_factor": w.extrapolation_factor,
+            "peak_input_tokens_per_s": w.peak_input_tokens_per_s,
+            "peak_output_tokens_per_s": w.peak_output_tokens_per_s,
+        }
+        return {**base, "window": window, "projection": to_json(self.projection)}
+
+
+def project_window(
+    window: Window | None, inputs: TcoInputs, *, as_of: datetime, empty: str, no_tokens: str
+) -> LiveProjection:
+    """``window`` projected onto ``inputs``; ``empty`` / ``no_tokens`` say why not."""
+
+    def answer(status: ProjectionStatus, message: str = "", **result: Any) -> LiveProjection:
+        return LiveProjection(
+            as_of=as_of,
+            scenario=inputs.scenario,
+            hosted_model=inputs.hosted.name,
+            status=status,
+            message=message,
+            **result,
+        )
+
+    if window is None:
+        return answer(ProjectionStatus.NO_TRAFFIC, empty)
     try:
-        projection = project_tco(volume=observed_volume(window, plan), hosted=hosted, plan=plan)
+        volume = observed_volume(window, inputs.plan)
+        projection = project_tco(volume=volume, hosted=inputs.hosted, plan=inputs.plan)
     except NoTrafficError:
-        return {**base, "status": "no_traffic", "message": "requests recorded, but no tokens"}
-    return {
-        **base,
-        "status": "ok",
-        "window": _window_json(window),
-        "projection": to_json(projection),
-    }
+        return answer(ProjectionStatus.NO_TRAFFIC, no_tokens)
+    return answer(ProjectionStatus.OK, window=window, projection=projection)
 
 
-def _window_json(window: Window) -> dict[str, Any]:
-    return {
-        "start": window.start.isoformat(),
-        "end": window.end.isoformat(),
-        "seconds": window.seconds,
-        "requests": window.requests,
-        "hosted_cost_usd": window.hosted_cost_micro_usd / 1_000_000,
-        "extrapolation_factor": SECONDS_PER_MONTH / window.seconds,
-    }
+def project_live(
+    engine: Engine, inputs: TcoInputs, *, window_days: float, now: datetime
+) -> LiveProjection:
+    """The projection of the trailing window, or a ``no_traffic`` answer saying why."""
+    return project_window(
+        read_window(engine, now=now, window_days=window_days),
+        inputs,
+        as_of=now,
+        empty="no traffic recorded yet: send requests through the gateway, the "
+        "projection follows within one projector interval",
+        no_tokens="requests recorded, but no tokens",
+    )
 
 
 _DERIVED = (

@@ -13,14 +13,19 @@ so every request is counted once whichever worker answers the scrape.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from cost.capacity import BindingConstraint
 from metering.events import UsageEvent
+
+if TYPE_CHECKING:
+    from metering.live_tco import LiveProjection
 
 # gen_ai.client.operation.duration / gen_ai.server.request.duration boundaries (seconds)
 DURATION_BUCKETS = (
@@ -281,28 +286,32 @@ class StateMetrics:
         self.database_up.set(1 if database_ok else 0)
         self.journal_writable.set(1 if journal_ok else 0)
 
-    def set_tco(self, state: dict[str, Any] | None) -> None:
-        if not state or state.get("status") != "ok":
+    def set_tco(self, state: LiveProjection | None) -> None:
+        p = None if state is None else state.projection
+        if p is None:
             return
-        p = state["projection"]
-        self.tco_cost.labels("hosted").set(p["hosted"]["total_usd_per_month"])
-        self.tco_cost.labels("onprem").set(p["onprem"]["total_usd_per_month"])
-        self.tco_break_even.set(_or_never(p["break_even"]["months_fractional"]))
-        self.tco_crossover.set(_or_never(p["crossover"]["tokens_per_month"]))
-        self.tco_gpus.set(p["sizing"]["gpus_needed"])
-        self.tco_target.set(p["negotiation"]["target_usd_per_m"])
-        for kind in ("observed", "measured", "target"):
-            value = p[f"utilization_{kind}"]
+        self.tco_cost.labels("hosted").set(p.hosted.total_usd_per_month)
+        self.tco_cost.labels("onprem").set(p.onprem.total_usd_per_month)
+        self.tco_break_even.set(_or_never(p.break_even.months_fractional))
+        self.tco_crossover.set(_or_never(p.crossover.tokens_per_month))
+        self.tco_gpus.set(p.sizing.gpus_needed)
+        self.tco_target.set(p.negotiation.target_usd_per_m)
+        utilizations = {
+            "observed": p.utilization_observed,
+            "measured": p.utilization_measured,
+            "target": p.utilization_target,
+        }
+        for kind, value in utilizations.items():
             if value is not None:
                 self.tco_utilization.labels(kind).set(value)
-        for constraint in ("prefill", "decode", "memory", "min_replicas"):
-            self.tco_binding.labels(constraint).set(
-                1 if p["sizing"]["binding"] == constraint else 0
+        for constraint in BindingConstraint:
+            self.tco_binding.labels(constraint.value).set(
+                1 if p.sizing.binding is constraint else 0
             )
 
 
 def _or_never(value: float | None) -> float:
-    return -1.0 if value is None else value
+    return -1.0 if value is None or math.isinf(value) else value
 
 
 def exposition(registry: CollectorRegistry) -> bytes:

@@ -31,6 +31,7 @@ from metering.export.views import (
     total_tokens,
     zero_sums,
 )
+from metering.live_tco import LiveProjection
 from metering.tables import ROLLUP_SUMS, UsageRollupRecord
 
 _ROLLUPS: Table = UsageRollupRecord.__table__  # type: ignore[attr-defined]
@@ -96,7 +97,7 @@ class MonthExport:
     cost: ParetoSet
     totals: Sums
     events: EventTotals
-    tco: dict[str, Any] | None
+    tco: LiveProjection | None
 
     @property
     def headline(self) -> str:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from typing import Any
+
+from metering.live_tco import LiveProjection
 
 
 def pilot_report(
     rows: list[dict[str, Any]],
-    projection: dict[str, Any] | None,
+    projection: LiveProjection | None,
     *,
     model: str | None,
     since: datetime | None,
@@ -17,10 +20,10 @@ def pilot_report(
     """On-prem rows get their cost per 1k tokens from the TCO model, at the utilization
     measured and at the plan's target: a 5 % pilot always looks expensive at its real load."""
     measured = target = None
-    if projection and projection.get("status") == "ok":
-        p = projection["projection"]
-        measured = _per_1k(p["onprem_usd_per_m_measured"])
-        target = _per_1k(p["onprem_usd_per_m_target"])
+    p = None if projection is None else projection.projection
+    if p is not None:
+        measured = _per_1k(p.onprem_usd_per_m_measured)
+        target = _per_1k(p.onprem_usd_per_m_target)
     for row in rows:
         if row["on_prem"]:
             row["onprem_usd_per_1k_tokens_measured"] = measured
@@ -29,4 +32,7 @@ def pilot_report(
 
 
 def _per_1k(usd_per_m: float | None) -> float | None:
-    return None if usd_per_m is None else usd_per_m / 1000
+    """$/M → $/1k; an infinite cost (an idle deployment) is null, as in the JSON answer."""
+    if usd_per_m is None or math.isinf(usd_per_m):
+        return None
+    return usd_per_m / 1000

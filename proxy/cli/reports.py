@@ -77,7 +77,7 @@ def tco(
         result = project_now(open_ledger(settings), settings.tco, book)
     except ConfigError as exc:
         fail(str(exc), code=2)
-    typer.echo(json.dumps(result, indent=2) if as_json else render_tco(result))
+    typer.echo(json.dumps(result.to_json(), indent=2) if as_json else render_tco(result))
 
 
 def compare(

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from cost.tco import BreakEven
+from metering.live_tco import LiveProjection
 
 
 def _usd(value: float | None) -> str:
@@ -18,41 +19,42 @@ def _tokens(value: float | None) -> str:
     return f"{value:,.0f}"
 
 
-def render_tco(result: dict[str, Any]) -> str:
-    head = f"TCO projection ({result['scenario']} vs. {result['hosted_model']}), {result['as_of']}"
-    if result["status"] != "ok":
-        return f"{head}\n{result['message']}"
-    p, w = result["projection"], result["window"]
-    be, be_ns = p["break_even"], p["break_even_without_staff"]
-    sizing = p["sizing"]
-    monthly_tokens = sum(u["tokens_per_month"] for u in p["use_cases"])
+def render_tco(result: LiveProjection) -> str:
+    when = result.as_of.isoformat()
+    head = f"TCO projection ({result.scenario} vs. {result.hosted_model}), {when}"
+    p, w = result.projection, result.window
+    if p is None or w is None:
+        return f"{head}\n{result.message}"
+    sizing = p.sizing
+    monthly_tokens = sum(u.tokens_per_month for u in p.use_cases)
     lines = [
         head,
-        f"observed: {w['requests']:,} requests over {_duration(w['seconds'])}, "
-        f"extrapolated x{w['extrapolation_factor']:,.1f} to {_tokens(monthly_tokens)} tokens/month",
-        f"hosted  monthly cost: {_usd(p['hosted']['total_usd_per_month'])}",
-        f"on-prem monthly cost: {_usd(p['onprem']['total_usd_per_month'])} "
-        f"({sizing['gpus_needed']} GPUs needed, {p['onprem']['gpu_count']} deployed; "
-        f"binding constraint: {sizing['binding']})",
-        f"break-even: {_months(be)} (without staff: {_months(be_ns)})",
-        f"crossover volume: {_tokens(p['crossover']['tokens_per_month'])} tokens/month",
-        f"negotiation target: {_usd(p['negotiation']['target_usd_per_m'])} per M tokens (blended)",
-        f"on-prem utilization: observed {_pct(p['utilization_observed'])}, measured "
-        f"{_pct(p['utilization_measured'])}, target {_pct(p['utilization_target'])}",
+        f"observed: {w.requests:,} requests over {_duration(w.seconds)}, "
+        f"extrapolated x{w.extrapolation_factor:,.1f} to {_tokens(monthly_tokens)} tokens/month",
+        f"hosted  monthly cost: {_usd(p.hosted.total_usd_per_month)}",
+        f"on-prem monthly cost: {_usd(p.onprem.total_usd_per_month)} "
+        f"({sizing.gpus_needed} GPUs needed, {p.onprem.gpu_count} deployed; "
+        f"binding constraint: {sizing.binding.value})",
+        f"break-even: {_months(p.break_even)} "
+        f"(without staff: {_months(p.break_even_without_staff)})",
+        f"crossover volume: {_tokens(p.crossover.tokens_per_month)} tokens/month",
+        f"negotiation target: {_usd(p.negotiation.target_usd_per_m)} per M tokens (blended)",
+        f"on-prem utilization: observed {_pct(p.utilization_observed)}, measured "
+        f"{_pct(p.utilization_measured)}, target {_pct(p.utilization_target)}",
         "use cases to move on-prem first (savings per month):",
     ]
-    for uc in p["use_cases"][:5]:
+    for uc in p.use_cases[:5]:
         lines.append(
-            f"  {uc['use_case']:<24} {_usd(uc['savings_usd_per_month']):>14}  "
-            f"({_tokens(uc['tokens_per_month'])} tokens/month)"
+            f"  {uc.use_case:<24} {_usd(uc.savings_usd_per_month):>14}  "
+            f"({_tokens(uc.tokens_per_month)} tokens/month)"
         )
     return "\n".join(lines)
 
 
-def _months(be: dict[str, Any]) -> str:
-    if be["month"] is None:
+def _months(be: BreakEven) -> str:
+    if be.month is None:
         return "never within the horizon"
-    return f"month {be['month']} ({be['months_fractional']:.2f})"
+    return f"month {be.month} ({be.months_fractional:.2f})"
 
 
 def _pct(value: float | None) -> str:

@@ -5,39 +5,36 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import Engine
 
-from cost.capacity import OnPremPlan
 from cost.pricebook import Pricebook
 from cost.scenarios import get_scenario
 from cost.tco import HostedPricing
-from metering.live_tco import project_live
+from metering.live_tco import LiveProjection, TcoInputs, project_live
 from proxy.config.settings import ConfigError, TcoSettings
 
 log = logging.getLogger(__name__)
 
 
-def tco_inputs(tco: TcoSettings, book: Pricebook) -> tuple[OnPremPlan, HostedPricing]:
-    """The configured plan and hosted option; ConfigError naming the key when unusable."""
+def tco_inputs(tco: TcoSettings, book: Pricebook) -> TcoInputs:
+    """The configured plan and hosted option; ConfigError naming the key when unusable.
+
+    The one place that turns configuration into what the projection runs on: the live
+    projector, the export and every CLI command call it.
+    """
     scenario = get_scenario(tco.scenario).with_overrides(**tco.overrides)
     key = tco.hosted_model or scenario.hosted_models[0]
     price = book.table.prices.get(key)
     if price is None:
         raise ConfigError(f"tco.hosted_model: no price-map entry {key!r} (see tokenmeter prices)")
-    return scenario.plan, HostedPricing.from_model_price(price)
+    hosted = HostedPricing.from_model_price(price)
+    return TcoInputs(plan=scenario.plan, hosted=hosted, scenario=tco.scenario)
 
 
-def project_now(engine: Engine, tco: TcoSettings, book: Pricebook) -> dict[str, Any]:
-    plan, hosted = tco_inputs(tco, book)
+def project_now(engine: Engine, tco: TcoSettings, book: Pricebook) -> LiveProjection:
     return project_live(
-        engine,
-        plan=plan,
-        hosted=hosted,
-        scenario=tco.scenario,
-        window_days=tco.window_days,
-        now=datetime.now(UTC),
+        engine, tco_inputs(tco, book), window_days=tco.window_days, now=datetime.now(UTC)
     )
 
 
@@ -48,7 +45,7 @@ class Projector:
         self._engine = engine
         self._tco = tco
         self._book = book
-        self.latest: dict[str, Any] | None = None
+        self.latest: LiveProjection | None = None
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -58,7 +55,7 @@ class Projector:
         if self._task is not None:
             self._task.cancel()
 
-    async def refresh(self) -> dict[str, Any]:
+    async def refresh(self) -> LiveProjection:
         self.latest = await asyncio.to_thread(project_now, self._engine, self._tco, self._book)
         return self.latest
 
