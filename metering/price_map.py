@@ -32,7 +32,7 @@ def load_price_map(
     """
     if path is None:
         # The version is the pin; the packaged file's mtime is only the install time.
-        path, source = packaged_price_file(), f"litellm {_litellm_version()}"
+        path, source = packaged_price_file(), price_map_version()
     else:
         modified = datetime.fromtimestamp(path.stat().st_mtime, tz=UTC).date()
         source = f"{path} (modified {modified.isoformat()})"
@@ -57,3 +57,8 @@ def _litellm_version() -> str:
         return importlib.metadata.version("litellm")
     except importlib.metadata.PackageNotFoundError:
         return "unknown version"
+
+
+def price_map_version() -> str:
+    """Which price map the packaged prices are: ``litellm <version>`` (the one place to ask)."""
+    return f"litellm {_litellm_version()}"

@@ -7,24 +7,23 @@ events, as in the live projection.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from sqlalchemy import Engine
 
-from cost.tco import TcoProjection
-from metering import live_tco as projection
+from cost.migration import TargetProjection
 from metering.export.views import CENT, Column, Sums, View, token_usage
 from metering.live_tco import (
+    CELL_KEYS,
     LiveProjection,
-    ProjectionStatus,
     RollupRow,
     TcoInputs,
     Window,
     project_window,
+    traffic_peaks,
     window_from_rollups,
 )
 from metering.tables import ROLLUP_SUMS
@@ -40,42 +39,37 @@ def month_projection(
     *,
     start: datetime,
     end: datetime,
-    by_use_case: Mapping[tuple[str, bool], Sums],
+    by_cell: Mapping[tuple[Any, ...], Sums],
 ) -> LiveProjection:
     """The projection of [start, end), the same object ``project_live`` answers.
 
-    ``by_use_case`` holds the month's rollup sums per (use case, on_prem).
+    ``by_cell`` holds the month's rollup sums per ``CELL_KEYS`` (use case, model, deployment,
+    on_prem).
     """
-    window = _window(engine, start=start, end=end, by_use_case=by_use_case)
-    why = "no tokens in the month"
-    return project_window(window, inputs, as_of=end, empty=why, no_tokens=why)
+    window = _window(engine, start=start, end=end, by_cell=by_cell)
+    return project_window(window, inputs, as_of=end, empty="no tokens in the month")
 
 
 def _window(
-    engine: Engine,
-    *,
-    start: datetime,
-    end: datetime,
-    by_use_case: Mapping[tuple[str, bool], Sums],
+    engine: Engine, *, start: datetime, end: datetime, by_cell: Mapping[tuple[Any, ...], Sums]
 ) -> Window:
-    rows = [
-        RollupRow(use_case, on_prem, token_usage(s), s[_I["requests"]], s[_I["cost_micro_usd"]])
-        for (use_case, on_prem), s in by_use_case.items()
-    ]
-    peak_in, peak_out = busiest_minute(engine, start=start, end=end)
-    return window_from_rollups(
-        rows,
-        start=start,
-        end=end,
-        peak_input_tokens_per_s=peak_in,
-        peak_output_tokens_per_s=peak_out,
-    )
-
-
-def busiest_minute(engine: Engine, *, start: datetime, end: datetime) -> tuple[float, float]:
-    """Input and output tokens per second of the busiest minute in [start, end)."""
+    rows = []
+    for cell, s in by_cell.items():
+        labels = dict(zip(CELL_KEYS, cell, strict=True))
+        rows.append(
+            RollupRow(
+                use_case=str(labels["use_case"]),
+                on_prem=bool(labels["on_prem"]),
+                usage=token_usage(s),
+                requests=s[_I["requests"]],
+                cost_micro_usd=s[_I["cost_micro_usd"]],
+                model=str(labels["model"]),
+                deployment=str(labels["deployment"]),
+            )
+        )
     with engine.connect() as conn:
-        return projection.busiest_minute(conn, since=start, until=end)
+        peaks = traffic_peaks(conn, start=start, end=end)
+    return window_from_rollups(rows, start=start, end=end, peaks=peaks)
 
 
 TCO_COLUMNS = (
@@ -86,52 +80,43 @@ TCO_COLUMNS = (
 )
 USE_CASE_COLUMNS = (
     Column("use_case", "str", "the use case, in the order to move on-prem"),
-    Column("tokens_per_month", "int", "its tokens, projected to a month"),
-    Column("hosted_usd_per_month", "usd", "its hosted bill per month"),
-    Column("onprem_usd_per_month", "usd", "its share of the on-prem cost (by GPU time)"),
-    Column("savings_usd_per_month", "usd", "hosted minus on-prem: what moving it saves"),
-)
-_Number = Callable[[Window, TcoProjection], float | int | None]
-_NUMBERS: tuple[tuple[str, _Number, str], ...] = (
-    ("requests", lambda w, p: w.requests, "requests"),
-    ("extrapolation_factor", lambda w, p: w.extrapolation_factor, "x"),
-    ("tokens_per_month", lambda w, p: p.hosted.tokens_per_month, "tokens/month"),
-    ("hosted_usd_per_month", lambda w, p: p.hosted.total_usd_per_month, "USD/month"),
-    ("onprem_usd_per_month", lambda w, p: p.onprem.total_usd_per_month, "USD/month"),
-    ("onprem_capex_usd", lambda w, p: p.onprem.capex_usd, "USD"),
-    ("onprem_opex_usd_per_month", lambda w, p: p.onprem.opex_usd_per_month, "USD/month"),
-    ("gpus_needed", lambda w, p: p.sizing.gpus_needed, "GPUs"),
-    ("gpus_deployed", lambda w, p: p.onprem.gpu_count, "GPUs"),
-    ("break_even_month", lambda w, p: p.break_even.month, "month"),
-    ("break_even_month_without_staff", lambda w, p: p.break_even_without_staff.month, "month"),
-    ("crossover_tokens_per_month", lambda w, p: p.crossover.tokens_per_month, "tokens/month"),
-    ("negotiation_target_usd_per_m", lambda w, p: p.negotiation.target_usd_per_m, "USD/M tokens"),
-    ("discount_needed", lambda w, p: p.negotiation.discount_needed, "share"),
-    ("utilization_observed", lambda w, p: p.utilization_observed, "share"),
-    ("utilization_measured", lambda w, p: p.utilization_measured, "share"),
-    ("utilization_target", lambda w, p: p.utilization_target, "share"),
-    ("peak_input_tokens_per_s", lambda w, p: w.peak_input_tokens_per_s, "tokens/s"),
-    ("peak_output_tokens_per_s", lambda w, p: w.peak_output_tokens_per_s, "tokens/s"),
+    Column("tokens_per_month", "int", "its hosted tokens, projected to a month"),
+    Column("hosted_usd_per_month", "usd", "its metered hosted bill per month"),
+    Column("onprem_usd_per_month", "usd", "on-prem cost of carrying it alone, sized for its peak"),
+    Column("savings_usd_per_month", "usd", "hosted minus on-prem: what moving it saves (> 0)"),
+    Column("target", "str", "the migration target it would move to"),
 )
 
 
 def tco_views(result: LiveProjection) -> list[View]:
-    """tco (one item per row) and tco_use_cases (the ranking of use cases to move)."""
+    """tco (one item per row: verdict, window, every input with provenance, each target's
+    numbers) and tco_use_cases (the use cases whose move saves money, largest first)."""
     rows: list[tuple[Any, ...]] = [
+        ("verdict", None, "", tco_verdict(result)),
         ("status", None, "", result.status.value),
         ("scenario", None, "", result.scenario),
-        ("hosted_model", None, "", result.hosted_model),
+        ("price_map", None, "", result.inputs.price_source),
     ]
-    w, p = result.window, result.projection
-    if w is not None and p is not None:
-        rows += [("window_start", None, "", w.start.isoformat())]
-        rows += [("window_end", None, "", w.end.isoformat())]
-        for item, number, unit in _NUMBERS:
-            value = number(w, p)
-            rows.append((item, None if value is None else _finite(float(value)), unit, ""))
-        rows.append(("binding_constraint", None, "", p.sizing.binding.value))
-        rows.append(("crossover_status", None, "", p.crossover.status.value))
-    rows.append(("verdict", None, "", tco_verdict(result)))
+    rows += [("warning", None, "", w) for w in _warnings(result)]
+    if result.window is not None:
+        rows += _window_rows(result.window)
+    p = result.projection
+    if p is not None:
+        rows.append(("hosted_usd_per_month", p.hosted_usd_per_month, "USD/month", "metered bill"))
+        rows.append(("hosted_list_usd_per_month", p.hosted_list_usd_per_month, "USD/month", ""))
+        rows.append(("staying_hosted_usd_per_month", p.staying_usd_per_month, "USD/month", ""))
+        for m in p.hosted_models:
+            rows.append((f"hosted.{m.model}.bill_usd_per_m", m.bill_usd_per_m, "USD/M tokens", ""))
+            rows.append((f"hosted.{m.model}.list_usd_per_m", m.list_usd_per_m, "USD/M tokens", ""))
+        rows += [r for t in p.targets for r in _target_rows(t)]
+    rows.append(("growth_per_month", result.inputs.growth_per_month, "share", "input"))
+    for target in result.inputs.targets:
+        for name, provenance in target.provenance.items():
+            value = getattr(target.plan, name, None)
+            number = float(value) if isinstance(value, int | float) else None
+            text = f"{provenance.kind}: {provenance.note} {' '.join(provenance.urls)}".strip()
+            shown = text if number is not None else f"{value}; {text}"
+            rows.append((f"input.{target.name}.{name}", number, "", shown))
     use_cases = [
         (
             u.use_case,
@@ -139,18 +124,70 @@ def tco_views(result: LiveProjection) -> list[View]:
             usd_from_float(u.hosted_usd_per_month),
             usd_from_float(u.onprem_usd_per_month),
             usd_from_float(u.savings_usd_per_month),
+            t.target.name,
         )
-        for u in (p.use_cases if p is not None else ())
+        for t in (p.targets if p is not None else ())
+        for u in t.use_cases
     ]
     return [
         View("tco", "the month's hosted vs. on-prem projection", TCO_COLUMNS, rows),
-        View("tco_use_cases", "use cases to move on-prem first", USE_CASE_COLUMNS, use_cases),
+        View(
+            "tco_use_cases", "use cases whose move on-prem saves money", USE_CASE_COLUMNS, use_cases
+        ),
     ]
 
 
-def _finite(value: float) -> float | None:
-    """inf / NaN (e.g. never) as an empty cell, as the JSON answer has null."""
-    return value if math.isfinite(value) else None
+def _warnings(result: LiveProjection) -> tuple[str, ...]:
+    return result.projection.warnings if result.projection else result.inputs.warnings
+
+
+def _window_rows(w: Window) -> list[tuple[Any, ...]]:
+    return [
+        ("window_start", None, "", w.start.isoformat()),
+        ("window_end", None, "", w.end.isoformat()),
+        ("requests", float(w.requests), "requests", ""),
+        ("extrapolation_factor", w.extrapolation_factor, "x", ""),
+        ("peak_input_tokens_per_s", w.peaks.input_tokens_per_s, "tokens/s", "p95 of 5 min"),
+        ("peak_output_tokens_per_s", w.peaks.output_tokens_per_s, "tokens/s", "p95 of 5 min"),
+        ("mean_input_tokens_per_s", w.peaks.mean_input_tokens_per_s, "tokens/s", ""),
+        ("mean_output_tokens_per_s", w.peaks.mean_output_tokens_per_s, "tokens/s", ""),
+    ]
+
+
+def _target_rows(t: TargetProjection) -> list[tuple[Any, ...]]:
+    n = f"target.{t.target.name}"
+    sized, neg, cross = t.sized, t.negotiation, t.crossover
+    never = "never within the horizon"
+    return [
+        (f"{n}.tokens_per_month", t.tokens_per_month, "tokens/month", ""),
+        (f"{n}.hosted_usd_per_month", t.hosted_usd_per_month, "USD/month", "metered bill"),
+        (f"{n}.hosted_list_usd_per_month", t.hosted_list_usd_per_month, "USD/month", "at list"),
+        (f"{n}.onprem_usd_per_month", t.onprem_usd_per_month, "USD/month", ""),
+        (f"{n}.onprem_capex_usd", sized.onprem.capex_usd, "USD", ""),
+        (f"{n}.onprem_opex_usd_per_month", sized.onprem.opex_usd_per_month, "USD/month", ""),
+        (f"{n}.gpus_needed", float(sized.sizing.gpus_needed), "GPUs", sized.sizing.binding.value),
+        (f"{n}.gpus_deployed", float(sized.onprem.gpu_count), "GPUs", ""),
+        (f"{n}.peak_input_tokens_per_s", sized.peak_input_tokens_per_s, "tokens/s", "sized for"),
+        (f"{n}.peak_output_tokens_per_s", sized.peak_output_tokens_per_s, "tokens/s", "sized for"),
+        (f"{n}.break_even_month", _num(t.break_even.month), "month", "" if t.pays_off else never),
+        (
+            f"{n}.crossover_tokens_per_month",
+            cross.tokens_per_month,
+            "tokens/month",
+            cross.status.value,
+        ),
+        (
+            f"{n}.negotiation_target_usd_per_m",
+            neg.target_usd_per_m,
+            "USD/M tokens",
+            "lever" if neg.lever else "hosted is already cheaper: no lever",
+        ),
+        (f"{n}.utilization", sized.utilization, "share", ""),
+    ]
+
+
+def _num(value: int | None) -> float | None:
+    return None if value is None else float(value)
 
 
 def usd_from_float(value: float | None) -> Decimal | None:
@@ -161,35 +198,5 @@ def usd_from_float(value: float | None) -> Decimal | None:
 
 
 def tco_verdict(result: LiveProjection) -> str:
-    """One sentence: stay hosted or move on-prem, with the numbers that say why."""
-    p = result.projection
-    if result.status is not ProjectionStatus.OK or p is None:
-        return result.message
-    hosted, onprem = p.hosted.total_usd_per_month, p.onprem.total_usd_per_month
-    vs = (
-        f"{_money(hosted)}/month hosted ({result.hosted_model}) against "
-        f"{_money(onprem)}/month on-prem ({p.onprem.gpu_count} GPUs, {result.scenario})"
-    )
-    if onprem < hosted:
-        month = p.break_even.month
-        when = f"month {month}" if month else "not within the horizon"
-        return f"move on-prem: {vs}; the hardware pays for itself in {when}"
-    crossover = p.crossover.tokens_per_month
-    if crossover is None:
-        return f"stay hosted: {vs}; on-prem does not pay off at any volume it can carry"
-    ratio = crossover / p.hosted.tokens_per_month
-    return (
-        f"stay hosted: {vs}; on-prem pays off from {_tokens(crossover)} tokens/month, "
-        f"{ratio:,.0f}x this month's {_tokens(p.hosted.tokens_per_month)}"
-    )
-
-
-def _money(value: float) -> str:
-    return f"${value:,.0f}"
-
-
-def _tokens(value: float) -> str:
-    for unit, size in (("B", 1e9), ("M", 1e6), ("k", 1e3)):
-        if value >= size:
-            return f"{value / size:,.1f}{unit}"
-    return f"{value:,.0f}"
+    """The verdict in one sentence (page one of the export shows it)."""
+    return result.verdict

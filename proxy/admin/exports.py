@@ -39,8 +39,9 @@ def render_export(rt: Runtime, month: str, fmt: str) -> bytes:
     """The export file's bytes; ExportError when the month is unknown or empty."""
     parsed = Month.parse(month)
     settings = rt.settings
-    book = build_pricebook(settings, effective_models(settings))
-    export = build_month_export(rt.engine, parsed, tco=tco_inputs(settings.tco, book))
+    models = effective_models(settings)
+    book = build_pricebook(settings, models)
+    export = build_month_export(rt.engine, parsed, tco=tco_inputs(settings.tco, book, models))
     buf = io.BytesIO()
     write_export(export, fmt, buf)
     return buf.getvalue()

@@ -20,10 +20,10 @@ def pilot_report(
     """On-prem rows get their cost per 1k tokens from the TCO model, at the utilization
     measured and at the plan's target: a 5 % pilot always looks expensive at its real load."""
     measured = target = None
-    p = None if projection is None else projection.projection
-    if p is not None:
-        measured = _per_1k(p.onprem_usd_per_m_measured)
-        target = _per_1k(p.onprem_usd_per_m_target)
+    pilot = None if projection is None else projection.pilot
+    if pilot is not None:
+        measured = _per_1k(pilot.usd_per_m_measured)
+        target = _per_1k(pilot.usd_per_m_target)
     for row in rows:
         if row["on_prem"]:
             row["onprem_usd_per_1k_tokens_measured"] = measured

@@ -51,9 +51,10 @@ def tco_inputs(settings: Settings) -> TcoInputs:
     from proxy.config.pricebook import build_pricebook
     from proxy.gateway.projector import tco_inputs as configured_inputs
 
-    book = build_pricebook(settings, effective_models(settings))
+    models = effective_models(settings)
+    book = build_pricebook(settings, models)
     try:
-        return configured_inputs(settings.tco, book)
+        return configured_inputs(settings.tco, book, models)
     except ConfigError as exc:
         fail(str(exc), code=2)
 

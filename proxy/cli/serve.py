@@ -90,7 +90,7 @@ def _check_tco(settings: Settings, models: list[ModelConfig]) -> None:
     from proxy.gateway.projector import tco_inputs
 
     try:
-        tco_inputs(settings.tco, build_pricebook(settings, models))
+        tco_inputs(settings.tco, build_pricebook(settings, models), models)
     except ConfigError as exc:
         fail(str(exc), code=2)
 

@@ -105,7 +105,7 @@ async def build_runtime(
         open_mode=open_mode,
         metrics=registry,
         state=StateMetrics(registry),
-        projector=Projector(engine, settings.tco, prices),
+        projector=Projector(engine, settings.tco, prices, models),
         simulated_bases=simulated_bases,
     )
     rt.projector.start()
