@@ -314,7 +314,8 @@ def plan_verdict(plan: PlanProjection) -> str:
         )
         if len(plan.targets) == 1:
             return f"Hosted stays cheaper: {best.target.name} {costs}"
-        return f"Hosted stays cheaper for {_names(plan.targets)}: the nearest, {best.target.name}, {costs}"
+        nearest = f"the nearest, {best.target.name},"
+        return f"Hosted stays cheaper for {_names(plan.targets)}: {nearest} {costs}"
     month = min(t.break_even.month or 0 for t in paying)
     tail = [t.target.name for t in staying]
     rest = " and the traffic that does not move" if plan.staying else ""

@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 from sqlalchemy import Engine, text
 
 from cost.capacity import OnPremPlan
-from cost.scenarios import get_scenario
 from cost.migration import MigrationTarget
+from cost.scenarios import get_scenario
 from cost.usage import TokenUsage
 from metering.events import UsageEvent
 from metering.export.month import Month

@@ -109,9 +109,7 @@ def test_onprem_cost_per_1k_tokens_comes_from_the_tco_model(gateway, report):
     tco = httpx.get(gateway.url + "/admin/tco", headers=gateway.admin_headers).json()
     row = rows_by_deployment(report)["vllm/mistralai/Mistral-Large-Instruct-2411"]
     p = tco["pilot"]
-    assert row["onprem_usd_per_1k_tokens_target"] == pytest.approx(
-        p["usd_per_m_target"] / 1000
-    )
+    assert row["onprem_usd_per_1k_tokens_target"] == pytest.approx(p["usd_per_m_target"] / 1000)
     assert row["onprem_usd_per_1k_tokens_measured"] > row["onprem_usd_per_1k_tokens_target"]
 
 
