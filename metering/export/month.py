@@ -31,8 +31,9 @@ from metering.export.views import (
     total_tokens,
     zero_sums,
 )
-from metering.live_tco import CELL_KEYS, LiveProjection
+from metering.live_tco import LiveProjection
 from metering.tables import ROLLUP_SUMS, UsageRollupRecord
+from metering.tco_window import CELL_KEYS
 
 _ROLLUPS: Table = UsageRollupRecord.__table__  # type: ignore[attr-defined]
 GROUPINGS = (

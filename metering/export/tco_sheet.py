@@ -16,17 +16,9 @@ from sqlalchemy import Engine
 
 from cost.migration import TargetProjection
 from metering.export.views import CENT, Column, Sums, View, token_usage
-from metering.live_tco import (
-    CELL_KEYS,
-    LiveProjection,
-    RollupRow,
-    TcoInputs,
-    Window,
-    project_window,
-    traffic_peaks,
-    window_from_rollups,
-)
+from metering.live_tco import LiveProjection, TcoInputs, project_window
 from metering.tables import ROLLUP_SUMS
+from metering.tco_window import CELL_KEYS, RollupRow, Window, traffic_peaks, window_from_rollups
 
 __all__ = ["TcoInputs", "month_projection", "tco_verdict", "tco_views"]
 
