@@ -159,3 +159,28 @@ def test_the_verdict_is_one_sentence_everywhere(gateway, fakes, projected, tmp_p
     assert f'tokenmeter_tco_verdict_info{{verdict="{verdict}"}} 1.0' in metrics
     for target in ("coding", "rag"):
         assert f'tokenmeter_tco_gpus_needed{{target="{target}"}}' in metrics
+
+
+@pytest.mark.parametrize(
+    ("target", "says"),
+    [
+        (
+            {"name": "x", "gpu": "h300-node", "model": "devstral-2"},
+            "unknown gpu preset 'h300-node'",
+        ),
+        ({"name": "x", "gpu": "h100-node", "model": "mistral-large-3"}, "877.5 GB does not fit"),
+        ({"name": "x", "gpu": "h200-node"}, "give a scenario, or a gpu and a model"),
+        ({"name": "x", "scenario": "small-team-rtx4090", "overrides": {"gpus": 2}}, "gpus"),
+        ({"name": "x", "gpu": "b200-node", "model": "devstral-2", "acquire": "lease"}, "acquire"),
+    ],
+)
+def test_a_bad_migration_target_is_a_config_error_naming_it(tmp_path, target, says):
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump({"tco": {"migration": [target]}}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "proxy", "tco", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2 and says in proc.stderr, proc.stderr
