@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, is_dataclass
+from dataclasses import dataclass, fields, is_dataclass, replace
 from datetime import datetime
 from enum import Enum, StrEnum
 from typing import Any
@@ -96,7 +96,7 @@ def hosted_slices(window: Window, inputs: TcoInputs) -> tuple[HostedSlice, ...]:
     for row in window.hosted_rows:
         key = (row.use_case, row.model)
         price = inputs.list_prices.get(row.deployment)
-        at_list = price_usage(row.usage, price) if price is not None else row.cost_micro_usd
+        at_list = row.cost_micro_usd if price is None else _at_base_tier(row.usage, price)
         acc = sums.setdefault(key, [0.0, 0.0])
         acc[0] += row.cost_micro_usd
         acc[1] += at_list
@@ -115,6 +115,22 @@ def hosted_slices(window: Window, inputs: TcoInputs) -> tuple[HostedSlice, ...]:
         )
         for (use_case, model), (bill, at_list) in sorted(sums.items())
         if sum(usages[(use_case, model)]) > 0
+    )
+
+
+def _at_base_tier(usage: TokenUsage, price: ModelPrice) -> int:
+    """Summed tokens at list, micro-USD: the long-context tier is per request, and a window's sum
+    of requests is not one long request (the metered bill already carries the tier)."""
+    return price_usage(
+        usage,
+        replace(
+            price,
+            input_above_200k=None,
+            output_above_200k=None,
+            cache_read_above_200k=None,
+            cache_write_5m_above_200k=None,
+            cache_write_1h_above_200k=None,
+        ),
     )
 
 

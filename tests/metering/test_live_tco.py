@@ -4,6 +4,7 @@ the TCO gauges it publishes (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -145,3 +146,23 @@ def test_never_is_minus_one_and_no_lever_is_minus_one(engine):
     assert 'tokenmeter_tco_negotiation_target_usd_per_mtok{target="all"} -1.0' in lines
     gpus = [line for line in lines if line.startswith("tokenmeter_tco_gpus_needed")]
     assert gpus == ['tokenmeter_tco_gpus_needed{target="all"} 8.0']  # 2 replicas x TP4 (HA)
+
+
+def test_list_price_of_a_window_is_the_base_tier_not_one_long_request():
+    """A window's 1M input tokens are many requests: a model listed at $3/M with a $6/M
+    long-context tier (per request above 200k input tokens, as Sonnet 4.5's) lists them at $3/M."""
+    from decimal import Decimal
+
+    from cost.prices import ModelPrice
+    from metering.live_tco import RollupRow, hosted_slices, window_from_rollups
+    from metering.tco_window import Peaks
+
+    base, tier = Decimal("0.000003"), Decimal("0.000006")
+    price = ModelPrice("tiered", base, base * 5, base, base, base, input_above_200k=tier)
+    row = RollupRow(
+        "coding", False, TokenUsage(input_tokens=1_000_000), 500, 1, "claude", "anthropic/x"
+    )
+    window = window_from_rollups([row], start=NOW - timedelta(hours=2), end=NOW, peaks=Peaks())
+    claude = replace(inputs(), list_prices={"anthropic/x": price})
+    [piece] = hosted_slices(window, claude)
+    assert piece.list_usd_per_month == pytest.approx(3.0 * window.extrapolation_factor)
