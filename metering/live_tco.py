@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, fields, is_dataclass, replace
+from dataclasses import dataclass, field, fields, is_dataclass, replace
 from datetime import datetime
 from enum import Enum, StrEnum
 from typing import Any
@@ -77,6 +77,7 @@ class TcoInputs:
     targets: tuple[MigrationTarget, ...]
     scenario: str
     list_prices: Mapping[str, ModelPrice | None]
+    pilot_plans: Mapping[str, OnPremPlan] = field(default_factory=dict)
     price_source: str = ""
     growth_per_month: float = 0.0
     min_window_s: float = 3_600.0
@@ -157,11 +158,27 @@ class PilotCost:
 
 
 def pilot_cost(window: Window, plan: OnPremPlan) -> PilotCost | None:
-    """None without an on-prem leg in the window."""
-    tokens_in, tokens_out = window.onprem_input_tokens, window.onprem_output_tokens
+    """The whole on-prem leg on ``plan``; None without an on-prem leg in the window."""
+    tokens = (window.onprem_input_tokens, window.onprem_output_tokens)
+    return _pilot(tokens, window.extrapolation_factor, plan)
+
+
+def pilot_costs(window: Window, inputs: TcoInputs) -> dict[str, PilotCost]:
+    """Each on-prem deployment on the plan of the target it pilots (``inputs.pilot_plans``),
+    else on ``inputs.plan``: a TGI Mistral Small is not measured with Large 2 figures."""
+    scale = window.extrapolation_factor
+    costs = {
+        name: _pilot(tokens, scale, inputs.pilot_plans.get(name, inputs.plan))
+        for name, tokens in window.onprem_by_deployment.items()
+    }
+    return {name: cost for name, cost in costs.items() if cost is not None}
+
+
+def _pilot(tokens: tuple[int, int], scale: float, plan: OnPremPlan) -> PilotCost | None:
+    tokens_in, tokens_out = tokens
     if not tokens_in + tokens_out:
         return None
-    scale, gpus = window.extrapolation_factor, gpus_per_replica(plan)
+    gpus = gpus_per_replica(plan)
     measured = min(
         1.0,
         utilization_for_volume(
@@ -199,6 +216,7 @@ class LiveProjection:
     window: Window | None = None
     projection: PlanProjection | None = None
     pilot: PilotCost | None = None
+    pilots: Mapping[str, PilotCost] = field(default_factory=dict)
 
     @property
     def scenario(self) -> str:
@@ -235,6 +253,7 @@ class LiveProjection:
             for target in out["projection"]["targets"]:
                 target.pop("target", None)  # its inputs are under inputs.targets
         out["pilot"] = to_json(self.pilot)
+        out["pilots"] = to_json(self.pilots)
         return out
 
 
@@ -277,18 +296,22 @@ def project_window(
 
     if window is None:
         return answer(ProjectionStatus.NO_TRAFFIC, empty)
-    pilot = pilot_cost(window, inputs.plan)
+    pilot, pilots = pilot_cost(window, inputs.plan), pilot_costs(window, inputs)
     span_s = (window.end - window.start).total_seconds()
     seen = f"{window.requests:,} requests over {_duration(span_s)}"
     if span_s < inputs.min_window_s or (window.requests < inputs.min_requests):
         need = f"at least {_duration(inputs.min_window_s)} and {inputs.min_requests:,} requests"
         message = f"not enough traffic yet: {seen} seen; a projection needs {need}"
-        return answer(ProjectionStatus.NOT_ENOUGH_TRAFFIC, message, window=window, pilot=pilot)
+        return answer(
+            ProjectionStatus.NOT_ENOUGH_TRAFFIC, message, window=window, pilot=pilot, pilots=pilots
+        )
     slices = hosted_slices(window, inputs)
     total = sum(s.tokens.total_tokens for s in slices)
     if total == 0:
         message = f"no hosted traffic to move: {seen}, none of it on a hosted model"
-        return answer(ProjectionStatus.NO_TRAFFIC, message, window=window, pilot=pilot)
+        return answer(
+            ProjectionStatus.NO_TRAFFIC, message, window=window, pilot=pilot, pilots=pilots
+        )
     share = sum(s.tokens.all_input_tokens for s in slices) / total
     missing = unpriced_deployments(window, inputs)
     notes = tuple(f"no list price for deployment {d!r}: shown at its metered cost" for d in missing)
@@ -299,7 +322,9 @@ def project_window(
         growth_per_month=inputs.growth_per_month,
         warnings=inputs.warnings + notes,
     )
-    return answer(ProjectionStatus.OK, window=window, projection=projection, pilot=pilot)
+    return answer(
+        ProjectionStatus.OK, window=window, projection=projection, pilot=pilot, pilots=pilots
+    )
 
 
 def _duration(seconds: float) -> str:

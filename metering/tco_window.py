@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -78,6 +78,7 @@ class Window:
     hosted_cost_micro_usd: int
     peaks: Peaks
     hosted_rows: tuple[RollupRow, ...] = ()
+    onprem_by_deployment: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def seconds(self) -> float:
@@ -95,6 +96,7 @@ def window_from_rollups(
     """Rollup rows → window: tokens per use case, the on-prem leg's tokens, the hosted bill."""
     sums: dict[str, list[int]] = {}
     requests = onprem_in = onprem_out = hosted_cost = 0
+    by_deployment: dict[str, tuple[int, int]] = {}
     hosted: list[RollupRow] = []
     for row in rows:
         u = row.usage
@@ -105,6 +107,8 @@ def window_from_rollups(
         requests += row.requests
         if row.on_prem:
             onprem_in, onprem_out = onprem_in + u.input_tokens, onprem_out + u.output_tokens
+            seen = by_deployment.get(row.deployment, (0, 0))
+            by_deployment[row.deployment] = (seen[0] + u.input_tokens, seen[1] + u.output_tokens)
         else:
             hosted_cost += row.cost_micro_usd
             hosted.append(row)
@@ -121,6 +125,7 @@ def window_from_rollups(
         hosted_cost_micro_usd=hosted_cost,
         peaks=peaks,
         hosted_rows=tuple(hosted),
+        onprem_by_deployment=by_deployment,
     )
 
 

@@ -18,16 +18,19 @@ def pilot_report(
     until: datetime | None,
 ) -> dict[str, Any]:
     """On-prem rows get their cost per 1k tokens from the TCO model, at the utilization
-    measured and at the plan's target: a 5 % pilot always looks expensive at its real load."""
-    measured = target = None
-    pilot = None if projection is None else projection.pilot
-    if pilot is not None:
-        measured = _per_1k(pilot.usd_per_m_measured)
-        target = _per_1k(pilot.usd_per_m_target)
+    measured and at the plan's target: a 5 % pilot always looks expensive at its real load.
+    Each deployment is costed on the plan of the migration target it pilots, when one names it.
+    """
+    pilots = {} if projection is None else projection.pilots
     for row in rows:
         if row["on_prem"]:
-            row["onprem_usd_per_1k_tokens_measured"] = measured
-            row["onprem_usd_per_1k_tokens_target"] = target
+            pilot = pilots.get(row["deployment"])
+            row["onprem_usd_per_1k_tokens_measured"] = _per_1k(
+                None if pilot is None else pilot.usd_per_m_measured
+            )
+            row["onprem_usd_per_1k_tokens_target"] = _per_1k(
+                None if pilot is None else pilot.usd_per_m_target
+            )
     return {"model": model, "since": since, "until": until, "deployments": rows}
 
 

@@ -181,6 +181,10 @@ class MigrationTargetConfig(_Strict):
     model: str | None = None
     acquire: Literal["buy", "rent"] = "buy"
     overrides: dict[str, Any] = Field(default_factory=dict, description="OnPremPlan fields")
+    pilots: list[str] = Field(
+        default_factory=list,
+        description="on-prem model aliases already serving this target's model (the pilot)",
+    )
 
     def build(self) -> tuple[Any, dict[str, Any]]:
         """The preset scenario with the overrides applied; ValueError naming what is wrong."""

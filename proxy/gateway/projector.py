@@ -12,13 +12,14 @@ from datetime import UTC, date, datetime
 
 from sqlalchemy import Engine
 
+from cost.capacity import OnPremPlan
 from cost.migration import MigrationTarget
 from cost.pricebook import Pricebook
 from cost.prices import ModelPrice
 from cost.scenarios import Scenario, get_scenario
 from metering.live_tco import LiveProjection, TcoInputs, project_live
 from metering.price_map import price_map_version
-from proxy.config.settings import ModelConfig, TcoSettings
+from proxy.config.settings import MigrationTargetConfig, ModelConfig, TcoSettings
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +37,12 @@ def tco_inputs(
     if not targets:
         targets = (MigrationTarget(tco.scenario, scenario.plan, scenario.provenance),)
     list_prices: dict[str, ModelPrice | None] = {}
+    pilots = {alias: t for t in tco.migration for alias in t.pilots}
+    pilot_plans = {}
     for m in models:
         for d in m.deployments:
+            if d.is_on_prem and m.name in pilots:
+                pilot_plans[d.name or f"{d.backend}/{d.model}"] = _plan_of(pilots[m.name], targets)
             if not d.is_on_prem:
                 list_prices[d.name or f"{d.backend}/{d.model}"] = book.list_price(
                     d.model, d.backend
@@ -47,6 +52,7 @@ def tco_inputs(
         targets=targets,
         scenario=tco.scenario if not tco.migration else "migration plan",
         list_prices=list_prices,
+        pilot_plans=pilot_plans,
         price_source=book.table.source or price_map_version(),
         growth_per_month=tco.growth_per_month,
         min_window_s=tco.min_window_s,
@@ -61,6 +67,10 @@ def _target(
     return MigrationTarget(
         name, scenario.plan, scenario.provenance, tuple(models), tuple(use_cases)
     )
+
+
+def _plan_of(config: MigrationTargetConfig, targets: tuple[MigrationTarget, ...]) -> OnPremPlan:
+    return next(t.plan for t in targets if t.name == config.name)
 
 
 def price_warnings(

@@ -38,6 +38,7 @@ TCO = {
             "gpu": "h100-node",
             "model": "mistral-small",
             "acquire": "rent",
+            "pilots": ["tgi-model"],  # the on-prem TGI already serves Mistral Small
         },
     ],
 }
@@ -64,7 +65,7 @@ def gateway(fakes, tmp_path_factory) -> Iterator[Gateway]:
 def projected(gateway, api_key) -> dict:
     client = openai.OpenAI(base_url=gateway.url + "/v1", api_key=api_key, max_retries=0)
     traffic = [("claude", "vibe")] * 4 + [("azure-mistral", "kb-search")] * 3
-    traffic += [("azure-mistral", "triage"), ("vllm-model", "vibe")]
+    traffic += [("azure-mistral", "triage"), ("vllm-model", "vibe"), ("tgi-model", "kb-search")]
     for i, (model, agent) in enumerate(traffic):
         client.chat.completions.create(
             model=model,
@@ -72,7 +73,7 @@ def projected(gateway, api_key) -> dict:
             extra_headers={"X-Meter-Agent": agent},
         )
     return wait_for(
-        lambda: (b := tco(gateway))["status"] == "ok" and b["window"]["requests"] == 9 and b
+        lambda: (b := tco(gateway))["status"] == "ok" and b["window"]["requests"] == 10 and b
     )
 
 
@@ -184,3 +185,24 @@ def test_a_bad_migration_target_is_a_config_error_naming_it(tmp_path, target, sa
         timeout=60,
     )
     assert proc.returncode == 2 and says in proc.stderr, proc.stderr
+
+
+def test_each_pilot_is_costed_on_the_plan_of_the_target_it_pilots(gateway, projected):
+    """TGI (Mistral Small) on the rag target's rented H100; vLLM, piloting nothing, on the first
+    target's plan: not one plan's figures for every on-prem leg."""
+    from cost.capacity import capacity_tokens_per_month, gpus_per_replica, onprem_monthly_cost
+    from cost.presets import target_scenario
+
+    pilots = projected["pilots"]
+    [tgi] = [name for name in pilots if name.startswith("tgi/")]
+    [vllm] = [name for name in pilots if name.startswith("vllm/")]
+    plan = target_scenario(gpu="h100-node", model="mistral-small", acquire="rent").plan
+    events = gateway.events("deployment = :d", d=tgi)
+    tokens_in = sum(e["input_tokens"] for e in events)
+    share = tokens_in / sum(e["input_tokens"] + e["output_tokens"] for e in events)
+    gpus = gpus_per_replica(plan)
+    cap = capacity_tokens_per_month(plan, gpu_count=gpus, input_share=share)
+    monthly = onprem_monthly_cost(plan, gpu_count=gpus).total_usd_per_month
+    expected = monthly / (cap * plan.target_utilization) * 1e6
+    assert pilots[tgi]["usd_per_m_target"] == pytest.approx(expected)
+    assert pilots[vllm]["usd_per_m_target"] != pytest.approx(expected)
