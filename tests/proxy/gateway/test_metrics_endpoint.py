@@ -115,3 +115,9 @@ def test_two_workers_count_each_request_once(two_workers, tmp_path):
     ]
     [target] = tco["projection"]["targets"]
     assert gpus == [target["sized"]["sizing"]["gpus_needed"]]  # the max, not a sum
+
+
+def test_serve_warns_at_start_about_missing_and_deprecated_price_keys(two_workers, tmp_path):
+    log = (tmp_path / "serve.log").read_text()
+    assert "prices: deployment 'openai_compatible/some-model': no entry in the price map" in log
+    assert "prices: deployment 'anthropic/claude-sonnet-4-5' prices at 'claude-sonnet-4-5'" in log
