@@ -86,6 +86,21 @@ GPUS: Mapping[str, GpuPreset] = MappingProxyType(
                 },
             ),
             GpuPreset(
+                "l40s-node", 48.0, 0.35 * 10.2 / 5.6, 8 * 9_000.0 + 30_000.0, 0.86, 0.26, 0.37,
+                {
+                    "vram": _p("list", "L40S 48 GB GDDR6, 864 GB/s", "l40s-rent"),
+                    "power": _p("est.", "350 W TDP × DGX node overhead 1.82", "dgx-power"),
+                    "price": _p(
+                        "est.", "8 × $9,000 MSRP + ~$30k PCIe server (assumption)", "l40s-msrp"
+                    ),
+                    "rent": _p("list", "L40S on-demand $0.79–0.86/GPU-hour", "l40s-rent"),
+                    "speed": _p(
+                        "est.", "decode ×0.26 (bandwidth), prefill ×0.37 (733/1,979 TF FP8)",
+                        "tco-md",
+                    ),
+                },
+            ),
+            GpuPreset(
                 "b200-node", 180.0, 14.3 / 8, 515_000.0, 5.98, 2.0, 2.27,
                 {
                     "vram": _p("list", "HGX B200: 8 × 180 GB", "b200-specs"),

@@ -81,6 +81,8 @@ SOURCE_URLS: Mapping[str, str] = MappingProxyType(
         "gpu-rent-2": "https://www.spheron.network/blog/nvidia-h200-vs-b200-vs-gb200",
         "b200-specs": "https://docs.vultr.com/inference-cookbook/cuda/getting-started/hardware-overview",
         "dgx-b200-power": "https://madcoolstuff.com/guides/datacenter-inference-blueprint",
+        "l40s-rent": "https://modal.com/blog/nvidia-l40s-price-article",
+        "l40s-msrp": "https://rentgpu.org/zh/gpus/l40s/ai-models",
         "tco-md": "reference cost model (docs/cost-model.md), §4.2 defaults",
     }
 )

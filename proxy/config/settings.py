@@ -169,7 +169,7 @@ class MigrationTargetConfig(_Strict):
     """One line of the migration plan: which hosted traffic moves to which on-prem model.
 
     Either ``scenario`` (a preset of ``cost.scenarios``, e.g. the RTX rigs) or ``gpu`` + ``model``
-    (``cost.presets``: h100-node, h200-node, b200-node × mistral-large-3, devstral-2,
+    (``cost.presets``: h100-node, h200-node, b200-node, l40s-node × mistral-large-3, devstral-2,
     mistral-small, devstral-small-2), bought in colocation or rented by the GPU-hour.
     """
 

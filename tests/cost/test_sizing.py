@@ -14,7 +14,7 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
-from cost.capacity import CrossoverStatus, onprem_monthly_cost
+from cost.capacity import CrossoverStatus, gpus_per_replica, onprem_monthly_cost
 from cost.presets import GPUS, MODELS, target_scenario
 from cost.scenarios import SCENARIOS, get_scenario
 from cost.sizing import (
@@ -166,6 +166,14 @@ def test_rented_gpus_cost_their_hourly_rate_and_no_capex():
     assert cost.opex_usd_per_month == pytest.approx(
         cost.rent_usd_per_month + cost.staff_usd_per_month
     )
+
+
+def test_mistral_small_fits_one_l40s_and_devstral_2_needs_eight():
+    small = target_scenario(gpu="l40s-node", model="mistral-small").plan
+    devstral = target_scenario(gpu="l40s-node", model="devstral-2").plan
+    assert gpus_per_replica(small) == 1  # 24 GB × 2 = 48 GB, exactly one card
+    assert gpus_per_replica(devstral) == 8  # 246 GB on 48 GB cards
+    assert small.decode_tokens_per_s_per_gpu == pytest.approx(2_500 * 0.26)
 
 
 def test_unknown_presets_name_the_choices():
