@@ -31,7 +31,9 @@ from metering.export.views import (
     total_tokens,
     zero_sums,
 )
+from metering.live_tco import LiveProjection
 from metering.tables import ROLLUP_SUMS, UsageRollupRecord
+from metering.tco_window import CELL_KEYS
 
 _ROLLUPS: Table = UsageRollupRecord.__table__  # type: ignore[attr-defined]
 GROUPINGS = (
@@ -42,7 +44,7 @@ GROUPINGS = (
     ("backends", "backend"),
     ("teams", "team"),  # the cost-centre view: who pays, by the key's team
 )
-_CELL_KEYS = ("use_case", "user", "agent", "model", "backend", "on_prem", "team")
+_CELL_KEYS = ("use_case", "user", "agent", "model", "backend", "deployment", "on_prem", "team")
 STEPS = ("reading the month's rollups", "grouping the month's events by session", "TCO projection")
 Progress = Callable[[str], None]
 
@@ -99,7 +101,7 @@ class MonthExport:
     cost: ParetoSet
     totals: Sums
     events: EventTotals
-    tco: dict[str, Any] | None
+    tco: LiveProjection | None
 
     @property
     def headline(self) -> str:
@@ -138,14 +140,15 @@ def build_month_export(
         raise EmptyMonth(_why_empty(engine, month, now))
     by_scope: dict[str, Sums] = {"all": zero_sums(), "hosted": zero_sums(), "on_prem": zero_sums()}
     groups: dict[str, dict[str, Sums]] = {name: {} for name, _ in GROUPINGS}
-    by_use_case: dict[tuple[str, bool], Sums] = {}
+    by_cell: dict[tuple[Any, ...], Sums] = {}
     for keys, sums in cells:
         labels = dict(zip(_CELL_KEYS, keys, strict=True))
         for target in (by_scope["all"], by_scope["on_prem" if labels["on_prem"] else "hosted"]):
             add_into(target, sums)
         for name, key in GROUPINGS:
             add_into(groups[name].setdefault(labels[key], zero_sums()), sums)
-        add_into(by_use_case.setdefault((labels["use_case"], labels["on_prem"]), zero_sums()), sums)
+        cell = tuple(labels[k] for k in CELL_KEYS)  # what the TCO projection tells apart
+        add_into(by_cell.setdefault(cell, zero_sums()), sums)
     total = by_scope["all"]
     uc = groups["use_cases"]
     pareto = {
@@ -164,7 +167,7 @@ def build_month_export(
     result = None
     if tco is not None:
         end = min(month.end, max(now, month.start))
-        result = month_projection(engine, tco, start=month.start, end=end, by_use_case=by_use_case)
+        result = month_projection(engine, tco, start=month.start, end=end, by_cell=by_cell)
         views += tco_views(result)
     return MonthExport(
         month, views, pareto["tokens"], pareto["cost"], total, sessions.events, result

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
+from cost.usage import TokenUsage
 from metering.export.pareto import ParetoSet, ranked
 from metering.tables import ROLLUP_SUMS
 
@@ -87,19 +88,30 @@ def share(part: int, whole: int) -> float:
     return part / whole if whole else 0.0
 
 
+def token_usage(s: Sums) -> TokenUsage:
+    """A row's token sums as one ``TokenUsage``: the bucket rule lives there, once."""
+    return TokenUsage(
+        input_tokens=s[_I["input_tokens"]],
+        cache_read_tokens=s[_I["cache_read_tokens"]],
+        cache_write_tokens=s[_I["cache_write_tokens"]],
+        cache_write_1h_tokens=s[_I["cache_write_1h_tokens"]],
+        output_tokens=s[_I["output_tokens"]],
+        reasoning_tokens=s[_I["reasoning_tokens"]],
+    )
+
+
 def metric_values(s: Sums) -> tuple[Any, ...]:
     """The METRICS columns of one row."""
-    inp, read = s[_I["input_tokens"]], s[_I["cache_read_tokens"]]
-    write = s[_I["cache_write_tokens"]]
+    usage = token_usage(s)
     return (
         s[_I["requests"]],
         s[_I["errors"]],
         s[_I["unpriced_requests"]],
-        inp,
-        inp - read - write,
-        read,
-        write,
-        s[_I["cache_write_1h_tokens"]],
+        usage.input_tokens,
+        usage.uncached_input_tokens,
+        usage.cache_read_tokens,
+        usage.cache_write_tokens,
+        usage.cache_write_1h_tokens,
         s[_I["output_tokens"]],
         s[_I["reasoning_tokens"]],
         total_tokens(s),

@@ -10,7 +10,6 @@ from starlette.responses import Response
 
 from metering.export.files import FORMATS, MEDIA_TYPES, file_name, write_export
 from metering.export.month import ExportError, Month, build_month_export
-from metering.export.tco_sheet import TcoInputs
 from proxy.admin.guard import AdminRuntime
 from proxy.config.catalogue import effective_models
 from proxy.config.pricebook import build_pricebook
@@ -40,10 +39,9 @@ def render_export(rt: Runtime, month: str, fmt: str) -> bytes:
     """The export file's bytes; ExportError when the month is unknown or empty."""
     parsed = Month.parse(month)
     settings = rt.settings
-    book = build_pricebook(settings, effective_models(settings))
-    plan, hosted = tco_inputs(settings.tco, book)
-    tco = TcoInputs(plan=plan, hosted=hosted, scenario=settings.tco.scenario)
-    export = build_month_export(rt.engine, parsed, tco=tco)
+    models = effective_models(settings)
+    book = build_pricebook(settings, models)
+    export = build_month_export(rt.engine, parsed, tco=tco_inputs(settings.tco, book, models))
     buf = io.BytesIO()
     write_export(export, fmt, buf)
     return buf.getvalue()

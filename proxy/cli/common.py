@@ -13,7 +13,7 @@ from proxy.config.settings import ConfigError, Settings, load_settings
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from metering.export.tco_sheet import TcoInputs
+    from metering.live_tco import TcoInputs
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML config file", envvar="TOKENMETER_CONFIG")
@@ -49,17 +49,16 @@ def open_ledger(settings: Settings, *, upgrade: bool = False) -> Engine:
 
 def tco_inputs(settings: Settings) -> TcoInputs:
     """The configured TCO plan and hosted option, or a clear exit naming the bad key."""
-    from metering.export.tco_sheet import TcoInputs
     from proxy.config.catalogue import effective_models
     from proxy.config.pricebook import build_pricebook
-    from proxy.gateway.projector import tco_inputs as plan_and_hosted
+    from proxy.gateway.projector import tco_inputs as configured_inputs
 
-    book = build_pricebook(settings, effective_models(settings))
+    models = effective_models(settings)
+    book = build_pricebook(settings, models)
     try:
-        plan, hosted = plan_and_hosted(settings.tco, book)
+        return configured_inputs(settings.tco, book, models)
     except ConfigError as exc:
         fail(str(exc), code=2)
-    return TcoInputs(plan=plan, hosted=hosted, scenario=settings.tco.scenario)
 
 
 def as_utc(value: datetime | None) -> datetime | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from sqlalchemy import Engine, func, select
 
 from metering.export.month import Month, MonthExport, build_month_export
-from metering.export.tco_sheet import TcoInputs
+from metering.live_tco import TcoInputs
 from metering.queries import usage_summary
 from metering.store import create_db_engine
 from metering.tables import UsageEventRecord

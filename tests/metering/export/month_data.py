@@ -16,12 +16,13 @@ import pyarrow.parquet as pq
 from sqlalchemy import Engine, text
 
 from cost.capacity import OnPremPlan
+from cost.migration import MigrationTarget
 from cost.scenarios import get_scenario
-from cost.tco import HostedPricing
 from cost.usage import TokenUsage
 from metering.events import UsageEvent
 from metering.export.month import Month
 from metering.export.tco_sheet import TcoInputs
+from metering.price_map import load_price_map
 from tests.metering.factories import make_event
 
 MONTH = Month(2026, 10)
@@ -47,9 +48,24 @@ INT_METRICS = (
 
 
 def tco_inputs() -> TcoInputs:
-    plan: OnPremPlan = get_scenario("enterprise-h100").plan
-    hosted = HostedPricing("mistral-large-3", input_usd_per_m=0.5, output_usd_per_m=1.5)
-    return TcoInputs(plan=plan, hosted=hosted, scenario="enterprise-h100")
+    """All hosted traffic moves to the enterprise preset; list prices from the packaged map."""
+    scenario = get_scenario("enterprise-h100")
+    plan: OnPremPlan = scenario.plan
+    table = load_price_map()
+    list_prices = {
+        deployment: table.lookup(deployment.split("/", 1)[1], backend)
+        for _, backend, deployment, on_prem in DEPLOYMENTS
+        if not on_prem
+    }
+    target = MigrationTarget("enterprise-h100", plan, scenario.provenance)
+    return TcoInputs(
+        plan=plan,
+        targets=(target,),
+        scenario="enterprise-h100",
+        list_prices=list_prices,
+        min_window_s=0,
+        min_requests=0,
+    )
 
 
 TEAMS = {"key_a": "platform", "key_b": "research", "key_c": "platform"}  # a key has one team

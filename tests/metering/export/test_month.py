@@ -69,7 +69,12 @@ def test_every_view_reconciles_with_the_raw_events(ledger, export, fmt, tmp_path
         assert {r[key]: metrics(r) for r in views[view]} == ledger_sums(ledger, key), view
         tokens = [int(r["total_tokens"]) for r in views[view]]
         assert tokens == sorted(tokens, reverse=True)
-    assert views["tco"][0]["text"] == "ok"
+    tco = {r["item"]: r["text"] for r in views["tco"]}
+    assert tco["status"] == "ok" and tco["verdict"] == export.tco.verdict
+    # Hosted today is the month's metered hosted bill, scaled to a 30.44-day month.
+    numbers = {r["item"]: r["value"] for r in views["tco"]}
+    billed = by_prem[False]["cost_micro_usd"] / 1e6 * float(numbers["extrapolation_factor"])
+    assert float(numbers["hosted_usd_per_month"]) == pytest.approx(billed, rel=1e-9)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

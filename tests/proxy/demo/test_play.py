@@ -115,7 +115,8 @@ def test_the_month_went_through_the_metering_path(demo):
 
 
 def test_report_has_the_verdict_and_where_to_look(demo):
-    assert demo.printed("TCO").startswith(("stay hosted", "move on-prem"))
+    # 400 requests are under the projection's 1,000: the verdict says so, with what it saw.
+    assert demo.printed("TCO").startswith("not enough traffic yet: 400 requests over 31.0 days")
     for where in ("/metrics", "/admin/tco", "tokenmeter export --month 2026-10", "Grafana"):
         assert where in demo.output
     assert "mistral-large requests" in demo.printed("on-prem pilot:")
