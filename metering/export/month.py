@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Engine, Table, func, select
 
 from metering.export.pareto import ParetoSet, headline, smallest_set
+from metering.export.periods import Cell, days_view, line_items_view, month_over_month_view
 from metering.export.sessions import EventTotals, read_sessions, session_views
 from metering.export.tco_sheet import TcoInputs, month_projection, tco_views
 from metering.export.views import (
@@ -27,6 +28,7 @@ from metering.export.views import (
     cost_micro,
     group_view,
     pareto_view,
+    settle_cents,
     summary_view,
     total_tokens,
     zero_sums,
@@ -41,9 +43,11 @@ GROUPINGS = (
     ("models", "model"),
     ("backends", "backend"),
 )
-_CELL_KEYS = ("use_case", "user", "agent", "model", "backend", "on_prem")
+# A team (cost centre) key joins here and in periods.LINE_KEYS once rollups carry it.
+_CELL_KEYS = ("hour", "use_case", "user", "agent", "model", "backend", "on_prem")
 STEPS = ("reading the month's rollups", "grouping the month's events by session", "TCO projection")
 Progress = Callable[[str], None]
+_DAY = timedelta(days=1)
 
 
 class ExportError(Exception):
@@ -77,6 +81,10 @@ class Month:
         return datetime(self.year, self.month, 1, tzinfo=UTC)
 
     @property
+    def previous(self) -> Month:
+        return Month(self.year - (self.month == 1), (self.month - 2) % 12 + 1)
+
+    @property
     def end(self) -> datetime:
         """The first instant of the next month (exclusive)."""
         year, month = divmod(self.year * 12 + self.month, 12)
@@ -97,6 +105,8 @@ class MonthExport:
     totals: Sums
     events: EventTotals
     tco: dict[str, Any] | None
+    by_scope: dict[str, Sums] = field(default_factory=dict)  # all, hosted, on_prem
+    previous: dict[str, Sums] = field(default_factory=dict)  # the same, the month before
 
     @property
     def headline(self) -> str:
@@ -133,17 +143,20 @@ def build_month_export(
     cells = read_cells(engine, start=month.start, end=month.end)
     if not cells:
         raise EmptyMonth(_why_empty(engine, month, now))
-    by_scope: dict[str, Sums] = {"all": zero_sums(), "hosted": zero_sums(), "on_prem": zero_sums()}
+    by_scope = _scopes(cells)
     groups: dict[str, dict[str, Sums]] = {name: {} for name, _ in GROUPINGS}
     by_use_case: dict[tuple[str, bool], Sums] = {}
-    for keys, sums in cells:
-        labels = dict(zip(_CELL_KEYS, keys, strict=True))
-        for target in (by_scope["all"], by_scope["on_prem" if labels["on_prem"] else "hosted"]):
-            add_into(target, sums)
+    for labels, sums in cells:
         for name, key in GROUPINGS:
             add_into(groups[name].setdefault(labels[key], zero_sums()), sums)
         add_into(by_use_case.setdefault((labels["use_case"], labels["on_prem"]), zero_sums()), sums)
     total = by_scope["all"]
+    before = read_cells(engine, start=month.previous.start, end=month.previous.end)
+    before_uc: dict[str, Sums] = {}
+    for labels, sums in before:
+        add_into(before_uc.setdefault(labels["use_case"], zero_sums()), sums)
+    # Every day of the month up to today (all of it once it is over), quiet days as zeros.
+    last_day = min(month.end, max(now, month.start + _DAY)) - timedelta(microseconds=1)
     uc = groups["use_cases"]
     pareto = {
         "tokens": smallest_set((k, total_tokens(s)) for k, s in uc.items()),
@@ -153,6 +166,9 @@ def build_month_export(
         summary_view(str(month), by_scope),
         pareto_view({m: (p, headline(p, items="use cases", volume=m)) for m, p in pareto.items()}),
         *(group_view(name, key, groups[name], total) for name, key in GROUPINGS),
+        days_view(cells, first=month.start.date(), last=last_day.date()),
+        month_over_month_view(uc, before_uc, previous_month=str(month.previous)),
+        line_items_view(cells),
     ]
     step(STEPS[1])
     sessions = read_sessions(engine, start=month.start, end=month.end)
@@ -164,14 +180,29 @@ def build_month_export(
         result = month_projection(engine, tco, start=month.start, end=end, by_use_case=by_use_case)
         views += tco_views(result)
     return MonthExport(
-        month, views, pareto["tokens"], pareto["cost"], total, sessions.events, result
+        month,
+        # The summary's rows are not parts of one whole ("all" holds the others): it allots its own.
+        [v if v.name == "summary" else settle_cents(v) for v in views],
+        pareto["tokens"],
+        pareto["cost"],
+        total,
+        sessions.events,
+        result,
+        by_scope=by_scope,
+        previous=_scopes(before),
     )
 
 
-def read_cells(
-    engine: Engine, *, start: datetime, end: datetime
-) -> list[tuple[tuple[Any, ...], list[int]]]:
-    """Rollup sums of [start, end) per use case, user, agent, model, backend and on_prem."""
+def _scopes(cells: list[Cell]) -> dict[str, Sums]:
+    by_scope = {"all": zero_sums(), "hosted": zero_sums(), "on_prem": zero_sums()}
+    for labels, sums in cells:
+        add_into(by_scope["all"], sums)
+        add_into(by_scope["on_prem" if labels["on_prem"] else "hosted"], sums)
+    return by_scope
+
+
+def read_cells(engine: Engine, *, start: datetime, end: datetime) -> list[Cell]:
+    """Rollup sums of [start, end) per hour, use case, user, agent, model, backend, on_prem."""
     r = _ROLLUPS.c
     keys = [r[k] for k in _CELL_KEYS]
     stmt = (
@@ -181,7 +212,10 @@ def read_cells(
     )
     n = len(keys)
     with engine.connect() as conn:
-        return [(tuple(row[:n]), [int(v) for v in row[n:]]) for row in conn.execute(stmt)]
+        return [
+            (dict(zip(_CELL_KEYS, row[:n], strict=True)), [int(v) for v in row[n:]])
+            for row in conn.execute(stmt)
+        ]
 
 
 def _why_empty(engine: Engine, month: Month, now: datetime) -> str:
