@@ -107,6 +107,7 @@ class MonthExport:
     tco: dict[str, Any] | None
     by_scope: dict[str, Sums] = field(default_factory=dict)  # all, hosted, on_prem
     previous: dict[str, Sums] = field(default_factory=dict)  # the same, the month before
+    invoice_note: str | None = None  # the reconciliation with the invoice, when given
 
     @property
     def headline(self) -> str:

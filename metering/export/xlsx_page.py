@@ -48,6 +48,9 @@ def write_overview(ws: Worksheet, export: MonthExport, *, now: datetime | None =
     ws["A11"].alignment = Alignment(wrap_text=True, vertical="top")
     ws.merge_cells("A11:H11")  # the chart covers the right half
     ws.row_dimensions[11].height = 48
+    if export.invoice_note:
+        ws["A12"] = cell_value(export.invoice_note)
+        ws["A12"].font = Font(italic=True)
     last = _top_table(ws, export)
     for column, width in _WIDTHS.items():
         ws.column_dimensions[column].width = width

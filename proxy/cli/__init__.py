@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from proxy.cli import db, demo, export, keys, reports, serve
+from proxy.cli import db, demo, export, keys, reconcile, reports, serve
 
 cli = typer.Typer(
     help="tokenmeter: an LLM gateway that meters every token.",
@@ -19,6 +19,7 @@ cli.command()(reports.prices)
 cli.command()(reports.tco)
 cli.command()(reports.compare)
 cli.command("export")(export.export)
+cli.command("reconcile")(reconcile.reconcile)
 cli.command("demo")(demo.demo)
 cli.add_typer(db.db_cli, name="db")
 

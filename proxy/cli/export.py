@@ -15,6 +15,9 @@ from proxy.config.settings import Settings
 
 if TYPE_CHECKING:
     from metering.export.month import Month, MonthExport
+    from metering.invoices import InvoiceLine, Provider
+
+    Bill = tuple[Provider, list[InvoiceLine]]
 
 
 class ExportFormat(StrEnum):
@@ -40,6 +43,15 @@ def export(
             "tokenmeter-YYYY-MM.xlsx, tokenmeter-YYYY-MM-csv/, tokenmeter-YYYY-MM.csv.zip, ...)"
         ),
     ] = None,
+    invoice: Annotated[
+        Path | None,
+        typer.Option(
+            help="add the reconciliation with this Anthropic cost report (JSON) or Azure cost "
+            "export (CSV), as in tokenmeter reconcile",
+            exists=True,
+            dir_okay=False,
+        ),
+    ] = None,
     config: ConfigOpt = None,
 ) -> None:
     """Write a month's finance export: page one, totals, per use case/agent/user/model/backend,
@@ -47,10 +59,12 @@ def export(
     (see docs/export.md)."""
     from metering.export.files import DIR_FORMATS, dir_name, file_name
     from metering.export.month import EmptyMonth, Month, UnknownMonth
+    from metering.invoices import InvoiceError, read_invoice
 
     try:
         parsed = Month.parse(month)
-    except UnknownMonth as exc:
+        bill = read_invoice(invoice) if invoice else None
+    except (UnknownMonth, InvoiceError) as exc:
         fail(str(exc), code=2)
     settings = load(config)
     name = dir_name if fmt.value in DIR_FORMATS else file_name
@@ -61,7 +75,7 @@ def export(
         fail(f"{target} is a directory: --format {fmt.value} writes a file", code=2)
     ledger = ledger_name(settings.storage.url)
     try:
-        path, export_ = _build(settings, parsed, fmt.value, target)
+        path, export_ = _build(settings, parsed, fmt.value, target, bill)
     except EmptyMonth as exc:
         fail(f"{exc} (ledger {ledger})", code=1)
     [total] = (r for r in export_.view("summary").records() if r["scope"] == "all")
@@ -78,7 +92,9 @@ def export(
         )
 
 
-def _build(settings: Settings, month: Month, fmt: str, out: Path) -> tuple[Path, MonthExport]:
+def _build(
+    settings: Settings, month: Month, fmt: str, out: Path, bill: Bill | None
+) -> tuple[Path, MonthExport]:
     from rich.progress import Progress
 
     from metering.export.files import DIR_FORMATS, write_export, write_export_dir
@@ -92,6 +108,10 @@ def _build(settings: Settings, month: Month, fmt: str, out: Path) -> tuple[Path,
             bar.update(task, description=description, advance=1)
 
         export_ = build_month_export(engine, month, tco=tco, progress=step)
+        if bill is not None:
+            from metering.reconcile import reconcile_month, with_reconciliation
+
+            export_ = with_reconciliation(export_, reconcile_month(engine, month, *bill))
         bar.update(task, total=len(STEPS) + len(export_.views) + 1)
         if fmt in DIR_FORMATS:
             write_export_dir(export_, fmt, out, progress=step)
