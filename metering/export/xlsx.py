@@ -11,6 +11,7 @@ characters, or one that looks like a formula, is shown as text and can never bre
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from datetime import UTC, date, datetime
 from typing import Any, BinaryIO
 
@@ -49,6 +50,7 @@ UNIT_FORMATS = {
 }
 CHART_MAX_USE_CASES = 60  # beyond this the bars are unreadable; the sheet has them all
 MAX_CELL_CHARS = 32_767  # Excel's limit for one cell
+MAX_SHEET_ROWS = 1_000_000  # Excel's limit is 1,048,576 rows: room for the header and totals
 _MAX_WIDTH = 60
 _ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
 _TOTAL_BORDER = Border(top=Side(style="thin"))
@@ -64,20 +66,28 @@ def write_xlsx(export: MonthExport, out: BinaryIO, *, progress: Progress) -> Non
     write_overview(wb.create_sheet("overview"), export)
     for view in export.views:
         progress(f"writing {view.name}")
-        _sheet(wb, view, title=f"tokenmeter {export.month}: {view.doc}")
+        title = f"tokenmeter {export.month}: {view.doc}"
+        parts = range(0, max(len(view.rows), 1), MAX_SHEET_ROWS)
+        for n, first in enumerate(parts, start=1):
+            # A view longer than a sheet goes on in "name (2)", ...: no row is ever left out.
+            name = view.name if n == 1 else f"{view.name} ({n})"
+            part = replace(view, rows=view.rows[first : first + MAX_SHEET_ROWS])
+            last = first + MAX_SHEET_ROWS >= len(view.rows)
+            _sheet(wb, part, name=name, title=title, total=view.total_row() if last else None)
     wb.properties.title = f"tokenmeter {export.month}"
     wb.save(out)
 
 
-def _sheet(wb: Workbook, view: View, *, title: str) -> Worksheet:
-    ws: Worksheet = wb.create_sheet(view.name)
+def _sheet(
+    wb: Workbook, view: View, *, name: str, title: str, total: tuple[Any, ...] | None
+) -> Worksheet:
+    ws: Worksheet = wb.create_sheet(name)
     ws.append([c.name for c in view.columns])
     for cell in ws[1]:
         cell.font = Font(bold=True)
     for row in view.rows:
         ws.append([cell_value(v) for v in row])
     last_data = ws.max_row
-    total = view.total_row()
     if total is not None and view.rows:
         ws.append([cell_value(v) for v in total])
         for cell in ws[ws.max_row]:
@@ -89,7 +99,7 @@ def _sheet(wb: Workbook, view: View, *, title: str) -> Worksheet:
                 cell.number_format = fmt
         width = _width(column.name, [r[i - 1] for r in view.rows])
         ws.column_dimensions[get_column_letter(i)].width = width
-    if view.name == "tco":
+    if name == "tco":
         _format_by_unit(ws, view)
     _text_cells_as_text(ws)
     ws.freeze_panes = "A2"

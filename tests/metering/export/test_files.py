@@ -13,6 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from openpyxl.chart import BarChart, LineChart
 
+from metering.export import xlsx
 from metering.export.files import write_export
 from metering.export.month import MonthExport, build_month_export
 from metering.export.story import TOP_USE_CASES, pareto_sentence, verdict
@@ -156,3 +157,21 @@ def test_docs_describe_every_view_and_column(export):
         assert f"`{view.name}`" in docs, view.name
         for column in view.columns:
             assert f"`{column.name}`" in docs, (view.name, column.name)
+
+
+def test_a_view_longer_than_a_sheet_goes_on_in_the_next(export, monkeypatch):
+    monkeypatch.setattr(xlsx, "MAX_SHEET_ROWS", 10)
+    wb = openpyxl.load_workbook(io.BytesIO(written(export, "xlsx")))
+    view = export.view("line_items")
+    parts = [
+        wb["line_items"],
+        *(wb[f"line_items ({n})"] for n in range(2, 100) if f"line_items ({n})" in wb),
+    ]
+    assert len(parts) == -(-len(view.rows) // 10) > 2
+    rows = [r for ws in parts for r in ws.iter_rows(min_row=2, values_only=True)]
+    *data, total = rows
+    assert len(data) == len(view.rows)
+    header = [c.value for c in parts[0][1]]
+    at = header.index("cost_micro_usd")
+    assert total[at] == sum(r[at] for r in data) == sum(r[at] for r in view.rows)
+    assert all(not ws[ws.max_row][0].font.b for ws in parts[:-1])  # the totals row comes last

@@ -3,8 +3,10 @@ like a formula, non-ASCII, on SQLite and PostgreSQL, in every format."""
 
 from __future__ import annotations
 
+import io
 import random
 
+import httpx
 import openpyxl
 import pyarrow.parquet as pq
 import pytest
@@ -15,6 +17,7 @@ from metering.store import create_db_engine, upgrade_schema
 from metering.writer import insert_events
 from tests.metering.export.month_data import MONTH, tco_inputs, write_any
 from tests.metering.factories import make_event
+from tests.support import Gateway
 
 ODD = {
     "bell\x07model": "bell\\x07model",
@@ -69,3 +72,20 @@ def test_parquet_keeps_the_values_as_recorded(export, tmp_path):
 )
 def test_sanitise_escapes_what_xml_cannot_carry(raw, shown):
     assert sanitise(raw) == shown
+
+
+def test_the_admin_download_serves_a_month_with_odd_values(tmp_path):
+    gw = Gateway(tmp_path / "tm.db", {}).start()
+    try:
+        rng = random.Random(4)
+        start = MONTH.start.timestamp()
+        insert_events(
+            gw.engine,
+            [make_event(rng, started_at=start + 60 * i, model=odd) for i, odd in enumerate(ODD)],
+        )
+        r = httpx.get(f"{gw.url}/admin/exports/{MONTH}.xlsx", headers=gw.admin_headers, timeout=60)
+    finally:
+        gw.stop()
+    assert r.status_code == 200
+    models = openpyxl.load_workbook(io.BytesIO(r.content))["models"]
+    assert "bell\\x07model" in [c.value for c in models["B"]]
