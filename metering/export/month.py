@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Table, func, select
+from sqlalchemy import Date, Engine, Table, cast, func, select
 
 from metering.export.pareto import ParetoSet, headline, smallest_set
 from metering.export.periods import Cell, days_view, line_items_view, month_over_month_view
@@ -44,7 +44,7 @@ GROUPINGS = (
     ("backends", "backend"),
 )
 # A team (cost centre) key joins here and in periods.LINE_KEYS once rollups carry it.
-_CELL_KEYS = ("hour", "use_case", "user", "agent", "model", "backend", "on_prem")
+_CELL_KEYS = ("day", "use_case", "user", "agent", "model", "backend", "on_prem")
 STEPS = ("reading the month's rollups", "grouping the month's events by session", "TCO projection")
 Progress = Callable[[str], None]
 _DAY = timedelta(days=1)
@@ -203,9 +203,10 @@ def _scopes(cells: list[Cell]) -> dict[str, Sums]:
 
 
 def read_cells(engine: Engine, *, start: datetime, end: datetime) -> list[Cell]:
-    """Rollup sums of [start, end) per hour, use case, user, agent, model, backend, on_prem."""
+    """Rollup sums of [start, end) per day (UTC), use case, user, agent, model, backend and
+    on_prem: the day is cut in SQL, so a month is read as a few rows per day and combination."""
     r = _ROLLUPS.c
-    keys = [r[k] for k in _CELL_KEYS]
+    keys = [_utc_day(engine, r.hour), *(r[k] for k in _CELL_KEYS[1:])]
     stmt = (
         select(*keys, *(func.coalesce(func.sum(r[c]), 0) for c in ROLLUP_SUMS))
         .where(r.hour >= start, r.hour < end)
@@ -217,6 +218,14 @@ def read_cells(engine: Engine, *, start: datetime, end: datetime) -> list[Cell]:
             (dict(zip(_CELL_KEYS, row[:n], strict=True)), [int(v) for v in row[n:]])
             for row in conn.execute(stmt)
         ]
+
+
+def _utc_day(engine: Engine, hour: Any) -> Any:
+    # SQLite keeps the UTC time as text, whose date() is the UTC day; PostgreSQL's timestamptz
+    # is cut in the session's time zone unless told UTC.
+    if engine.dialect.name == "sqlite":
+        return func.date(hour)
+    return cast(func.timezone("UTC", hour), Date)
 
 
 def _why_empty(engine: Engine, month: Month, now: datetime) -> str:

@@ -8,7 +8,7 @@ sum; USD columns are allotted in cents that add up (``views.settle_cents``).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import date, datetime, timedelta
+from datetime import date, timedelta
 from typing import Any
 
 from metering.export.cents import cents
@@ -37,7 +37,7 @@ LINE_DOCS = {
     "backend": "the backend that served it",
     "on_prem": "true when the backend is on-prem (its cost is the TCO model's, 0 here)",
 }
-Cell = tuple[Mapping[str, Any], Sums]  # the labels of one rollup cell (hour included) and its sums
+Cell = tuple[Mapping[str, Any], Sums]  # the labels of one cell of the month (its day included)
 
 
 def days_view(cells: Iterable[Cell], *, first: date, last: date) -> View:
@@ -45,7 +45,7 @@ def days_view(cells: Iterable[Cell], *, first: date, last: date) -> View:
     by_day: dict[date, Sums] = {}
     total = zero_sums()
     for labels, sums in cells:
-        add_into(by_day.setdefault(_day(labels["hour"]), zero_sums()), sums)
+        add_into(by_day.setdefault(_day(labels["day"]), zero_sums()), sums)
         add_into(total, sums)
     days = [first + timedelta(d) for d in range((last - first).days + 1)]
     rows = [
@@ -71,7 +71,7 @@ def line_items_view(cells: Iterable[Cell]) -> View:
     warehouse loads."""
     items: dict[tuple[Any, ...], Sums] = {}
     for labels, sums in cells:
-        key = (_day(labels["hour"]), *(labels[k] for k in LINE_KEYS))
+        key = (_day(labels["day"]), *(labels[k] for k in LINE_KEYS))
         add_into(items.setdefault(key, zero_sums()), sums)
     ordered = sorted(items.items(), key=lambda kv: (kv[0][0], -cost_micro(kv[1]), kv[0][1:]))
     rows = [(*key, *metric_values(s)) for key, s in ordered]
@@ -139,6 +139,6 @@ def change(now: int, before: int) -> float | None:
     return now / before - 1 if before else None
 
 
-def _day(hour: datetime | str) -> date:
-    # SQLite hands DateTime columns back as text in some drivers' paths; both are UTC.
-    return (datetime.fromisoformat(hour) if isinstance(hour, str) else hour).date()
+def _day(day: date | str) -> date:
+    # SQLite's date() answers text; PostgreSQL a date.
+    return date.fromisoformat(day) if isinstance(day, str) else day
