@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -48,6 +48,17 @@ _CELL_KEYS = ("day", "use_case", "user", "agent", "model", "backend", "on_prem")
 STEPS = ("reading the month's rollups", "grouping the month's events by session", "TCO projection")
 Progress = Callable[[str], None]
 _DAY = timedelta(days=1)
+# The totals rows of the views built elsewhere (the views of this module declare their own).
+TOTALS = {
+    "session_distribution": ("sessions", "session_share", "total_tokens", "token_share"),
+    "top_sessions": ("requests", "total_tokens", "token_share", "cost_micro_usd", "cost_usd"),
+    "tco_use_cases": (
+        "tokens_per_month",
+        "hosted_usd_per_month",
+        "onprem_usd_per_month",
+        "savings_usd_per_month",
+    ),
+}
 
 
 class ExportError(Exception):
@@ -182,8 +193,7 @@ def build_month_export(
         views += tco_views(result)
     return MonthExport(
         month,
-        # The summary's rows are not parts of one whole ("all" holds the others): it allots its own.
-        [v if v.name == "summary" else settle_cents(v) for v in views],
+        [_finish(v) for v in views],
         pareto["tokens"],
         pareto["cost"],
         total,
@@ -192,6 +202,13 @@ def build_month_export(
         by_scope=by_scope,
         previous=_scopes(before),
     )
+
+
+def _finish(view: View) -> View:
+    if view.name in TOTALS and not view.summed:
+        view = replace(view, summed=TOTALS[view.name])
+    # The summary's rows are not parts of one whole ("all" holds the others): it allots its own.
+    return view if view.name == "summary" else settle_cents(view)
 
 
 def _scopes(cells: list[Cell]) -> dict[str, Sums]:
