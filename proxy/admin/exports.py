@@ -1,4 +1,5 @@
-"""GET /admin/exports/YYYY-MM.{csv,xlsx,parquet}: the monthly finance export, as a download."""
+"""GET /admin/exports/YYYY-MM.{xlsx,csv,parquet,csv.zip,parquet.zip}: the monthly finance export,
+as one file to download (csv and parquet as their zip)."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ router = APIRouter(prefix="/admin", tags=["admin"])
 @router.get("/exports/{name}", response_class=Response)
 async def get_export(name: str, rt: AdminRuntime) -> Response:
     """The month's export (docs/export.md); 404 for a month that is unknown or empty."""
-    month, _, fmt = name.rpartition(".")
+    month, _, fmt = name.partition(".")
     if fmt not in FORMATS:
         raise HTTPException(
             404, f"no export {name!r}: ask for /admin/exports/YYYY-MM.{{{','.join(FORMATS)}}}"

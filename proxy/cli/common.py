@@ -33,12 +33,38 @@ def load(config: Path | None) -> Settings:
         fail(str(exc), code=2)
 
 
-def open_ledger(settings: Settings, *, upgrade: bool = False) -> Engine:
+def ledger_name(url: str) -> str:
+    """The ledger as a user recognises it: a SQLite file's full path, or the URL without its
+    password."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        return f"sqlite:///{Path(parsed.database).resolve()}"
+    return parsed.render_as_string(hide_password=True)
+
+
+def open_ledger(settings: Settings, *, upgrade: bool = False, create: bool = True) -> Engine:
     """The ledger's engine, its schema brought up to date (or refused when outdated); one line
-    and exit 2 or 3 when the database URL is unsupported or the database does not answer."""
+    and exit 2 or 3 when the database URL is unsupported or the database does not answer.
+
+    With ``create=False`` a SQLite ledger file that does not exist is refused instead of made:
+    the commands that only read (export, reconcile) must not leave an empty database behind in
+    whatever folder they were run from.
+    """
+    from sqlalchemy.engine import make_url
+
     from metering.store import SchemaOutdated
     from proxy.cli.preflight import StartupError, connect_ledger
 
+    url = make_url(settings.storage.url)
+    on_disk = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
+    if not create and on_disk and not Path(str(url.database)).is_file():
+        fail(
+            f"no ledger at {ledger_name(settings.storage.url)}: point storage.url at it "
+            "(--config, or TOKENMETER_STORAGE__URL)",
+            code=2,
+        )
     try:
         return connect_ledger(settings.storage.url, upgrade=upgrade)
     except SchemaOutdated as exc:
