@@ -65,6 +65,8 @@ class OnPremPlan:
     1.0 when cooling is in the colo rate. Staff is a fixed share of an engineer, whatever the
     node count. ``gpu_count`` fixes the deployment (the seed's 4 GPUs); None sizes it from the
     observed peak. ``whole_nodes`` buys whole nodes (an 8-GPU HGX), so GPUs come in nodes.
+    ``rent_usd_per_gpu_hour`` rents the GPUs by the hour instead (24/7, 730 h/month): set capex,
+    energy and colo to 0 when the rate includes them, as cloud rates do.
     Throughput rates are per GPU at saturation: prefill (input) and decode (output) tokens/s.
     """
 
@@ -98,6 +100,7 @@ class OnPremPlan:
     min_replicas: int = DEFAULT_MIN_REPLICAS
     target_utilization: float = DEFAULT_TARGET_UTILIZATION
     capacity_basis: CapacityBasis = CapacityBasis.HARMONIC
+    rent_usd_per_gpu_hour: float = 0.0
 
     def __post_init__(self) -> None:
         check_fields(self, _POSITIVE_FIELDS, positive=True)
@@ -136,6 +139,7 @@ _NON_NEGATIVE_FIELDS = (
     "capex_usd_per_gpu", "capex_usd_per_node", "interest_rate_per_year", "usd_per_kwh",
     "colo_usd_per_kw_month", "facility_usd_per_month", "staff_fte_fraction",
     "staff_loaded_usd_per_year", "software_usd_per_month", "support_rate_per_year",
+    "rent_usd_per_gpu_hour",
 )
 # fmt: on
 
@@ -285,11 +289,13 @@ class OnPremMonthlyCost:
     staff_usd_per_month: float
     software_usd_per_month: float
     support_usd_per_month: float
+    rent_usd_per_month: float = 0.0
 
     @property
     def opex_usd_per_month(self) -> float:
         return (
-            self.energy_usd_per_month
+            self.rent_usd_per_month
+            + self.energy_usd_per_month
             + self.facility_usd_per_month
             + self.staff_usd_per_month
             + self.software_usd_per_month
@@ -328,6 +334,7 @@ def onprem_monthly_cost(
         staff_usd_per_month=plan.staff_fte_fraction * plan.staff_loaded_usd_per_year / 12,
         software_usd_per_month=plan.software_usd_per_month,
         support_usd_per_month=plan.support_rate_per_year * capex_usd / 12,
+        rent_usd_per_month=gpu_count * plan.rent_usd_per_gpu_hour * HOURS_PER_MONTH,
     )
 
 

@@ -43,6 +43,7 @@ class ModelPrice:
     cache_read_above_200k: Decimal | None = None
     cache_write_5m_above_200k: Decimal | None = None
     cache_write_1h_above_200k: Decimal | None = None
+    deprecation_date: str | None = None  # ISO date the price map marks the model deprecated
 
     @property
     def has_long_context_tier(self) -> bool:
@@ -99,6 +100,7 @@ class ModelPrice:
             cache_write_1h_above_200k=_price_field(
                 key, entry, "cache_creation_input_token_cost_above_1hr_above_200k_tokens"
             ),
+            deprecation_date=_date_field(entry.get("deprecation_date")),
         )
 
 
@@ -182,6 +184,13 @@ def _candidate_keys(model: str, backend: str) -> tuple[str, ...]:
 def _strip_provider(model: str) -> str:
     """``anthropic/claude-sonnet-4-5`` → ``claude-sonnet-4-5``; unprefixed names unchanged."""
     return model.split("/", 1)[1] if "/" in model else model
+
+
+def _date_field(value: Any) -> str | None:
+    """An ISO date (YYYY-MM-DD) from the price map, else None: never fail on a note."""
+    if isinstance(value, str) and len(value) >= 10 and value[4] == "-" and value[7] == "-":
+        return value[:10]
+    return None
 
 
 def _price_field(key: str, entry: Mapping[str, Any], name: str) -> Decimal | None:

@@ -74,6 +74,16 @@ SOURCE_URLS: Mapping[str, str] = MappingProxyType(
         "lambda-vllm": "https://github.com/LambdaLabsML/vllm-benchmark",
         "llamacpp-bench": "https://github.com/XiongjieDai/GPU-Benchmarks-on-LLM-Inference",
         "q4-size": "https://prositronic.eu",
+        "hf-h200": "https://huggingface.co/hardware/h200",
+        "vllm-large-3": "https://docs.vllm.ai/projects/recipes/en/latest/Mistral/Mistral-Large-3.html",
+        "hf-large-3": "https://huggingface.co/collections/mistralai/mistral-large-3",
+        "gpu-rent": "https://deploybase.ai/articles/b200-vs-h200-vs-h100",
+        "gpu-rent-2": "https://www.spheron.network/blog/nvidia-h200-vs-b200-vs-gb200",
+        "b200-specs": "https://docs.vultr.com/inference-cookbook/cuda/getting-started/hardware-overview",
+        "dgx-b200-power": "https://madcoolstuff.com/guides/datacenter-inference-blueprint",
+        "l40s-rent": "https://modal.com/blog/nvidia-l40s-price-article",
+        "l40s-msrp": "https://rentgpu.org/zh/gpus/l40s/ai-models",
+        "tco-md": "reference cost model (docs/cost-model.md), §4.2 defaults",
     }
 )
 
@@ -160,6 +170,7 @@ _EVERY_PRESET: dict[str, _Entry] = {
     "facility_usd_per_month": (0.0, _p("assumption", "nothing beyond PUE / colo (tco.md §2.3)")),
     "software_usd_per_month": (0.0, _p("list", "vLLM / TGI / SGLang: no licence (tco.md §2.3)")),
     "support_rate_per_year": (0.0, _p("assumption", "optional; DGX quote 20 %/yr", "node-quote")),
+    "rent_usd_per_gpu_hour": (0.0, _p("assumption", "bought, not rented")),
     "target_utilization": (
         DEFAULT_TARGET_UTILIZATION,
         _p("assumption", "0.6–0.9 of saturation keeps TTFT low (tco.md §4.2)", "cost-meter"),
@@ -255,13 +266,11 @@ def _scenario(
     return Scenario(name, description, plan, provenance, hosted)
 
 
-_LARGE_HOSTED = ("azure_ai/mistral-large-3", "azure_ai/mistral-large-2407", "claude-haiku-4-5")
+# Price-map keys only; a key gone from the installed map is a warning, never a crash
+# (azure_ai/mistral-large-2407 left litellm's map in 1.110).
+_LARGE_HOSTED = ("azure_ai/mistral-large-3", "claude-haiku-4-5")
 _CLAUDE = ("claude-sonnet-4-5", "claude-opus-4-5")
-_SMALL_HOSTED = (
-    "azure_ai/mistral-small-2503",
-    "azure_ai/mistral-large-3",
-    "azure_ai/mistral-large-2407",
-)
+_SMALL_HOSTED = ("azure_ai/mistral-small-2503", "azure_ai/mistral-large-3")
 
 SCENARIOS: Mapping[str, Scenario] = MappingProxyType(
     {

@@ -31,6 +31,7 @@ from cost.capacity import (
     utilization_for_volume,
 )
 from cost.prices import ModelPrice
+from cost.usage import TokenUsage
 
 TOKEN_CLASSES = ("input", "cache_read", "cache_write_5m", "cache_write_1h", "output")
 
@@ -55,6 +56,25 @@ class MonthlyTokens:
 
     def __post_init__(self) -> None:
         check_fields(self, tuple(f"{name}_tokens" for name in TOKEN_CLASSES))
+
+    @classmethod
+    def from_usage(cls, usage: TokenUsage, *, scale: float = 1.0) -> MonthlyTokens:
+        """The disjoint classes of ``usage`` (all-input convention: summed rollups) × ``scale``.
+
+        ``TokenUsage`` holds the one rule that splits input into uncached, cache-read and the two
+        cache-write classes; every reader of rollup sums comes through here.
+        """
+        return cls(
+            input_tokens=usage.uncached_input_tokens * scale,
+            cache_read_tokens=usage.cache_read_tokens * scale,
+            cache_write_5m_tokens=usage.cache_write_5m_tokens * scale,
+            cache_write_1h_tokens=usage.cache_write_1h_tokens * scale,
+            output_tokens=usage.output_tokens * scale,
+        )
+
+    def scaled(self, factor: float) -> MonthlyTokens:
+        """Every class × ``factor`` (a window extrapolated to a month)."""
+        return MonthlyTokens(*(count * factor for count in self.by_class().values()))
 
     @property
     def all_input_tokens(self) -> float:

@@ -13,14 +13,19 @@ so every request is counted once whichever worker answers the scrape.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
+from cost.capacity import BindingConstraint
 from metering.events import UsageEvent
+
+if TYPE_CHECKING:
+    from metering.live_tco import LiveProjection
 
 # gen_ai.client.operation.duration / gen_ai.server.request.duration boundaries (seconds)
 DURATION_BUCKETS = (
@@ -271,50 +276,56 @@ class StateMetrics:
             registry=r,
             multiprocess_mode="livemax",
         )
-        self.tco_cost = Gauge(
+
+        def gauge(name: str, doc: str, labels: list[str]) -> Gauge:
+            # Every TCO gauge has labels, so none exists before the first projection: a fresh
+            # gateway shows no series instead of a misleading 0 (docs/metrics.md).
+            return Gauge(name, doc, labels, registry=r, multiprocess_mode="livemax")
+
+        self.tco_status = gauge(
+            "tokenmeter_tco_status", "1 for the projection's status.", ["status"]
+        )
+        self.tco_verdict = gauge(
+            "tokenmeter_tco_verdict_info", "The projection's verdict, as a label.", ["verdict"]
+        )
+        self.tco_cost = gauge(
             "tokenmeter_tco_monthly_cost_usd",
-            "Projected monthly cost of the observed volume, per option.",
+            "Monthly cost: hosted (the metered bill), hosted_list, plan (staying hosted + "
+            "every target on-prem).",
             ["option"],
-            registry=r,
-            multiprocess_mode="livemax",
         )
-        self.tco_break_even = Gauge(
+        self.tco_target_cost = gauge(
+            "tokenmeter_tco_target_monthly_cost_usd",
+            "Monthly cost of one migration target's traffic, hosted (billed) or on-prem.",
+            ["target", "option"],
+        )
+        self.tco_break_even = gauge(
             "tokenmeter_tco_break_even_months",
-            "Months until on-prem capex is recovered (-1: never).",
-            registry=r,
-            multiprocess_mode="livemax",
+            "Months until on-prem cash falls to hosted spend (-1: not within the horizon).",
+            ["target"],
         )
-        self.tco_crossover = Gauge(
+        self.tco_crossover = gauge(
             "tokenmeter_tco_crossover_tokens_per_month",
-            "Monthly volume where hosted and on-prem cost the same (-1: never).",
-            registry=r,
-            multiprocess_mode="livemax",
+            "Monthly volume where on-prem, sized for its peak, costs what hosted does (-1: never).",
+            ["target"],
         )
-        self.tco_gpus = Gauge(
-            "tokenmeter_tco_gpus_needed",
-            "GPUs needed for the observed peak.",
-            registry=r,
-            multiprocess_mode="livemax",
+        self.tco_gpus = gauge(
+            "tokenmeter_tco_gpus_needed", "GPUs the target's peak needs.", ["target"]
         )
-        self.tco_target = Gauge(
+        self.tco_target = gauge(
             "tokenmeter_tco_negotiation_target_usd_per_mtok",
-            "Blended hosted price at which hosted costs what on-prem does.",
-            registry=r,
-            multiprocess_mode="livemax",
+            "Hosted price at which the target's bill equals its on-prem cost (-1: no lever).",
+            ["target"],
         )
-        self.tco_utilization = Gauge(
+        self.tco_utilization = gauge(
             "tokenmeter_tco_onprem_utilization_ratio",
-            "On-prem GPU busy share.",
-            ["kind"],
-            registry=r,
-            multiprocess_mode="livemax",
+            "On-prem GPU busy share: planned per target; measured and target for the pilot.",
+            ["kind", "target"],
         )
-        self.tco_binding = Gauge(
+        self.tco_binding = gauge(
             "tokenmeter_tco_binding_constraint",
-            "1 for the constraint that sizes the on-prem deployment.",
-            ["constraint"],
-            registry=r,
-            multiprocess_mode="livemax",
+            "1 for the constraint that sizes the target's deployment.",
+            ["target", "constraint"],
         )
 
     def set_ledger(
@@ -339,28 +350,57 @@ class StateMetrics:
         for name, ratio in used:
             self.budget_used.labels(name).set(ratio)
 
-    def set_tco(self, state: dict[str, Any] | None) -> None:
-        if not state or state.get("status") != "ok":
+    def set_tco(self, state: LiveProjection | None) -> None:
+        """Publish ``state``; before the first projection, nothing (no series at all)."""
+        if state is None:
             return
-        p = state["projection"]
-        self.tco_cost.labels("hosted").set(p["hosted"]["total_usd_per_month"])
-        self.tco_cost.labels("onprem").set(p["onprem"]["total_usd_per_month"])
-        self.tco_break_even.set(_or_never(p["break_even"]["months_fractional"]))
-        self.tco_crossover.set(_or_never(p["crossover"]["tokens_per_month"]))
-        self.tco_gpus.set(p["sizing"]["gpus_needed"])
-        self.tco_target.set(p["negotiation"]["target_usd_per_m"])
-        for kind in ("observed", "measured", "target"):
-            value = p[f"utilization_{kind}"]
-            if value is not None:
-                self.tco_utilization.labels(kind).set(value)
-        for constraint in ("prefill", "decode", "memory", "min_replicas"):
-            self.tco_binding.labels(constraint).set(
-                1 if p["sizing"]["binding"] == constraint else 0
-            )
+        for g in self._tco_gauges():
+            g.clear()
+        self.tco_status.labels(state.status.value).set(1)
+        self.tco_verdict.labels(state.verdict).set(1)
+        if state.pilot is not None:
+            self.tco_utilization.labels("measured", "pilot").set(state.pilot.utilization_measured)
+            self.tco_utilization.labels("target", "pilot").set(state.inputs.plan.target_utilization)
+        p = state.projection
+        if p is None:
+            return
+        self.tco_cost.labels("hosted").set(p.hosted_usd_per_month)
+        self.tco_cost.labels("hosted_list").set(p.hosted_list_usd_per_month)
+        plan_cost = p.staying_usd_per_month + sum(t.onprem_usd_per_month for t in p.targets)
+        self.tco_cost.labels("plan").set(plan_cost)
+        for t in p.targets:
+            name = t.target.name
+            self.tco_target_cost.labels(name, "hosted").set(t.hosted_usd_per_month)
+            self.tco_target_cost.labels(name, "onprem").set(t.onprem_usd_per_month)
+            be = t.break_even
+            self.tco_break_even.labels(name).set(-1 if be.month is None else be.months_fractional)
+            self.tco_crossover.labels(name).set(_or_never(t.crossover.tokens_per_month))
+            self.tco_gpus.labels(name).set(t.sized.sizing.gpus_needed)
+            lever = t.negotiation.lever
+            self.tco_target.labels(name).set(t.negotiation.target_usd_per_m if lever else -1)
+            self.tco_utilization.labels("planned", name).set(t.sized.utilization)
+            for constraint in BindingConstraint:
+                self.tco_binding.labels(name, constraint.value).set(
+                    1 if t.sized.sizing.binding is constraint else 0
+                )
+
+    def _tco_gauges(self) -> tuple[Gauge, ...]:
+        return (
+            self.tco_status,
+            self.tco_verdict,
+            self.tco_cost,
+            self.tco_target_cost,
+            self.tco_break_even,
+            self.tco_crossover,
+            self.tco_gpus,
+            self.tco_target,
+            self.tco_utilization,
+            self.tco_binding,
+        )
 
 
 def _or_never(value: float | None) -> float:
-    return -1.0 if value is None else value
+    return -1.0 if value is None or math.isinf(value) else value
 
 
 def exposition(registry: CollectorRegistry) -> bytes:

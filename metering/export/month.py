@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Engine, Table, func, select
+from sqlalchemy import Date, Engine, Table, cast, func, select
 
 from metering.export.pareto import ParetoSet, headline, smallest_set
+from metering.export.periods import Cell, days_view, line_items_view, month_over_month_view
 from metering.export.sessions import EventTotals, read_sessions, session_views
 from metering.export.tco_sheet import TcoInputs, month_projection, tco_views
 from metering.export.views import (
@@ -27,11 +28,14 @@ from metering.export.views import (
     cost_micro,
     group_view,
     pareto_view,
+    settle_cents,
     summary_view,
     total_tokens,
     zero_sums,
 )
+from metering.live_tco import LiveProjection
 from metering.tables import ROLLUP_SUMS, UsageRollupRecord
+from metering.tco_window import CELL_KEYS
 
 _ROLLUPS: Table = UsageRollupRecord.__table__  # type: ignore[attr-defined]
 GROUPINGS = (
@@ -42,9 +46,31 @@ GROUPINGS = (
     ("backends", "backend"),
     ("teams", "team"),  # the cost-centre view: who pays, by the key's team
 )
-_CELL_KEYS = ("use_case", "user", "agent", "model", "backend", "on_prem", "team")
+_CELL_KEYS = (
+    "day",
+    "use_case",
+    "user",
+    "agent",
+    "model",
+    "backend",
+    "deployment",
+    "on_prem",
+    "team",
+)
 STEPS = ("reading the month's rollups", "grouping the month's events by session", "TCO projection")
 Progress = Callable[[str], None]
+_DAY = timedelta(days=1)
+# The totals rows of the views built elsewhere (the views of this module declare their own).
+TOTALS = {
+    "session_distribution": ("sessions", "session_share", "total_tokens", "token_share"),
+    "top_sessions": ("requests", "total_tokens", "token_share", "cost_micro_usd", "cost_usd"),
+    "tco_use_cases": (
+        "tokens_per_month",
+        "hosted_usd_per_month",
+        "onprem_usd_per_month",
+        "savings_usd_per_month",
+    ),
+}
 
 
 class ExportError(Exception):
@@ -80,6 +106,10 @@ class Month:
         return datetime(self.year, self.month, 1, tzinfo=UTC)
 
     @property
+    def previous(self) -> Month:
+        return Month(self.year - (self.month == 1), (self.month - 2) % 12 + 1)
+
+    @property
     def end(self) -> datetime:
         """The first instant of the next month (exclusive)."""
         year, month = divmod(self.year * 12 + self.month, 12)
@@ -99,7 +129,10 @@ class MonthExport:
     cost: ParetoSet
     totals: Sums
     events: EventTotals
-    tco: dict[str, Any] | None
+    tco: LiveProjection | None
+    by_scope: dict[str, Sums] = field(default_factory=dict)  # all, hosted, on_prem
+    previous: dict[str, Sums] = field(default_factory=dict)  # the same, the month before
+    invoice_note: str | None = None  # the reconciliation with the invoice, when given
 
     @property
     def headline(self) -> str:
@@ -136,17 +169,21 @@ def build_month_export(
     cells = read_cells(engine, start=month.start, end=month.end)
     if not cells:
         raise EmptyMonth(_why_empty(engine, month, now))
-    by_scope: dict[str, Sums] = {"all": zero_sums(), "hosted": zero_sums(), "on_prem": zero_sums()}
+    by_scope = _scopes(cells)
     groups: dict[str, dict[str, Sums]] = {name: {} for name, _ in GROUPINGS}
-    by_use_case: dict[tuple[str, bool], Sums] = {}
-    for keys, sums in cells:
-        labels = dict(zip(_CELL_KEYS, keys, strict=True))
-        for target in (by_scope["all"], by_scope["on_prem" if labels["on_prem"] else "hosted"]):
-            add_into(target, sums)
+    by_cell: dict[tuple[Any, ...], Sums] = {}
+    for labels, sums in cells:
         for name, key in GROUPINGS:
             add_into(groups[name].setdefault(labels[key], zero_sums()), sums)
-        add_into(by_use_case.setdefault((labels["use_case"], labels["on_prem"]), zero_sums()), sums)
+        cell = tuple(labels[k] for k in CELL_KEYS)  # what the TCO projection tells apart
+        add_into(by_cell.setdefault(cell, zero_sums()), sums)
     total = by_scope["all"]
+    before = read_cells(engine, start=month.previous.start, end=month.previous.end)
+    before_uc: dict[str, Sums] = {}
+    for labels, sums in before:
+        add_into(before_uc.setdefault(labels["use_case"], zero_sums()), sums)
+    # Every day of the month up to today (all of it once it is over), quiet days as zeros.
+    last_day = min(month.end, max(now, month.start + _DAY)) - timedelta(microseconds=1)
     uc = groups["use_cases"]
     pareto = {
         "tokens": smallest_set((k, total_tokens(s)) for k, s in uc.items()),
@@ -156,6 +193,9 @@ def build_month_export(
         summary_view(str(month), by_scope),
         pareto_view({m: (p, headline(p, items="use cases", volume=m)) for m, p in pareto.items()}),
         *(group_view(name, key, groups[name], total) for name, key in GROUPINGS),
+        days_view(cells, first=month.start.date(), last=last_day.date()),
+        month_over_month_view(uc, before_uc, previous_month=str(month.previous)),
+        line_items_view(cells),
     ]
     step(STEPS[1])
     sessions = read_sessions(engine, start=month.start, end=month.end)
@@ -164,19 +204,42 @@ def build_month_export(
     result = None
     if tco is not None:
         end = min(month.end, max(now, month.start))
-        result = month_projection(engine, tco, start=month.start, end=end, by_use_case=by_use_case)
+        result = month_projection(engine, tco, start=month.start, end=end, by_cell=by_cell)
         views += tco_views(result)
     return MonthExport(
-        month, views, pareto["tokens"], pareto["cost"], total, sessions.events, result
+        month,
+        [_finish(v) for v in views],
+        pareto["tokens"],
+        pareto["cost"],
+        total,
+        sessions.events,
+        result,
+        by_scope=by_scope,
+        previous=_scopes(before),
     )
 
 
-def read_cells(
-    engine: Engine, *, start: datetime, end: datetime
-) -> list[tuple[tuple[Any, ...], list[int]]]:
-    """Rollup sums of [start, end) per use case, user, agent, model, backend, on_prem, team."""
+def _finish(view: View) -> View:
+    if view.name in TOTALS and not view.summed:
+        view = replace(view, summed=TOTALS[view.name])
+    # The summary's rows are not parts of one whole ("all" holds the others): it allots its own.
+    return view if view.name == "summary" else settle_cents(view)
+
+
+def _scopes(cells: list[Cell]) -> dict[str, Sums]:
+    by_scope = {"all": zero_sums(), "hosted": zero_sums(), "on_prem": zero_sums()}
+    for labels, sums in cells:
+        add_into(by_scope["all"], sums)
+        add_into(by_scope["on_prem" if labels["on_prem"] else "hosted"], sums)
+    return by_scope
+
+
+def read_cells(engine: Engine, *, start: datetime, end: datetime) -> list[Cell]:
+    """Rollup sums of [start, end) per day (UTC), use case, user, agent, model, backend,
+    deployment, on_prem and team: the day is cut in SQL, so a month is read as a few rows per
+    day and combination."""
     r = _ROLLUPS.c
-    keys = [r[k] for k in _CELL_KEYS]
+    keys = [_utc_day(engine, r.hour), *(r[k] for k in _CELL_KEYS[1:])]
     stmt = (
         select(*keys, *(func.coalesce(func.sum(r[c]), 0) for c in ROLLUP_SUMS))
         .where(r.hour >= start, r.hour < end)
@@ -184,7 +247,18 @@ def read_cells(
     )
     n = len(keys)
     with engine.connect() as conn:
-        return [(tuple(row[:n]), [int(v) for v in row[n:]]) for row in conn.execute(stmt)]
+        return [
+            (dict(zip(_CELL_KEYS, row[:n], strict=True)), [int(v) for v in row[n:]])
+            for row in conn.execute(stmt)
+        ]
+
+
+def _utc_day(engine: Engine, hour: Any) -> Any:
+    # SQLite keeps the UTC time as text, whose date() is the UTC day; PostgreSQL's timestamptz
+    # is cut in the session's time zone unless told UTC.
+    if engine.dialect.name == "sqlite":
+        return func.date(hour)
+    return cast(func.timezone("UTC", hour), Date)
 
 
 def _why_empty(engine: Engine, month: Month, now: datetime) -> str:

@@ -134,7 +134,9 @@ TOP_COLUMNS = (
     Column("total_tokens", "int", "tokens in the session"),
     Column("token_share", "share", "share of the month's total_tokens"),
     Column("cost_micro_usd", "int", "cost in micro-dollars, exact"),
-    Column("cost_usd", "usd", "cost in USD, rounded half up to the cent"),
+    Column(
+        "cost_usd", "usd", "cost in USD, in cents that add up over the rows (largest remainder)"
+    ),
     Column("first_request", "time", "start of its first request in the month (UTC)"),
     Column("last_request", "time", "start of its last request in the month (UTC)"),
 )

@@ -7,14 +7,16 @@ shown in USD rounded to the cent from the exact micro-dollar figure, which every
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any, Literal
 
+from cost.usage import TokenUsage
+from metering.export.cents import cents
 from metering.export.pareto import ParetoSet, ranked
 from metering.tables import ROLLUP_SUMS
 
-Kind = Literal["str", "int", "float", "share", "usd", "bool", "time"]
+Kind = Literal["str", "int", "float", "share", "usd", "bool", "time", "date"]
 Sums = list[int]  # one integer per ROLLUP_SUMS column
 CENT = Decimal("0.01")
 
@@ -36,11 +38,29 @@ class View:
     doc: str
     columns: tuple[Column, ...]
     rows: list[tuple[Any, ...]]
+    summed: tuple[str, ...] = ()  # the columns its totals row adds up; () = no totals row
 
     def records(self) -> list[dict[str, Any]]:
         """Rows as dicts keyed by column name."""
         names = [c.name for c in self.columns]
         return [dict(zip(names, row, strict=True)) for row in self.rows]
+
+    def total_row(self) -> tuple[Any, ...] | None:
+        """The sums of the ``summed`` columns, "total" in the first text column, else empty.
+
+        Money columns sum their (cent-allotted) rows, so the totals row shows exactly what the
+        rows above it add up to.
+        """
+        if not self.summed:
+            return None
+        label = next((i for i, c in enumerate(self.columns) if c.kind in ("str", "date")), 0)
+        out: list[Any] = [None] * len(self.columns)
+        for i, c in enumerate(self.columns):
+            if c.name in self.summed:
+                values = [row[i] for row in self.rows if row[i] is not None]
+                out[i] = sum(values, Decimal(0) if c.kind == "usd" else 0)
+        out[label] = "total"
+        return tuple(out)
 
 
 METRICS = (
@@ -56,8 +76,10 @@ METRICS = (
     Column("reasoning_tokens", "int", "output tokens spent on hidden reasoning"),
     Column("total_tokens", "int", "input_tokens + output_tokens"),
     Column("cost_micro_usd", "int", "cost in micro-dollars, exact"),
-    Column("cost_usd", "usd", "cost in USD, rounded half up to the cent"),
+    Column("cost_usd", "usd", "cost in USD, in cents that add up to the total (largest remainder)"),
 )
+METRIC_NAMES = tuple(c.name for c in METRICS)
+SHARES = ("token_share", "cost_share")
 _I = {name: i for i, name in enumerate(ROLLUP_SUMS)}
 
 
@@ -87,19 +109,30 @@ def share(part: int, whole: int) -> float:
     return part / whole if whole else 0.0
 
 
+def token_usage(s: Sums) -> TokenUsage:
+    """A row's token sums as one ``TokenUsage``: the bucket rule lives there, once."""
+    return TokenUsage(
+        input_tokens=s[_I["input_tokens"]],
+        cache_read_tokens=s[_I["cache_read_tokens"]],
+        cache_write_tokens=s[_I["cache_write_tokens"]],
+        cache_write_1h_tokens=s[_I["cache_write_1h_tokens"]],
+        output_tokens=s[_I["output_tokens"]],
+        reasoning_tokens=s[_I["reasoning_tokens"]],
+    )
+
+
 def metric_values(s: Sums) -> tuple[Any, ...]:
     """The METRICS columns of one row."""
-    inp, read = s[_I["input_tokens"]], s[_I["cache_read_tokens"]]
-    write = s[_I["cache_write_tokens"]]
+    usage = token_usage(s)
     return (
         s[_I["requests"]],
         s[_I["errors"]],
         s[_I["unpriced_requests"]],
-        inp,
-        inp - read - write,
-        read,
-        write,
-        s[_I["cache_write_1h_tokens"]],
+        usage.input_tokens,
+        usage.uncached_input_tokens,
+        usage.cache_read_tokens,
+        usage.cache_write_tokens,
+        usage.cache_write_1h_tokens,
         s[_I["output_tokens"]],
         s[_I["reasoning_tokens"]],
         total_tokens(s),
@@ -130,6 +163,11 @@ def summary_view(month: str, by_scope: Mapping[str, Sums]) -> View:
         )
         for scope, s in by_scope.items()
     ]
+    # The hosted and on-prem cents add up to the month's: allot them from its exact parts.
+    at = [c.name for c in SUMMARY_COLUMNS].index("cost_usd")
+    parts = [cost_micro(by_scope[k]) for k in ("hosted", "on_prem")]
+    allotted = dict(zip(("hosted", "on_prem"), cents(parts), strict=True))
+    rows = [(*r[:at], allotted.get(r[1], r[at]), *r[at + 1 :]) for r in rows]
     return View("summary", "the month's totals; hosted and on-prem", SUMMARY_COLUMNS, rows)
 
 
@@ -171,7 +209,8 @@ def group_view(name: str, key: str, groups: Mapping[str, Sums], total: Sums) -> 
                 cum_cost[k],
             )
         )
-    return View(name, f"per {key.replace('_', ' ')}, largest first", group_columns(key), rows)
+    doc = f"per {key.replace('_', ' ')}, largest first"
+    return View(name, doc, group_columns(key), rows, summed=(*METRIC_NAMES, *SHARES))
 
 
 PARETO_COLUMNS = (
@@ -204,3 +243,21 @@ def pareto_view(sets: Mapping[str, tuple[ParetoSet, str]]) -> View:
         for metric, (p, line) in sets.items()
     ]
     return View("pareto", "the 80/20 split of use cases", PARETO_COLUMNS, rows)
+
+
+def settle_cents(view: View) -> View:
+    """``view`` with every ``X_usd`` column that has an exact ``X_micro_usd`` twin allotted by
+    ``cents`` over its rows; other columns unchanged."""
+    names = [c.name for c in view.columns]
+    pairs = [
+        (i, names.index(c.name[: -len("_usd")] + "_micro_usd"))
+        for i, c in enumerate(view.columns)
+        if c.kind == "usd" and c.name[: -len("_usd")] + "_micro_usd" in names
+    ]
+    if not pairs or not view.rows:
+        return view
+    rows = [list(r) for r in view.rows]
+    for usd_at, micro_at in pairs:
+        for row, amount in zip(rows, cents([r[micro_at] for r in rows]), strict=True):
+            row[usd_at] = amount
+    return replace(view, rows=[tuple(r) for r in rows])

@@ -1,15 +1,27 @@
-"""The export as a workbook: one sheet per view, frozen headers, number formats, and a native
-Pareto chart of the use cases (token bars, cumulative-share line on a secondary axis)."""
+"""The export as a workbook: page one (``overview``, see xlsx_page), then one sheet per view.
+
+Every sheet prints: landscape A4, fitted to the page width, the header row repeated, the title in
+the page header and the sheet and page number in the footer. Data sheets have a frozen, filterable
+header row, a bold totals row under the data (for views that add up), widths from their contents
+and number formats by column kind; the ``tco`` sheet's values are formatted by their unit (USD,
+share, GPUs, tokens). Text is sanitised as it is written: a recorded value with control
+characters, or one that looks like a formula, is shown as text and can never break the file.
+"""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from dataclasses import replace
+from datetime import UTC, date, datetime
 from typing import Any, BinaryIO
 
 from openpyxl import Workbook
-from openpyxl.chart import BarChart, LineChart, Reference
-from openpyxl.styles import Font
+from openpyxl.cell.cell import Cell
+from openpyxl.styles import Border, Font, Side
 from openpyxl.utils import get_column_letter
+from openpyxl.worksheet.header_footer import HeaderFooterItem
+from openpyxl.worksheet.header_footer import _HeaderFooterPart as _Part
+from openpyxl.worksheet.properties import PageSetupProperties
 from openpyxl.worksheet.worksheet import Worksheet
 
 from metering.export.month import MonthExport, Progress
@@ -21,82 +33,145 @@ NUMBER_FORMATS: dict[Kind, str] = {
     "share": "0.0%",
     "usd": '"$"#,##0.00',
     "time": "yyyy-mm-dd hh:mm:ss",
+    "date": "yyyy-mm-dd",
+}
+# The tco sheet's ``value`` column holds numbers of many kinds: its ``unit`` says which.
+UNIT_FORMATS = {
+    "USD": '"$"#,##0.00',
+    "USD/month": '"$"#,##0.00',
+    "USD/M tokens": '"$"#,##0.000',
+    "share": "0.0%",
+    "GPUs": "#,##0",
+    "requests": "#,##0",
+    "tokens/month": "#,##0",
+    "tokens/s": "#,##0.0",
+    "month": "0",
+    "x": "0.00",
 }
 CHART_MAX_USE_CASES = 60  # beyond this the bars are unreadable; the sheet has them all
+MAX_CELL_CHARS = 32_767  # Excel's limit for one cell
+MAX_SHEET_ROWS = 1_000_000  # Excel's limit is 1,048,576 rows: room for the header and totals
 _MAX_WIDTH = 60
+_ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
+_TOTAL_BORDER = Border(top=Side(style="thin"))
 
 
 def write_xlsx(export: MonthExport, out: BinaryIO, *, progress: Progress) -> None:
     """Write the workbook to ``out``."""
+    from metering.export.xlsx_page import write_overview
+
     wb = Workbook()
     wb.remove(wb.active)  # type: ignore[arg-type]
-    sheets: dict[str, Worksheet] = {}
+    progress("writing overview")
+    write_overview(wb.create_sheet("overview"), export)
     for view in export.views:
         progress(f"writing {view.name}")
-        sheets[view.name] = _sheet(wb, view)
-    uses = export.view("use_cases")
-    if uses.rows:
-        sheets["pareto"].add_chart(_pareto_chart(sheets["use_cases"], uses), "A5")
+        title = f"tokenmeter {export.month}: {view.doc}"
+        parts = range(0, max(len(view.rows), 1), MAX_SHEET_ROWS)
+        for n, first in enumerate(parts, start=1):
+            # A view longer than a sheet goes on in "name (2)", ...: no row is ever left out.
+            name = view.name if n == 1 else f"{view.name} ({n})"
+            part = replace(view, rows=view.rows[first : first + MAX_SHEET_ROWS])
+            last = first + MAX_SHEET_ROWS >= len(view.rows)
+            _sheet(wb, part, name=name, title=title, total=view.total_row() if last else None)
     wb.properties.title = f"tokenmeter {export.month}"
     wb.save(out)
 
 
-def _sheet(wb: Workbook, view: View) -> Worksheet:
-    ws: Worksheet = wb.create_sheet(view.name)
+def _sheet(
+    wb: Workbook, view: View, *, name: str, title: str, total: tuple[Any, ...] | None
+) -> Worksheet:
+    ws: Worksheet = wb.create_sheet(name)
     ws.append([c.name for c in view.columns])
     for cell in ws[1]:
         cell.font = Font(bold=True)
     for row in view.rows:
-        ws.append([_cell(v) for v in row])
+        ws.append([cell_value(v) for v in row])
+    last_data = ws.max_row
+    if total is not None and view.rows:
+        ws.append([cell_value(v) for v in total])
+        for cell in ws[ws.max_row]:
+            cell.font, cell.border = Font(bold=True), _TOTAL_BORDER
     for i, column in enumerate(view.columns, start=1):
-        letter = get_column_letter(i)
         fmt = NUMBER_FORMATS.get(column.kind)
         if fmt:
             for (cell,) in ws.iter_rows(min_row=2, min_col=i, max_col=i):
                 cell.number_format = fmt
-        ws.column_dimensions[letter].width = _width(column.name, [r[i - 1] for r in view.rows])
+        width = _width(column.name, [r[i - 1] for r in view.rows])
+        ws.column_dimensions[get_column_letter(i)].width = width
+    if name == "tco":
+        _format_by_unit(ws, view)
+    _text_cells_as_text(ws)
     ws.freeze_panes = "A2"
     if view.rows:
-        ws.auto_filter.ref = ws.dimensions
+        ws.auto_filter.ref = f"A1:{get_column_letter(len(view.columns))}{last_data}"
+    print_setup(ws, title=title, fit_height=False)
+    ws.print_title_rows = "1:1"
     return ws
 
 
-def _cell(value: Any) -> Any:
+def print_setup(ws: Worksheet, *, title: str, fit_height: bool) -> None:
+    """Landscape A4 fitted to the page width (and height, for a one-page sheet), with the title
+    in the page header and the sheet and page number in the footer."""
+    ws.page_setup.orientation = "landscape"
+    ws.page_setup.paperSize = ws.PAPERSIZE_A4
+    ws.page_setup.fitToWidth = 1
+    ws.page_setup.fitToHeight = 1 if fit_height else 0
+    ws.sheet_properties.pageSetUpPr = PageSetupProperties(fitToPage=True)
+    ws.print_options.horizontalCentered = True
+    ws.page_margins.left = ws.page_margins.right = 0.4
+    ws.page_margins.top = ws.page_margins.bottom = 0.8
+    ws.HeaderFooter.oddHeader = HeaderFooterItem(center=_Part(_header_text(title)))
+    ws.HeaderFooter.oddFooter = HeaderFooterItem(left=_Part("&A"), right=_Part("page &P of &N"))
+
+
+def _header_text(title: str) -> str:
+    # & starts a header code in the page-header language: a literal one is doubled.
+    return sanitise(title).replace("&", "&&")[:250]
+
+
+def _format_by_unit(ws: Worksheet, view: View) -> None:
+    names = [c.name for c in view.columns]
+    value_at, unit_at = names.index("value") + 1, names.index("unit") + 1
+    for r in range(2, ws.max_row + 1):
+        fmt = UNIT_FORMATS.get(str(ws.cell(r, unit_at).value or ""))
+        if fmt:
+            ws.cell(r, value_at).number_format = fmt
+
+
+def _text_cells_as_text(ws: Worksheet) -> None:
+    # openpyxl takes any string starting with "=" for a formula: a recorded name must stay text.
+    for row in ws.iter_rows(min_row=2):
+        for cell in row:
+            if isinstance(cell, Cell) and cell.data_type == "f":
+                cell.data_type = "s"
+
+
+def sanitise(text: str) -> str:
+    """``text`` as a cell may hold it: control characters (which XML 1.0 cannot carry) and lone
+    surrogates shown as \\xNN escapes, cut to Excel's cell limit."""
+    clean = _ILLEGAL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+    return clean if len(clean) <= MAX_CELL_CHARS else clean[: MAX_CELL_CHARS - 1] + "…"
+
+
+def cell_value(value: Any) -> Any:
+    """A view's value as a cell takes it."""
     # Excel has no time zones: times are written in UTC, without an offset.
     if isinstance(value, datetime):
         return value.astimezone(UTC).replace(tzinfo=None)
-    return value
+    if isinstance(value, str):
+        return sanitise(value)
+    if value is None or isinstance(value, int | float | date):
+        return value
+    from decimal import Decimal
+
+    return value if isinstance(value, Decimal) else sanitise(str(value))
 
 
 def _width(header: str, values: list[Any]) -> float:
-    shown = (f"{v:,}" if isinstance(v, int) else str(v) for v in values[:200])
+    shown = (
+        f"{v:,}" if isinstance(v, int) else f"{v:.1%}" if isinstance(v, float) else str(v)
+        for v in values[:200]
+    )
     longest = max((len(s) for s in shown), default=0)
     return min(_MAX_WIDTH, max(len(header), longest) + 2)
-
-
-def _pareto_chart(ws: Worksheet, view: View) -> BarChart:
-    col = {c.name: i for i, c in enumerate(view.columns, start=1)}
-    last = min(len(view.rows), CHART_MAX_USE_CASES) + 1
-    bars = BarChart()
-    bars.type = "col"
-    bars.title = "Tokens by use case, with cumulative share"
-    bars.y_axis.title = "tokens"
-    bars.y_axis.number_format = "#,##0"
-
-    def column(name: str, first_row: int = 1) -> Reference:
-        return Reference(ws, min_col=col[name], min_row=first_row, max_row=last)
-
-    bars.add_data(column("total_tokens"), titles_from_data=True)
-    bars.set_categories(column("use_case", first_row=2))
-    line = LineChart()
-    line.add_data(column("cumulative_token_share"), titles_from_data=True)
-    line.y_axis.axId = 200
-    line.y_axis.title = "cumulative share"
-    line.y_axis.number_format = "0%"
-    line.y_axis.scaling.min, line.y_axis.scaling.max = 0, 1
-    line.y_axis.crosses = "max"
-    # openpyxl marks axes deleted by default; recent Excel versions then hide them.
-    bars.x_axis.delete = bars.y_axis.delete = line.y_axis.delete = False
-    bars += line
-    bars.width, bars.height = 28, 14
-    return bars

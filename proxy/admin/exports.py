@@ -1,4 +1,5 @@
-"""GET /admin/exports/YYYY-MM.{csv,xlsx,parquet}: the monthly finance export, as a download."""
+"""GET /admin/exports/YYYY-MM.{xlsx,csv,parquet,csv.zip,parquet.zip}: the monthly finance export,
+as one file to download (csv and parquet as their zip)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ from starlette.responses import Response
 
 from metering.export.files import FORMATS, MEDIA_TYPES, file_name, write_export
 from metering.export.month import ExportError, Month, build_month_export
-from metering.export.tco_sheet import TcoInputs
 from proxy.admin.guard import AdminRuntime
 from proxy.config.catalogue import effective_models
 from proxy.config.pricebook import build_pricebook
@@ -23,7 +23,7 @@ router = APIRouter(prefix="/admin", tags=["admin"])
 @router.get("/exports/{name}", response_class=Response)
 async def get_export(name: str, rt: AdminRuntime) -> Response:
     """The month's export (docs/export.md); 404 for a month that is unknown or empty."""
-    month, _, fmt = name.rpartition(".")
+    month, _, fmt = name.partition(".")
     if fmt not in FORMATS:
         raise HTTPException(
             404, f"no export {name!r}: ask for /admin/exports/YYYY-MM.{{{','.join(FORMATS)}}}"
@@ -40,10 +40,9 @@ def render_export(rt: Runtime, month: str, fmt: str) -> bytes:
     """The export file's bytes; ExportError when the month is unknown or empty."""
     parsed = Month.parse(month)
     settings = rt.settings
-    book = build_pricebook(settings, effective_models(settings))
-    plan, hosted = tco_inputs(settings.tco, book)
-    tco = TcoInputs(plan=plan, hosted=hosted, scenario=settings.tco.scenario)
-    export = build_month_export(rt.engine, parsed, tco=tco)
+    models = effective_models(settings)
+    book = build_pricebook(settings, models)
+    export = build_month_export(rt.engine, parsed, tco=tco_inputs(settings.tco, book, models))
     buf = io.BytesIO()
     write_export(export, fmt, buf)
     return buf.getvalue()

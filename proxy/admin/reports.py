@@ -47,7 +47,7 @@ async def get_tco(rt: AdminRuntime, fresh: bool = False) -> dict[str, Any]:
     latest = rt.projector.latest
     if fresh or latest is None:
         latest = await rt.projector.refresh()
-    return latest
+    return latest.to_json()
 
 
 @router.get("/compare")

@@ -6,7 +6,7 @@ import sys
 
 import typer
 
-from proxy.cli import budgets, db, demo, export, keys, ledger, reports, serve
+from proxy.cli import budgets, db, demo, export, keys, ledger, reconcile, reports, serve
 
 cli = typer.Typer(
     help="tokenmeter: an LLM gateway that meters every token.",
@@ -20,6 +20,7 @@ cli.command()(reports.prices)
 cli.command()(reports.tco)
 cli.command()(reports.compare)
 cli.command("export")(export.export)
+cli.command("reconcile")(reconcile.reconcile)
 cli.command("demo")(demo.demo)
 cli.add_typer(db.db_cli, name="db")
 cli.add_typer(ledger.ledger_cli, name="ledger")

@@ -13,7 +13,7 @@ from proxy.config.settings import ConfigError, Settings, load_settings
 if TYPE_CHECKING:
     from sqlalchemy import Engine
 
-    from metering.export.tco_sheet import TcoInputs
+    from metering.live_tco import TcoInputs
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML config file", envvar="TOKENMETER_CONFIG")
@@ -33,12 +33,38 @@ def load(config: Path | None) -> Settings:
         fail(str(exc), code=2)
 
 
-def open_ledger(settings: Settings, *, upgrade: bool = False) -> Engine:
+def ledger_name(url: str) -> str:
+    """The ledger as a user recognises it: a SQLite file's full path, or the URL without its
+    password."""
+    from sqlalchemy.engine import make_url
+
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        return f"sqlite:///{Path(parsed.database).resolve()}"
+    return parsed.render_as_string(hide_password=True)
+
+
+def open_ledger(settings: Settings, *, upgrade: bool = False, create: bool = True) -> Engine:
     """The ledger's engine, its schema brought up to date (or refused when outdated); one line
-    and exit 2 or 3 when the database URL is unsupported or the database does not answer."""
+    and exit 2 or 3 when the database URL is unsupported or the database does not answer.
+
+    With ``create=False`` a SQLite ledger file that does not exist is refused instead of made:
+    the commands that only read (export, reconcile) must not leave an empty database behind in
+    whatever folder they were run from.
+    """
+    from sqlalchemy.engine import make_url
+
     from metering.store import SchemaOutdated
     from proxy.cli.preflight import StartupError, connect_ledger
 
+    url = make_url(settings.storage.url)
+    on_disk = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
+    if not create and on_disk and not Path(str(url.database)).is_file():
+        fail(
+            f"no ledger at {ledger_name(settings.storage.url)}: point storage.url at it "
+            "(--config, or TOKENMETER_STORAGE__URL)",
+            code=2,
+        )
     try:
         return connect_ledger(settings.storage.url, upgrade=upgrade)
     except SchemaOutdated as exc:
@@ -49,17 +75,16 @@ def open_ledger(settings: Settings, *, upgrade: bool = False) -> Engine:
 
 def tco_inputs(settings: Settings) -> TcoInputs:
     """The configured TCO plan and hosted option, or a clear exit naming the bad key."""
-    from metering.export.tco_sheet import TcoInputs
     from proxy.config.catalogue import effective_models
     from proxy.config.pricebook import build_pricebook
-    from proxy.gateway.projector import tco_inputs as plan_and_hosted
+    from proxy.gateway.projector import tco_inputs as configured_inputs
 
-    book = build_pricebook(settings, effective_models(settings))
+    models = effective_models(settings)
+    book = build_pricebook(settings, models)
     try:
-        plan, hosted = plan_and_hosted(settings.tco, book)
+        return configured_inputs(settings.tco, book, models)
     except ConfigError as exc:
         fail(str(exc), code=2)
-    return TcoInputs(plan=plan, hosted=hosted, scenario=settings.tco.scenario)
 
 
 def as_utc(value: datetime | None) -> datetime | None:

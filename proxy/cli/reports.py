@@ -72,12 +72,13 @@ def tco(
     from proxy.gateway.projector import project_now
 
     settings = load(config)
-    book = build_pricebook(settings, effective_models(settings))
+    models = effective_models(settings)
+    book = build_pricebook(settings, models)
     try:
-        result = project_now(open_ledger(settings), settings.tco, book)
+        result = project_now(open_ledger(settings), settings.tco, book, models)
     except ConfigError as exc:
         fail(str(exc), code=2)
-    typer.echo(json.dumps(result, indent=2) if as_json else render_tco(result))
+    typer.echo(json.dumps(result.to_json(), indent=2) if as_json else render_tco(result))
 
 
 def compare(
@@ -100,9 +101,10 @@ def compare(
     engine = open_ledger(settings)
     since, until = as_utc(since), as_utc(until)
     rows = compare_deployments(engine, model=model, since=since, until=until)
-    book = build_pricebook(settings, effective_models(settings))
+    models = effective_models(settings)
+    book = build_pricebook(settings, models)
     report = pilot_report(
-        rows, project_now(engine, settings.tco, book), model=model, since=since, until=until
+        rows, project_now(engine, settings.tco, book, models), model=model, since=since, until=until
     )
     if as_json:
         typer.echo(json.dumps(report, indent=2, default=str))

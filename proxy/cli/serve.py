@@ -106,13 +106,16 @@ def _metrics_shared_between(workers: int) -> Iterator[None]:
 
 
 def _check_tco(settings: Settings, models: list[ModelConfig]) -> None:
+    """Stop on an unusable TCO plan; log each missing or deprecated price key once, at start."""
     from proxy.config.pricebook import build_pricebook
     from proxy.gateway.projector import tco_inputs
 
     try:
-        tco_inputs(settings.tco, build_pricebook(settings, models))
+        inputs = tco_inputs(settings.tco, build_pricebook(settings, models), models)
     except ConfigError as exc:
         fail(str(exc), code=2)
+    for warning in inputs.warnings:
+        log.warning("prices: %s", warning)
 
 
 def _all_simulated(models: list[ModelConfig]) -> bool:

@@ -266,25 +266,77 @@ class PricingSettings(_Strict):
     rules: list[PriceRuleConfig] = Field(default_factory=list)
 
 
+class MigrationTargetConfig(_Strict):
+    """One line of the migration plan: which hosted traffic moves to which on-prem model.
+
+    Either ``scenario`` (a preset of ``cost.scenarios``, e.g. the RTX rigs) or ``gpu`` + ``model``
+    (``cost.presets``: h100-node, h200-node, b200-node, l40s-node × mistral-large-3, devstral-2,
+    mistral-small, devstral-small-2), bought in colocation or rented by the GPU-hour.
+    """
+
+    name: str = Field(min_length=1, max_length=64)
+    models: list[str] = Field(default_factory=list, description="hosted model aliases; [] = any")
+    use_cases: list[str] = Field(default_factory=list, description="use cases; [] = any")
+    scenario: str | None = None
+    gpu: str | None = None
+    model: str | None = None
+    acquire: Literal["buy", "rent"] = "buy"
+    overrides: dict[str, Any] = Field(default_factory=dict, description="OnPremPlan fields")
+    pilots: list[str] = Field(
+        default_factory=list,
+        description="on-prem model aliases already serving this target's model (the pilot)",
+    )
+
+    def build(self) -> tuple[Any, dict[str, Any]]:
+        """The preset scenario with the overrides applied; ValueError naming what is wrong."""
+        from cost.presets import target_scenario
+        from cost.scenarios import get_scenario
+
+        if self.scenario is not None:
+            if self.gpu is not None or self.model is not None:
+                raise ValueError(f"{self.name}: give either scenario or gpu + model, not both")
+            base = get_scenario(self.scenario)
+        elif self.gpu is not None and self.model is not None:
+            base = target_scenario(gpu=self.gpu, model=self.model, acquire=self.acquire)
+        else:
+            raise ValueError(f"{self.name}: give a scenario, or a gpu and a model")
+        return base.with_overrides(**self.overrides), self.overrides
+
+
 class TcoSettings(_Strict):
-    """The on-prem plan the observed traffic is projected onto, and the hosted option."""
+    """The migration plan the observed traffic is projected onto, and the window it reads.
+
+    With no ``migration``, all hosted traffic moves to ``scenario`` (with ``overrides``).
+    """
 
     scenario: str = "enterprise-h100"
     overrides: dict[str, Any] = Field(default_factory=dict, description="OnPremPlan fields")
+    migration: list[MigrationTargetConfig] = Field(default_factory=list)
     hosted_model: str | None = Field(
-        default=None, description="price-map key; default: the scenario's like-for-like model"
+        default=None, description="price-map key to check: warned about when missing/deprecated"
     )
     interval_s: float = Field(default=15.0, gt=0)
-    window_days: float = Field(default=30.0, gt=0)
+    window_days: float = Field(
+        default=7.0, gt=0, description="trailing window the projection reads"
+    )
+    min_window_s: float = Field(default=3_600.0, ge=0, description="shorter: not enough traffic")
+    min_requests: int = Field(default=1_000, ge=0, description="fewer: not enough traffic")
+    growth_per_month: float = Field(default=0.0, ge=-0.5, le=10.0)
 
     @model_validator(mode="after")
     def _check_plan(self) -> TcoSettings:
+        from cost.capacity import gpus_per_replica
         from cost.scenarios import get_scenario
 
         try:
             get_scenario(self.scenario).with_overrides(**self.overrides)
+            for target in self.migration:
+                gpus_per_replica(target.build()[0].plan)  # the model fits one node
         except (ValueError, TypeError) as exc:
             raise ValueError(f"tco: {exc}") from exc
+        names = [t.name for t in self.migration]
+        if len(set(names)) != len(names):
+            raise ValueError(f"tco.migration: target names must be unique, got {names}")
         return self
 
 

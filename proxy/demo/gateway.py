@@ -1,8 +1,10 @@
-"""The demo's gateway: ``tokenmeter serve`` in a child process, on the embedded SQLite default,
-with every backend simulated, keys not required and the simulated clock on.
+"""The demo's gateway: ``tokenmeter serve`` in a child process, on the embedded SQLite default
+(or the ledger the user names), with every backend simulated, keys not required and the
+simulated clock on.
 
 The child gets a scrubbed environment: no provider keys (they would route traffic to real,
-paid APIs) and no other ``TOKENMETER_*`` settings (they could point it at a real ledger).
+paid APIs) and no other ``TOKENMETER_*`` settings (they could point it at a real ledger: the
+demo's ledger is only ever the one passed on purpose).
 """
 
 from __future__ import annotations
@@ -50,14 +52,16 @@ def free_port(port: int) -> int:
         return int(sock.getsockname()[1])
 
 
-def child_env(directory: Path, *, tco_window_days: float) -> dict[str, str]:
+def child_env(
+    directory: Path, *, tco_window_days: float, storage_url: str | None = None
+) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith("TOKENMETER_") and k not in PROVIDER_KEYS
     }
     env.update(
-        TOKENMETER_STORAGE__URL=f"sqlite:///{directory / 'ledger.db'}",
+        TOKENMETER_STORAGE__URL=storage_url or f"sqlite:///{directory / 'ledger.db'}",
         TOKENMETER_STORAGE__JOURNAL_DIR=str(directory / "journal"),
         TOKENMETER_SIMULATED_CLOCK="true",
         TOKENMETER_TCO__WINDOW_DAYS=f"{tco_window_days:.3f}",
@@ -67,10 +71,15 @@ def child_env(directory: Path, *, tco_window_days: float) -> dict[str, str]:
 
 
 @contextmanager
-def run_gateway(directory: Path, *, port: int, tco_window_days: float) -> Iterator[DemoGateway]:
-    """Start the gateway, wait until it answers, and stop it (SIGINT, then SIGKILL) on exit."""
+def run_gateway(
+    directory: Path, *, port: int, tco_window_days: float, storage_url: str | None = None
+) -> Iterator[DemoGateway]:
+    """Start the gateway, wait until it answers, and stop it (SIGINT, then SIGKILL) on exit.
+
+    The ledger is a SQLite file in ``directory`` unless ``storage_url`` names another (the
+    PostgreSQL database Grafana reads, say)."""
     port = free_port(port)
-    env = child_env(directory, tco_window_days=tco_window_days)
+    env = child_env(directory, tco_window_days=tco_window_days, storage_url=storage_url)
     cmd = [sys.executable, "-m", "proxy", "serve", "--host", "127.0.0.1", "--port", str(port)]
     with (directory / "gateway.log").open("wb") as log:
         # Its own session: a Ctrl-C in the terminal reaches the demo only, which then asks the

@@ -116,6 +116,8 @@ def plan_month(*, seed: int, seat_count: int, start: datetime, end: datetime, re
         at = _session_start(rng, rng.choice(days))
         session = f"{use_case.name}-{rng.getrandbits(40):010x}"
         length = 1 + int(rng.expovariate(1 / max(use_case.requests_per_session - 1, 0.1)))
+        if at < start.timestamp():  # the first day of a window that starts mid-day
+            continue
         for _ in range(length):
             if at >= end.timestamp() or len(out) >= requests:
                 break

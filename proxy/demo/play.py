@@ -15,7 +15,7 @@ from pathlib import Path
 from sqlalchemy import Engine, func, select
 
 from metering.export.month import Month, MonthExport, build_month_export
-from metering.export.tco_sheet import TcoInputs
+from metering.live_tco import TcoInputs
 from metering.queries import usage_summary
 from metering.store import create_db_engine
 from metering.tables import UsageEventRecord
@@ -32,11 +32,14 @@ class DemoOptions:
     port: int
     seed: int
     seats: int
-    month: Month
+    month: Month  # the calendar month the report covers
+    start: datetime  # the window played: the month, or the 30 days to now
+    end: datetime
     requests: int
     concurrency: int
     directory: Path
     serve: bool
+    storage_url: str | None = None  # None: a SQLite ledger in ``directory``
 
 
 Progress = Callable[[PlannedRequest], None]
@@ -48,17 +51,23 @@ def run_demo(opts: DemoOptions, tco: TcoInputs, *, progress: Progress, say: Call
     plan = plan_month(
         seed=opts.seed,
         seat_count=opts.seats,
-        start=opts.month.start,
-        end=opts.month.end,
+        start=opts.start,
+        end=opts.end,
         requests=opts.requests,
     )
-    window_days = (datetime.now(UTC) - opts.month.start).total_seconds() / 86_400
-    with run_gateway(opts.directory, port=opts.port, tco_window_days=window_days) as gw:
-        say(f"gateway up at {gw.url}; playing {len(plan):,} requests of {opts.month}")
+    window_days = (datetime.now(UTC) - opts.start).total_seconds() / 86_400
+    gateway = run_gateway(
+        opts.directory, port=opts.port, tco_window_days=window_days, storage_url=opts.storage_url
+    )
+    with gateway as gw:
+        say(
+            f"gateway up at {gw.url}; playing {len(plan):,} requests from "
+            f"{opts.start:%Y-%m-%d %H:%M} to {opts.end:%Y-%m-%d %H:%M} UTC"
+        )
         result = asyncio.run(drive(gw.url, plan, concurrency=opts.concurrency, on_done=progress))
         engine = create_db_engine(gw.ledger_url)
         try:
-            wait_for_ledger(engine, result.sent)
+            wait_for_ledger(engine, result.sent, since=opts.start, until=opts.end)
             export = build_month_export(engine, opts.month, tco=tco)
             say(render_report(export, _run(opts, gw, result, engine)))
         finally:
@@ -69,13 +78,16 @@ def run_demo(opts: DemoOptions, tco: TcoInputs, *, progress: Progress, say: Call
     return export
 
 
-def wait_for_ledger(engine: Engine, expected: int) -> int:
-    """Poll until the writer has put ``expected`` events in the ledger (or the timeout passes)."""
+def wait_for_ledger(engine: Engine, expected: int, *, since: datetime, until: datetime) -> int:
+    """Poll until the writer has put ``expected`` events of the window in the ledger (or the
+    timeout passes)."""
     deadline = time.monotonic() + LEDGER_TIMEOUT_S
     count = 0
+    t = UsageEventRecord.__table__.c  # type: ignore[attr-defined]
+    stmt = select(func.count()).where(t.started_at >= since, t.started_at < until)
     while time.monotonic() < deadline:
         with engine.connect() as conn:
-            count = conn.execute(select(func.count()).select_from(UsageEventRecord)).scalar_one()
+            count = conn.execute(stmt).scalar_one()
         if count >= expected:
             break
         time.sleep(0.2)  # the batch writer flushes every storage.flush_interval_s
@@ -83,9 +95,7 @@ def wait_for_ledger(engine: Engine, expected: int) -> int:
 
 
 def _run(opts: DemoOptions, gw: DemoGateway, result: DriveResult, engine: Engine) -> DemoRun:
-    _, rows = usage_summary(
-        engine, group_by=["model", "backend"], since=opts.month.start, until=opts.month.end
-    )
+    _, rows = usage_summary(engine, group_by=["model", "backend"], since=opts.start, until=opts.end)
     return DemoRun(
         url=gw.url,
         ledger_url=gw.ledger_url,

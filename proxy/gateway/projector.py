@@ -1,54 +1,125 @@
-"""Re-projects the observed traffic onto hosted vs. on-prem cost every few seconds."""
+"""Re-projects the observed traffic onto the migration plan every few seconds.
+
+``tco_inputs`` is the one place configuration becomes what the projection runs on: the live
+projector, the export route and every CLI command call it.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
-from typing import Any
+from datetime import UTC, date, datetime
 
 from sqlalchemy import Engine
 
 from cost.capacity import OnPremPlan
+from cost.migration import MigrationTarget
 from cost.pricebook import Pricebook
-from cost.scenarios import get_scenario
-from cost.tco import HostedPricing
-from metering.live_tco import project_live
-from proxy.config.settings import ConfigError, TcoSettings
+from cost.prices import ModelPrice
+from cost.scenarios import Scenario, get_scenario
+from metering.live_tco import LiveProjection, TcoInputs, project_live
+from metering.price_map import price_map_version
+from proxy.config.settings import MigrationTargetConfig, ModelConfig, TcoSettings
 
 log = logging.getLogger(__name__)
 
 
-def tco_inputs(tco: TcoSettings, book: Pricebook) -> tuple[OnPremPlan, HostedPricing]:
-    """The configured plan and hosted option; ConfigError naming the key when unusable."""
+def tco_inputs(
+    tco: TcoSettings, book: Pricebook, models: list[ModelConfig], *, today: date | None = None
+) -> TcoInputs:
+    """The configured migration plan, list prices per deployment, and price-key warnings.
+
+    A missing or deprecated price key is a warning naming it, never an error: the projection
+    prices hosted traffic at its metered bill, which needs no key.
+    """
     scenario = get_scenario(tco.scenario).with_overrides(**tco.overrides)
-    key = tco.hosted_model or scenario.hosted_models[0]
-    price = book.table.prices.get(key)
-    if price is None:
-        raise ConfigError(f"tco.hosted_model: no price-map entry {key!r} (see tokenmeter prices)")
-    return scenario.plan, HostedPricing.from_model_price(price)
+    targets = tuple(_target(t.name, t.build()[0], t.models, t.use_cases) for t in tco.migration)
+    if not targets:
+        targets = (MigrationTarget(tco.scenario, scenario.plan, scenario.provenance),)
+    list_prices: dict[str, ModelPrice | None] = {}
+    pilots = {alias: t for t in tco.migration for alias in t.pilots}
+    pilot_plans = {}
+    for m in models:
+        for d in m.deployments:
+            if d.is_on_prem and m.name in pilots:
+                pilot_plans[d.name or f"{d.backend}/{d.model}"] = _plan_of(pilots[m.name], targets)
+            if not d.is_on_prem:
+                list_prices[d.name or f"{d.backend}/{d.model}"] = book.list_price(
+                    d.model, d.backend
+                )
+    return TcoInputs(
+        plan=targets[0].plan,
+        targets=targets,
+        scenario=tco.scenario if not tco.migration else "migration plan",
+        list_prices=list_prices,
+        pilot_plans=pilot_plans,
+        price_source=book.table.source or f"litellm {price_map_version()}",
+        growth_per_month=tco.growth_per_month,
+        min_window_s=tco.min_window_s,
+        min_requests=tco.min_requests,
+        warnings=price_warnings(tco, book, list_prices, today=today or datetime.now(UTC).date()),
+    )
 
 
-def project_now(engine: Engine, tco: TcoSettings, book: Pricebook) -> dict[str, Any]:
-    plan, hosted = tco_inputs(tco, book)
+def _target(
+    name: str, scenario: Scenario, models: list[str], use_cases: list[str]
+) -> MigrationTarget:
+    return MigrationTarget(
+        name, scenario.plan, scenario.provenance, tuple(models), tuple(use_cases)
+    )
+
+
+def _plan_of(config: MigrationTargetConfig, targets: tuple[MigrationTarget, ...]) -> OnPremPlan:
+    return next(t.plan for t in targets if t.name == config.name)
+
+
+def price_warnings(
+    tco: TcoSettings,
+    book: Pricebook,
+    list_prices: dict[str, ModelPrice | None],
+    *,
+    today: date,
+) -> tuple[str, ...]:
+    """One sentence per price key that is gone from the price map or marked deprecated."""
+    warnings = []
+    for deployment, price in sorted(list_prices.items()):
+        if price is None:
+            warnings.append(
+                f"deployment {deployment!r}: no entry in the price map ({book.table.source}); "
+                "its traffic is costed as unknown: set price_key or a pricing rule"
+            )
+        elif price.deprecation_date and price.deprecation_date <= today.isoformat():
+            warnings.append(
+                f"deployment {deployment!r} prices at {price.key!r}, which the price map marks "
+                f"deprecated since {price.deprecation_date}"
+            )
+    if tco.hosted_model and tco.hosted_model not in book.table.prices:
+        warnings.append(f"tco.hosted_model {tco.hosted_model!r}: no entry in the price map")
+    for key in get_scenario(tco.scenario).hosted_models:
+        if key not in book.table.prices:
+            warnings.append(f"scenario {tco.scenario!r} names {key!r}, gone from the price map")
+    return tuple(warnings)
+
+
+def project_now(
+    engine: Engine, tco: TcoSettings, book: Pricebook, models: list[ModelConfig]
+) -> LiveProjection:
     return project_live(
-        engine,
-        plan=plan,
-        hosted=hosted,
-        scenario=tco.scenario,
-        window_days=tco.window_days,
-        now=datetime.now(UTC),
+        engine, tco_inputs(tco, book, models), window_days=tco.window_days, now=datetime.now(UTC)
     )
 
 
 class Projector:
     """Holds the latest projection; ``latest`` is None until the first one is done."""
 
-    def __init__(self, engine: Engine, tco: TcoSettings, book: Pricebook) -> None:
+    def __init__(
+        self, engine: Engine, tco: TcoSettings, book: Pricebook, models: list[ModelConfig]
+    ) -> None:
         self._engine = engine
         self._tco = tco
         self._book = book
-        self.latest: dict[str, Any] | None = None
+        self._models = models
+        self.latest: LiveProjection | None = None
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -58,8 +129,10 @@ class Projector:
         if self._task is not None:
             self._task.cancel()
 
-    async def refresh(self) -> dict[str, Any]:
-        self.latest = await asyncio.to_thread(project_now, self._engine, self._tco, self._book)
+    async def refresh(self) -> LiveProjection:
+        self.latest = await asyncio.to_thread(
+            project_now, self._engine, self._tco, self._book, self._models
+        )
         return self.latest
 
     async def _run(self) -> None:

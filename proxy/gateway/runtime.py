@@ -133,7 +133,7 @@ async def build_runtime(
         admin_open=open_mode and all(d.simulated for m in models for d in m.deployments),
         metrics=registry,
         state=StateMetrics(registry),
-        projector=Projector(engine, settings.tco, prices),
+        projector=Projector(engine, settings.tco, prices, models),
         budgets=budgets,
         limiter=limiter,
         identity=IdentityMetrics(registry),

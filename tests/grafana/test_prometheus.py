@@ -69,7 +69,7 @@ def metered(fakes: dict[str, FakeServer], tmp_path_factory: pytest.TempPathFacto
         {
             "models": backend_models(fakes),
             "use_cases": {"coding": {"agents": ["vibe"]}, "rag": {"agents": ["kb-search"]}},
-            "tco": {"interval_s": 0.5},
+            "tco": {"interval_s": 0.5, "min_requests": 1, "min_window_s": 0},
         },
     ).start()
     yield gw

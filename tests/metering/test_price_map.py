@@ -39,12 +39,6 @@ def per_million(usd: str) -> Decimal:
             ("0.50", "1.50") + ("0.50",) * 3,
         ),
         (
-            "mistral-large-2407",
-            "azure_mistral",
-            "azure_ai/mistral-large-2407",
-            ("2", "6") + ("2",) * 3,
-        ),
-        (
             "mistral-small-2503",
             "azure_mistral",
             "azure_ai/mistral-small-2503",
@@ -66,6 +60,20 @@ def test_packaged_file_has_tco_prices(
         price.cache_read,
     )
     assert found == (key, *map(per_million, prices))
+
+
+def test_no_preset_names_a_key_gone_from_the_packaged_map(table: PriceTable) -> None:
+    """azure_ai/mistral-large-2407 left litellm's map in 1.110: presets must not depend on it."""
+    from cost.scenarios import SCENARIOS
+
+    named = {key for s in SCENARIOS.values() for key in s.hosted_models}
+    assert named and named - set(table.prices) == set()
+
+
+def test_deprecation_date_is_read(table: PriceTable) -> None:
+    price = table.prices["claude-sonnet-4-5"]
+    assert price.deprecation_date == "2026-11-30"  # the map's own entry
+    assert table.prices["claude-opus-4-5"].deprecation_date is None
 
 
 def test_packaged_file_prices_a_request(table: PriceTable) -> None:

@@ -7,6 +7,7 @@ import io
 import random
 import zipfile
 from collections import defaultdict
+from datetime import datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -16,12 +17,14 @@ import pyarrow.parquet as pq
 from sqlalchemy import Engine, text
 
 from cost.capacity import OnPremPlan
+from cost.migration import MigrationTarget
 from cost.scenarios import get_scenario
-from cost.tco import HostedPricing
 from cost.usage import TokenUsage
 from metering.events import UsageEvent
-from metering.export.month import Month
+from metering.export.files import DIR_FORMATS, write_export, write_export_dir
+from metering.export.month import Month, MonthExport
 from metering.export.tco_sheet import TcoInputs
+from metering.price_map import load_price_map
 from tests.metering.factories import make_event
 
 MONTH = Month(2026, 10)
@@ -47,9 +50,24 @@ INT_METRICS = (
 
 
 def tco_inputs() -> TcoInputs:
-    plan: OnPremPlan = get_scenario("enterprise-h100").plan
-    hosted = HostedPricing("mistral-large-3", input_usd_per_m=0.5, output_usd_per_m=1.5)
-    return TcoInputs(plan=plan, hosted=hosted, scenario="enterprise-h100")
+    """All hosted traffic moves to the enterprise preset; list prices from the packaged map."""
+    scenario = get_scenario("enterprise-h100")
+    plan: OnPremPlan = scenario.plan
+    table = load_price_map()
+    list_prices = {
+        deployment: table.lookup(deployment.split("/", 1)[1], backend)
+        for _, backend, deployment, on_prem in DEPLOYMENTS
+        if not on_prem
+    }
+    target = MigrationTarget("enterprise-h100", plan, scenario.provenance)
+    return TcoInputs(
+        plan=plan,
+        targets=(target,),
+        scenario="enterprise-h100",
+        list_prices=list_prices,
+        min_window_s=0,
+        min_requests=0,
+    )
 
 
 TEAMS = {"key_a": "platform", "key_b": "research", "key_c": "platform"}  # a key has one team
@@ -81,8 +99,15 @@ def _event(rng: random.Random, started: float, use_case: str) -> UsageEvent:
     )  # fmt: skip
 
 
-def ledger_sums(engine: Engine, group: str | None = None) -> dict[Any, dict[str, int]]:
-    """The raw events of MONTH summed per ``group`` (None: one total), straight from SQL."""
+def ledger_sums(
+    engine: Engine,
+    group: str | None = None,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> dict[Any, dict[str, int]]:
+    """The raw events of MONTH (or of [start, end)) summed per ``group`` (None: one total),
+    straight from SQL."""
     key = f'"{group}"' if group else "status = status"  # one group: any constant expression
     sql = f"""
         SELECT {key} AS k, COUNT(*) AS requests,
@@ -97,26 +122,54 @@ def ledger_sums(engine: Engine, group: str | None = None) -> dict[Any, dict[str,
                COALESCE(SUM(cost_micro_usd), 0) AS cost_micro_usd
         FROM usage_events WHERE started_at >= :start AND started_at < :end GROUP BY {key}"""
     with engine.connect() as conn:
-        rows = conn.execute(text(sql), _bounds(engine)).mappings().all()
+        bounds = _bounds(engine, start or MONTH.start, end or MONTH.end)
+        rows = conn.execute(text(sql), bounds).mappings().all()
     return {(r["k"] if group else "all"): {m: int(r[m]) for m in INT_METRICS} for r in rows}
 
 
-def _bounds(engine: Engine) -> dict[str, Any]:
+def _bounds(engine: Engine, start: datetime, end: datetime) -> dict[str, Any]:
     if engine.dialect.name == "sqlite":
         fmt = "%Y-%m-%d %H:%M:%S.%f"
-        return {"start": MONTH.start.strftime(fmt), "end": MONTH.end.strftime(fmt)}
-    return {"start": MONTH.start, "end": MONTH.end}
+        return {"start": start.strftime(fmt), "end": end.strftime(fmt)}
+    return {"start": start, "end": end}
+
+
+def write_any(export: MonthExport, fmt: str, where: Path) -> Path:
+    """The export in ``fmt``: a directory for csv and parquet, a file otherwise."""
+    if fmt in DIR_FORMATS:
+        write_export_dir(export, fmt, where / f"export-{fmt}")
+        return where / f"export-{fmt}"
+    path = where / f"export.{fmt}"
+    with path.open("wb") as out:
+        write_export(export, fmt, out)
+    return path
+
+
+def xlsx_totals(path: Path) -> dict[str, dict[str, Any]]:
+    """The bold totals row under each data sheet that has one."""
+    out = {}
+    for ws in openpyxl.load_workbook(path).worksheets[1:]:
+        last = ws[ws.max_row]
+        if ws.max_row > 1 and last[0].font.b:
+            header = [c.value for c in ws[1]]
+            out[ws.title] = dict(zip(header, (c.value for c in last), strict=True))
+    return out
 
 
 def read_views(path: Path, fmt: str) -> dict[str, list[dict[str, Any]]]:
-    """Every view of an exported file, as the format's own reader returns it."""
+    """Every view of an exported file or directory, as the format's own reader returns it
+    (XLSX: the data sheets, without page one and without their totals rows)."""
     if fmt == "xlsx":
         wb = openpyxl.load_workbook(path)
         out = {}
-        for ws in wb.worksheets:
+        for ws in wb.worksheets[1:]:
             header, *rows = ws.iter_rows(values_only=True)
+            if rows and ws[ws.max_row][0].font.b:
+                rows = rows[:-1]
             out[ws.title] = [dict(zip(header, r, strict=True)) for r in rows]
         return out
+    if path.is_dir():
+        return {p.stem: _read_file(p) for p in sorted(path.iterdir()) if p.suffix != ".txt"}
     views: dict[str, list[dict[str, Any]]] = defaultdict(list)
     with zipfile.ZipFile(path) as zf:
         for name in zf.namelist():
@@ -126,6 +179,13 @@ def read_views(path: Path, fmt: str) -> dict[str, list[dict[str, Any]]]:
             elif ext == "parquet":
                 views[view] = pq.read_table(io.BytesIO(zf.read(name))).to_pylist()
     return dict(views)
+
+
+def _read_file(path: Path) -> list[dict[str, Any]]:
+    if path.suffix == ".csv":
+        with path.open(newline="") as fh:
+            return list(csv.DictReader(fh))
+    return pq.read_table(path).to_pylist()
 
 
 def metrics(row: dict[str, Any]) -> dict[str, int]:

@@ -3,18 +3,21 @@ there and its totals equal the raw events' to the micro-dollar (SQLite and Postg
 
 from __future__ import annotations
 
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
 from itertools import combinations
 from pathlib import Path
 
 import pytest
 
-from metering.export.files import FORMATS, write_export
+from metering.export.files import FORMATS
 from metering.export.month import EmptyMonth, Month, MonthExport, UnknownMonth, build_month_export
 from metering.export.pareto import headline, smallest_set
 from metering.export.views import usd
 from metering.store import create_db_engine, upgrade_schema
 from metering.writer import insert_events
 from tests.metering.export.month_data import (
+    INT_METRICS,
     MONTH,
     ledger_sums,
     metrics,
@@ -22,12 +25,14 @@ from tests.metering.export.month_data import (
     month_events,
     read_views,
     tco_inputs,
+    write_any,
 )
 
 VIEWS = {
     "summary", "pareto", "use_cases", "agents", "users", "models", "backends", "teams",
     "sessions",
-    "session_distribution", "top_sessions", "tco", "tco_use_cases",
+    "session_distribution", "top_sessions", "tco", "tco_use_cases", "days", "use_cases_mom",
+    "line_items",
 }  # fmt: skip
 GROUP_VIEWS = {
     "use_cases": "use_case", "agents": "agent", "users": "user", "models": "model",
@@ -53,10 +58,7 @@ def export(ledger) -> MonthExport:
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_every_view_reconciles_with_the_raw_events(ledger, export, fmt, tmp_path: Path):
-    path = tmp_path / f"export.{fmt}"
-    with path.open("wb") as out:
-        write_export(export, fmt, out)
-    views = read_views(path, fmt)
+    views = read_views(write_any(export, fmt, tmp_path), fmt)
     assert set(views) == VIEWS
     [(_, total)] = ledger_sums(ledger).items()
     rows = {r["scope"]: r for r in views["summary"]}
@@ -69,15 +71,77 @@ def test_every_view_reconciles_with_the_raw_events(ledger, export, fmt, tmp_path
         assert {r[key]: metrics(r) for r in views[view]} == ledger_sums(ledger, key), view
         tokens = [int(r["total_tokens"]) for r in views[view]]
         assert tokens == sorted(tokens, reverse=True)
-    assert views["tco"][0]["text"] == "ok"
+    tco = {r["item"]: r["text"] for r in views["tco"]}
+    assert tco["status"] == "ok" and tco["verdict"] == export.tco.verdict
+    # Hosted today is the month's metered hosted bill, scaled to a 30.44-day month.
+    numbers = {r["item"]: r["value"] for r in views["tco"]}
+    billed = by_prem[False]["cost_micro_usd"] / 1e6 * float(numbers["extrapolation_factor"])
+    assert float(numbers["hosted_usd_per_month"]) == pytest.approx(billed, rel=1e-9)
+    line_items: dict[str, dict[str, int]] = {}
+    for r in views["line_items"]:
+        acc = line_items.setdefault(r["use_case"], dict.fromkeys(INT_METRICS, 0))
+        for m in INT_METRICS:
+            acc[m] += int(r[m])
+    assert line_items == ledger_sums(ledger, "use_case")
+
+
+@pytest.mark.parametrize("fmt", ["xlsx", "parquet"])
+def test_days_cover_the_month_and_match_each_days_events(ledger, export, fmt, tmp_path: Path):
+    views = read_views(write_any(export, fmt, tmp_path), fmt)
+    days = views["days"]
+    assert len(days) == 31
+    for r in days:
+        day = r["day"] if isinstance(r["day"], date) else date.fromisoformat(str(r["day"])[:10])
+        start = datetime(day.year, day.month, day.day, tzinfo=UTC)
+        expected = ledger_sums(ledger, start=start, end=start + timedelta(days=1))
+        assert metrics(r) == expected.get("all", dict.fromkeys(INT_METRICS, 0)), day
+
+
+def test_month_over_month_compares_with_the_previous_months_events(ledger, export):
+    mom = {r["use_case"]: r for r in export.view("use_cases_mom").records()}
+    previous = MONTH.previous
+    before = ledger_sums(ledger, "use_case", start=previous.start, end=previous.end)
+    now = ledger_sums(ledger, "use_case")
+    assert before, "the generated month has an event just before it"
+    assert set(mom) == set(now) | set(before)
+    for use_case, row in mom.items():
+        b = before.get(use_case, dict.fromkeys(INT_METRICS, 0))
+        assert row["requests_previous"] == b["requests"]
+        assert row["cost_previous_micro_usd"] == b["cost_micro_usd"]
+        assert row["total_tokens"] == now.get(use_case, b)["total_tokens"] or use_case not in now
+        assert row["cost_change_usd"] == row["cost_usd"] - row["cost_previous_usd"]
+        if b["total_tokens"]:
+            expected = row["total_tokens"] / b["total_tokens"] - 1
+            assert row["token_change"] == pytest.approx(expected)
+        else:
+            assert row["token_change"] is None
+
+
+def test_cents_add_up_on_every_view(export):
+    for view in export.views:
+        names = [c.name for c in view.columns]
+        for c in view.columns:
+            twin = c.name.removesuffix("_usd") + "_micro_usd"
+            if c.kind != "usd" or twin not in names or view.name == "summary":
+                continue
+            cents = [r[c.name] for r in view.records()]
+            exact = sum(r[twin] for r in view.records())
+            assert sum(cents) == usd(exact), (view.name, c.name)
+            for r in view.records():  # no row moves by a cent or more from its exact amount
+                assert abs(r[c.name] - Decimal(r[twin]).scaleb(-6)) < Decimal("0.01")
+            total = view.total_row()
+            if total is not None:
+                assert total[names.index(c.name)] == sum(cents), (view.name, c.name)
+    rows = {r["scope"]: r for r in export.view("summary").records()}
+    assert rows["hosted"]["cost_usd"] + rows["on_prem"]["cost_usd"] == rows["all"]["cost_usd"]
+    month_usd = rows["all"]["cost_usd"]
+    for name in ("use_cases", "agents", "users", "models", "backends", "days", "line_items"):
+        assert sum(r["cost_usd"] for r in export.view(name).records()) == month_usd, name
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
 def test_sessions_match_the_raw_events(ledger, export, fmt, tmp_path: Path):
-    path = tmp_path / f"export.{fmt}"
-    with path.open("wb") as out:
-        write_export(export, fmt, out)
-    views = read_views(path, fmt)
+    views = read_views(write_any(export, fmt, tmp_path), fmt)
     by_session = ledger_sums(ledger, "session")
     no_session = by_session.pop("unknown")
     [summary] = views["sessions"]

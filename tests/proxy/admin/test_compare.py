@@ -43,7 +43,7 @@ def models(fakes) -> list[dict]:
 def gateway(fakes, tmp_path_factory) -> Iterator[Gateway]:
     gw = Gateway(
         tmp_path_factory.mktemp("compare") / "tm.db",
-        {"models": models(fakes), "tco": {"interval_s": 0.2}},
+        {"models": models(fakes), "tco": {"interval_s": 0.2, "min_requests": 1, "min_window_s": 0}},
     ).start()
     yield gw
     gw.stop()
@@ -108,10 +108,8 @@ def test_hosted_cost_per_1k_tokens_matches_the_price(gateway, report):
 def test_onprem_cost_per_1k_tokens_comes_from_the_tco_model(gateway, report):
     tco = httpx.get(gateway.url + "/admin/tco", headers=gateway.admin_headers).json()
     row = rows_by_deployment(report)["vllm/mistralai/Mistral-Large-Instruct-2411"]
-    p = tco["projection"]
-    assert row["onprem_usd_per_1k_tokens_target"] == pytest.approx(
-        p["onprem_usd_per_m_target"] / 1000
-    )
+    p = tco["pilot"]
+    assert row["onprem_usd_per_1k_tokens_target"] == pytest.approx(p["usd_per_m_target"] / 1000)
     assert row["onprem_usd_per_1k_tokens_measured"] > row["onprem_usd_per_1k_tokens_target"]
 
 

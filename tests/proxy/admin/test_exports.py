@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator
 
 import httpx
@@ -42,11 +43,14 @@ def test_api_serves_the_workbook(gateway):
     assert summary["requests"] == 302  # 300 inside the month, 2 of the 4 edge events
 
 
-@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+@pytest.mark.parametrize("fmt", ["csv", "parquet", "csv.zip", "parquet.zip"])
 def test_api_serves_zips(gateway, fmt):
     r = get(gateway, f"2026-10.{fmt}")
     assert r.status_code == 200 and r.headers["content-type"] == "application/zip"
-    assert r.content[:2] == b"PK"
+    plain = fmt.removesuffix(".zip")
+    assert f'filename="tokenmeter-2026-10.{plain}.zip"' in r.headers["content-disposition"]
+    with zipfile.ZipFile(io.BytesIO(r.content)) as zf:
+        assert f"line_items.{plain}" in zf.namelist()
 
 
 @pytest.mark.parametrize(
@@ -54,7 +58,7 @@ def test_api_serves_zips(gateway, fmt):
     [
         ("2026-05.csv", "no requests in 2026-05"),
         ("2026-13.csv", "not a month"),
-        ("2026-10.pdf", "csv,xlsx,parquet"),
+        ("2026-10.pdf", "xlsx,csv,parquet,csv.zip,parquet.zip"),
         ("2999-01.xlsx", "has not started yet"),
     ],
 )
@@ -81,16 +85,44 @@ def run_cli(gateway: Gateway, tmp_path, *args: str) -> subprocess.CompletedProce
 
 
 def test_cli_writes_the_file_and_prints_the_headline(gateway, tmp_path):
-    proc = run_cli(gateway, tmp_path, "--month", str(MONTH), "--format", "parquet")
+    proc = run_cli(gateway, tmp_path, "--month", str(MONTH), "--format", "parquet.zip")
     assert proc.returncode == 0, proc.stderr
     assert (tmp_path / "tokenmeter-2026-10.parquet.zip").stat().st_size > 0
     assert "302 requests" in proc.stdout and "of use cases" in proc.stdout
+    assert f"read {gateway.db_url}" in proc.stdout
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_cli_writes_a_directory_of_plain_files(gateway, tmp_path, fmt):
+    proc = run_cli(gateway, tmp_path, "--month", str(MONTH), "--format", fmt, "--out", "oct")
+    assert proc.returncode == 0, proc.stderr
+    names = {p.name for p in (tmp_path / "oct").iterdir()}
+    assert {"README.txt", f"summary.{fmt}", f"line_items.{fmt}", f"days.{fmt}"} <= names
+    default = run_cli(gateway, tmp_path, "--month", str(MONTH), "--format", fmt)
+    assert default.returncode == 0, default.stderr
+    assert (tmp_path / f"tokenmeter-2026-10-{fmt}" / f"summary.{fmt}").is_file()
+
+
+def test_cli_refuses_a_ledger_that_does_not_exist_and_creates_none(tmp_path):
+    config = tmp_path / "tm.yaml"
+    config.write_text(yaml.safe_dump({"storage": {"url": "sqlite:///./nowhere.db"}}))
+    proc = subprocess.run(
+        [sys.executable, "-m", "proxy", "export", "--config", str(config), "--month", "2026-10"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert f"no ledger at sqlite:///{(tmp_path / 'nowhere.db').resolve()}" in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tm.yaml"]
 
 
 def test_cli_empty_month_fails_with_a_message(gateway, tmp_path):
     proc = run_cli(gateway, tmp_path, "--month", "2026-05", "--out", "x.xlsx")
     assert proc.returncode == 1
     assert "no requests in 2026-05: the ledger has requests from 2026-09 to 2026-11" in proc.stderr
+    assert f"(ledger {gateway.db_url})" in proc.stderr
     assert not (tmp_path / "x.xlsx").exists()
 
 

@@ -15,7 +15,8 @@ import yaml
 from tests.conftest import backend_models
 from tests.support import Gateway, wait_for
 
-AZURE_LARGE_3 = {"input": 0.5, "output": 1.5}  # $/M, the enterprise preset's like-for-like model
+AZURE_LARGE_3 = {"input": 0.5, "output": 1.5}  # $/M list of the azure-mistral deployment
+ENOUGH = {"min_requests": 1, "min_window_s": 0}  # this module's few requests are enough
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def gateway(fakes, tmp_path_factory) -> Iterator[Gateway]:
         {
             "models": backend_models(fakes),
             "use_cases": {"coding": {"agents": ["vibe"]}},
-            "tco": {"scenario": "enterprise-h100", "interval_s": 0.2},
+            "tco": {"scenario": "enterprise-h100", "interval_s": 0.2, **ENOUGH},
         },
     ).start()
     yield gw
@@ -54,28 +55,29 @@ def test_traffic_is_projected_within_one_interval(gateway, api_key):
     body = wait_for(
         lambda: (b := tco(gateway))["status"] == "ok" and b["window"]["requests"] == 6 and b
     )
-    usage = httpx.get(gateway.url + "/admin/usage", headers=gateway.admin_headers).json()
-    [total] = usage["rows"]
+    # Hosted today is the metered bill of the hosted traffic (no rules here: the list price).
+    hosted_events = gateway.events("on_prem = :p", p=False)
     scale = body["window"]["extrapolation_factor"]
-    hosted = body["projection"]["hosted"]["total_usd_per_month"]
-    expected = (
-        scale
-        * (
-            total["input_tokens"] * AZURE_LARGE_3["input"]
-            + total["output_tokens"] * AZURE_LARGE_3["output"]
-        )
-        / 1e6
+    projection = body["projection"]
+    billed = sum(e["cost_micro_usd"] or 0 for e in hosted_events) / 1e6
+    assert projection["hosted_usd_per_month"] == pytest.approx(scale * billed, rel=1e-9)
+    at_list = sum(
+        e["input_tokens"] * AZURE_LARGE_3["input"] + e["output_tokens"] * AZURE_LARGE_3["output"]
+        for e in hosted_events
     )
-    assert hosted == pytest.approx(expected, rel=1e-9)
-    assert {u["use_case"] for u in body["projection"]["use_cases"]} == {"coding", "unknown"}
-    assert body["projection"]["utilization_measured"] > 0  # the vLLM leg is on-prem
+    assert projection["hosted_list_usd_per_month"] == pytest.approx(scale * at_list / 1e6)
+    [target] = projection["targets"]
+    assert {s["use_case"] for s in target["slices"]} == {e["use_case"] for e in hosted_events}
+    assert body["pilot"]["utilization_measured"] > 0  # the vLLM leg is on-prem
 
 
 def test_cli_json_matches_the_api(gateway, fakes, tmp_path):
     wait_for(lambda: tco(gateway)["status"] == "ok")
     config = tmp_path / "tm.yaml"
     config.write_text(
-        yaml.safe_dump({"models": backend_models(fakes), "storage": {"url": gateway.db_url}})
+        yaml.safe_dump(
+            {"models": backend_models(fakes), "storage": {"url": gateway.db_url}, "tco": ENOUGH}
+        )
     )
     out = subprocess.run(
         [sys.executable, "-m", "proxy", "tco", "--json", "--config", str(config)],
@@ -88,7 +90,8 @@ def test_cli_json_matches_the_api(gateway, fakes, tmp_path):
     api = tco(gateway)
     assert cli["status"] == "ok"
     assert cli["window"]["requests"] == api["window"]["requests"]
-    assert cli["projection"]["sizing"] == api["projection"]["sizing"]
+    assert cli["projection"]["targets"][0]["sized"] == api["projection"]["targets"][0]["sized"]
+    assert cli["verdict"] == api["verdict"] and cli["price_map"] == api["price_map"]
 
 
 def test_unknown_scenario_is_a_config_error(tmp_path):

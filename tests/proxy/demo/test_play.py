@@ -13,7 +13,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
@@ -115,7 +115,8 @@ def test_the_month_went_through_the_metering_path(demo):
 
 
 def test_report_has_the_verdict_and_where_to_look(demo):
-    assert demo.printed("TCO").startswith(("stay hosted", "move on-prem"))
+    # 400 requests are under the projection's 1,000: the verdict says so, with what it saw.
+    assert demo.printed("TCO").startswith("not enough traffic yet: 400 requests over 31.0 days")
     for where in ("/metrics", "/admin/tco", "tokenmeter export --month 2026-10", "Grafana"):
         assert where in demo.output
     assert "mistral-large requests" in demo.printed("on-prem pilot:")
@@ -146,3 +147,53 @@ def test_refuses_a_directory_that_holds_a_ledger(demo):
         timeout=60,
     )
     assert proc.returncode == 2 and "already holds a demo ledger" in proc.stderr
+
+
+def test_sighup_stops_the_gateway_too(tmp_path):
+    # A closed terminal sends SIGHUP: the gateway must not outlive the demo and keep its port.
+    with running_demo(tmp_path / "run", requests=20) as small:
+        assert httpx.get(f"{small.url}/healthz").status_code == 200
+        small.proc.send_signal(signal.SIGHUP)
+        assert small.proc.wait(timeout=30) == 0
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{small.url}/healthz")
+
+
+def play(*args: str, timeout_s: float = 180) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "proxy", "demo", "--seed", "3", "--port", "0", "--no-serve"]
+    return subprocess.run([*cmd, *args], capture_output=True, text=True, timeout=timeout_s)
+
+
+def test_by_default_the_month_played_ends_now(tmp_path):
+    before = datetime.now(UTC)
+    proc = play("--requests", "120", "--dir", str(tmp_path / "run"))
+    assert proc.returncode == 0, proc.stderr
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'run' / 'ledger.db'}")
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT started_at FROM usage_events")).all()
+    engine.dispose()
+    started = [datetime.fromisoformat(str(r[0])).replace(tzinfo=UTC) for r in rows]
+    assert len(started) == 120
+    window_start = before.replace(second=0, microsecond=0) - timedelta(days=30)
+    assert all(window_start <= t <= datetime.now(UTC) for t in started)
+    # spread over the window, up to its last working days (so "the last 7 days" shows traffic)
+    assert min(started) < window_start + timedelta(days=7)
+    assert max(started) > before - timedelta(days=5)
+
+
+@pytest.mark.parametrize("how", ["--storage-url", "--config"])
+def test_writes_to_the_postgresql_ledger_it_is_given(tmp_path, pg_url, how):
+    config = tmp_path / "tm.yaml"
+    config.write_text(f"storage:\n  url: {pg_url}\n")
+    given = pg_url if how == "--storage-url" else str(config)
+    proc = play("--requests", "40", "--month", str(MONTH), how, given,
+                "--dir", str(tmp_path / "run"))  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    engine = create_db_engine(pg_url)
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT count(*) FROM usage_events")).scalar_one() == 40
+    engine.dispose()
+    assert not (tmp_path / "run" / "ledger.db").exists()
+    again = play("--requests", "40", "--month", str(MONTH), "--storage-url", pg_url)
+    assert again.returncode == 2
+    assert "already holds 40 requests between 2026-10-01 00:00 and 2026-11-01 00:00" in again.stderr

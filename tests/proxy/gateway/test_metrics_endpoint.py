@@ -69,7 +69,7 @@ def two_workers(fakes, tmp_path: Path) -> Iterator[str]:
                     "flush_interval_s": 0.05,
                     "journal_dir": str(tmp_path / "journal"),
                 },
-                "tco": {"interval_s": 0.5},
+                "tco": {"interval_s": 0.5, "min_requests": 1, "min_window_s": 0},
             }
         )
     )
@@ -86,7 +86,8 @@ def post(url: str, i: int) -> None:
     httpx.post(
         url + "/v1/chat/completions",
         timeout=30,
-        json={"model": "vllm-model", "messages": [{"role": "user", "content": f"w{i}"}]},
+        # hosted traffic: the TCO projection moves hosted traffic, so it has something to size
+        json={"model": "azure-mistral", "messages": [{"role": "user", "content": f"w{i}"}]},
         headers={"X-Meter-Use-Case": "workers"},
     ).raise_for_status()
 
@@ -117,4 +118,11 @@ def test_two_workers_count_each_request_once(two_workers, tmp_path):
     gpus = [
         v for (name, _), v in scrape(two_workers).items() if name == "tokenmeter_tco_gpus_needed"
     ]
-    assert gpus == [tco["projection"]["sizing"]["gpus_needed"]]  # the max, not a sum
+    [target] = tco["projection"]["targets"]
+    assert gpus == [target["sized"]["sizing"]["gpus_needed"]]  # the max, not a sum
+
+
+def test_serve_warns_at_start_about_missing_and_deprecated_price_keys(two_workers, tmp_path):
+    log = (tmp_path / "serve.log").read_text()
+    assert "prices: deployment 'openai_compatible/some-model': no entry in the price map" in log
+    assert "prices: deployment 'anthropic/claude-sonnet-4-5' prices at 'claude-sonnet-4-5'" in log
