@@ -44,6 +44,20 @@ def ledger_name(url: str) -> str:
     return parsed.render_as_string(hide_password=True)
 
 
+def _sqlite_file(url: str) -> Path | None:
+    """The file of a SQLite ledger URL; None for another engine (or a URL the preflight refuses)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        return None
+    if parsed.get_backend_name() != "sqlite" or parsed.database in (None, "", ":memory:"):
+        return None
+    return Path(str(parsed.database))
+
+
 def open_ledger(settings: Settings, *, upgrade: bool = False, create: bool = True) -> Engine:
     """The ledger's engine, its schema brought up to date (or refused when outdated); one line
     and exit 2 or 3 when the database URL is unsupported or the database does not answer.
@@ -52,14 +66,10 @@ def open_ledger(settings: Settings, *, upgrade: bool = False, create: bool = Tru
     the commands that only read (export, reconcile) must not leave an empty database behind in
     whatever folder they were run from.
     """
-    from sqlalchemy.engine import make_url
-
     from metering.store import SchemaOutdated
     from proxy.cli.preflight import StartupError, connect_ledger
 
-    url = make_url(settings.storage.url)
-    on_disk = url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:")
-    if not create and on_disk and not Path(str(url.database)).is_file():
+    if not create and (path := _sqlite_file(settings.storage.url)) and not path.is_file():
         fail(
             f"no ledger at {ledger_name(settings.storage.url)}: point storage.url at it "
             "(--config, or TOKENMETER_STORAGE__URL)",

@@ -38,8 +38,8 @@ def serve(
     settings = load(config)
     models = effective_models(settings)
     _check_tco(settings, models)
-    _check_admin_key(settings, models)
     _preflight(settings, models)
+    _check_admin_key(settings, models)
     # migrate SQLite once here, not racing in every worker; refuse an outdated shared database
     # (or one that does not answer) with one clear line before any worker starts
     open_ledger(settings).dispose()
@@ -115,7 +115,10 @@ def _check_tco(settings: Settings, models: list[ModelConfig]) -> None:
     except ConfigError as exc:
         fail(str(exc), code=2)
     for warning in inputs.warnings:
-        log.warning("prices: %s", warning)
+        # a deployment missing from the price map is warned about by the preflight, with its
+        # price key and alias (and only when no pricing rule prices it)
+        if not warning.startswith("deployment ") or "no entry in the price map" not in warning:
+            log.warning("prices: %s", warning)
 
 
 def _all_simulated(models: list[ModelConfig]) -> bool:

@@ -27,7 +27,7 @@ EXITED = (0, -signal.SIGTERM)
 def start_serve(tmp_path: Path, db_url: str, fake_url: str, drain_s: float) -> tuple[Any, str]:
     config = {
         "storage": {"url": db_url, "journal_dir": str(tmp_path / "journal")},
-        "auth": {"required": False},
+        "auth": {"required": False, "admin_key": "drain-admin-key"},
         "limits": {"drain_timeout_s": drain_s},
         "models": [
             {

@@ -505,25 +505,33 @@ def bounded_form(value: str) -> str:
 
 LENIENT = [
     pytest.param(
-        {}, {"metadata": {"user_id": LONG}}, "user", bounded_form(LONG), id="long-user_id"
+        {}, {"metadata": {"user_id": LONG}}, "end_user", bounded_form(LONG), id="long-user_id"
     ),
     pytest.param(
         {},
         {"metadata": {"user_id": '{"not":"claude code"}' + "z" * 120}},
-        "user",
+        "end_user",
         bounded_form('{"not":"claude code"}' + "z" * 120),
         id="json-user_id-of-another-client",
     ),
-    pytest.param({}, {"metadata": {"user_id": {"a": 1}}}, "user", '{"a":1}', id="object-user_id"),
-    pytest.param({}, {"safety_identifier": LONG}, "user", bounded_form(LONG), id="long-safety_id"),
-    pytest.param({}, {"user": 42}, "user", "42", id="int-body-user"),
-    pytest.param({}, {"user": "tab\there"}, "user", "tab?here", id="tab-in-body-user"),
-    pytest.param({}, {"user": ["a", "b"]}, "user", '["a","b"]', id="list-body-user"),
+    pytest.param(
+        {}, {"metadata": {"user_id": {"a": 1}}}, "end_user", '{"a":1}', id="object-user_id"
+    ),
+    pytest.param(
+        {}, {"safety_identifier": LONG}, "end_user", bounded_form(LONG), id="long-safety_id"
+    ),
+    pytest.param({}, {"user": 42}, "end_user", "42", id="int-body-user"),
+    pytest.param({}, {"user": "tab\there"}, "end_user", "tab?here", id="tab-in-body-user"),
+    pytest.param({}, {"user": ["a", "b"]}, "end_user", '["a","b"]', id="list-body-user"),
     pytest.param(
         {"X-Claude-Code-Session-Id": LONG}, {}, "session", bounded_form(LONG), id="long-cc-header"
     ),
     pytest.param(
-        {"Helicone-User-Id": "x" * 300}, {}, "user", bounded_form("x" * 300), id="long-peer-header"
+        {"Helicone-User-Id": "x" * 300},
+        {},
+        "end_user",
+        bounded_form("x" * 300),
+        id="long-peer-header",
     ),
     pytest.param({"X-LiteLLM-Agent-Id": "a\tb"}, {}, "agent", "a?b", id="tab-in-peer-header"),
 ]

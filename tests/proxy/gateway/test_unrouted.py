@@ -40,8 +40,8 @@ def assert_anthropic_shape(r: httpx.Response, status: int) -> str:
     ("method", "path"),
     [
         ("GET", "/nope"),
-        ("POST", "/v1/completions"),
-        ("POST", "/v1/responses/x/y"),
+        ("POST", "/v1/audio/speech"),
+        ("GET", "/v1/files/x/y"),
         ("GET", "/v1/chat"),
         ("DELETE", "/v2/models"),
         ("POST", "/admin/nothing"),
@@ -81,7 +81,7 @@ def test_wrong_methods_are_405_in_the_family_shape(gateway, method, path, allowe
 def test_sdks_see_their_own_not_found_error(gateway, api_key):
     c = openai.OpenAI(base_url=gateway.url + "/v1", api_key=api_key, max_retries=0)
     with pytest.raises(openai.NotFoundError):
-        c.completions.create(model="vllm-model", prompt="hi")
+        c.files.list()
     a = anthropic.Anthropic(base_url=gateway.url, api_key=api_key, max_retries=0)
     with pytest.raises(anthropic.NotFoundError) as exc:
         a.messages.batches.list()
