@@ -51,9 +51,12 @@ def onprem_usd_per_m(export: MonthExport) -> float | None:
 def spend_lines(export: MonthExport) -> list[SpendLine]:
     """Hosted (billed), on-prem (TCO model) and total, this month and the previous one."""
     now, before = export.by_scope, export.previous
-    hosted = SpendLine(
-        "Hosted (metered bill)", *(usd(cost_micro(s["hosted"])) for s in (now, before))
+    # this month's hosted cents as the summary allots them (its parts add up to its total)
+    billed = next(
+        (r["cost_usd"] for r in export.view("summary").records() if r["scope"] == "hosted"),
+        usd(cost_micro(now["hosted"])),
     )
+    hosted = SpendLine("Hosted (metered bill)", billed, usd(cost_micro(before["hosted"])))
     rate = onprem_usd_per_m(export)
     onprem = SpendLine(
         "On-prem (TCO model)",

@@ -125,8 +125,12 @@ def test_exact_crossover_prices_energy_at_the_load_it_brings(
     plan: OnPremPlan, volume: ObservedVolume, pricing: HostedPricing
 ) -> None:
     blended = hosted_monthly_cost(volume, pricing).blended_usd_per_m
+    assume(
+        blended > 0
+    )  # a price that underflows to 0 has no crossover (project_tco's precondition)
     input_share = volume.total.all_input_tokens / volume.total.total_tokens
     first = find_crossover(plan, hosted_usd_per_m=blended, input_share=input_share).first
+    assume(math.isfinite(first.exact_tokens_per_month))
     gpus = first.onprem.gpu_count
     capacity = capacity_tokens_per_month(plan, gpu_count=gpus, input_share=input_share)
     assume(first.exact_tokens_per_month <= capacity)

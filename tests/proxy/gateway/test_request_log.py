@@ -191,7 +191,7 @@ def test_a_fallback_logs_each_attempt_under_one_request_id(logged, key, session_
 @pytest.mark.parametrize(
     ("model", "text", "status", "http_status", "code"),
     [
-        ("vllm-model", "[[fake:status=429]]", "upstream_error", 429, "upstream_rejected"),
+        ("vllm-model", "[[fake:status=429]]", "upstream_error", 429, "upstream_rate_limited"),
         ("vllm-model", "[[fake:status=400]]", "client_error", 400, "upstream_rejected"),
         ("vllm-model", "[[fake:status=503]]", "upstream_error", 502, "upstream_error"),
         ("no-such-model", "hi", "client_error", 404, "model_not_found"),

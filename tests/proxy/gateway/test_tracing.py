@@ -147,7 +147,7 @@ def test_a_failed_request_carries_error_type(traced, key, receiver):
         )
     request, attempt = spans_of(receiver, trace_id, 2)
     for span in (request, attempt):
-        assert (span.status, span.attributes["error.type"]) == ("ERROR", "upstream_rejected")
+        assert (span.status, span.attributes["error.type"]) == ("ERROR", "upstream_rate_limited")
         assert span.attributes["http.response.status_code"] == 429
 
 
