@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field, model_validator
 from metering.budgets import DEFAULT_SOFT_RATIO, BudgetConflict, create_budget, delete_budget
 from proxy.admin.guard import AdminRuntime
 from proxy.gateway.attribution import MAX_LEN
-from proxy.gateway.budgets import BudgetState
+from proxy.gateway.governance.budgets import BudgetState
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 

@@ -148,7 +148,7 @@ def _preflight(settings: Settings, models: list[ModelConfig]) -> None:
         unpriced_deployments,
     )
     from proxy.config.pricebook import build_pricebook
-    from proxy.gateway.telemetry import check_tracing_installed
+    from proxy.gateway.observability.telemetry import check_tracing_installed
 
     for warning in unpriced_deployments(build_pricebook(settings, models), models):
         log.warning("%s", warning)

@@ -13,7 +13,7 @@ from proxy.gateway.attribution import UNKNOWN, Attribution, key_attribution
 if TYPE_CHECKING:
     from metering.ledger import Ledger
     from proxy.gateway.deployments import Deployment
-    from proxy.gateway.telemetry import Telemetry
+    from proxy.gateway.observability.telemetry import Telemetry
 
 
 class Call:

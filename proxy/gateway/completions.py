@@ -11,7 +11,7 @@ from proxy.gateway.deployments import Deployment
 from proxy.gateway.errors import ProxyError
 from proxy.gateway.fallback import with_fallback
 from proxy.gateway.intake import admit, read_json, upstream_body
-from proxy.gateway.openai_relay import forward_json, forward_stream
+from proxy.gateway.relays.openai_relay import forward_json, forward_stream
 from proxy.gateway.runtime import Runtime
 
 # Azure AI model inference and the Anthropic API have no text-completion endpoint.

@@ -17,7 +17,7 @@ import threading
 from types import FrameType
 from typing import Any
 
-from proxy.gateway.streaming import EventStreamResponse
+from proxy.gateway.relays.streaming import EventStreamResponse
 
 log = logging.getLogger(__name__)
 

@@ -11,9 +11,9 @@ from starlette.requests import ClientDisconnect, Request
 
 from proxy.gateway.attribution import UNKNOWN, resolve_attribution
 from proxy.gateway.auth import bearer_token
-from proxy.gateway.budgets import BUDGET_HEADER
 from proxy.gateway.call import Call
 from proxy.gateway.errors import ProxyError, journal_unavailable
+from proxy.gateway.governance.budgets import BUDGET_HEADER
 from proxy.gateway.runtime import Runtime
 
 # Attribution keys we read from body metadata; stripped before the body goes upstream, where

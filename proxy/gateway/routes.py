@@ -15,13 +15,11 @@ from starlette.routing import Route
 from starlette.types import ASGIApp
 
 from metering.events import Status
-from proxy.gateway.anthropic_relay import chat_via_anthropic, messages_native, native_headers
 from proxy.gateway.auth import bearer_token
 from proxy.gateway.call import Call
 from proxy.gateway.completions import completions
 from proxy.gateway.deployments import Deployment
 from proxy.gateway.errors import ProxyError, anthropic_error, openai_error
-from proxy.gateway.exchange import raise_for_upstream, read_timed, send_timed
 from proxy.gateway.fallback import with_fallback
 from proxy.gateway.intake import (
     admit,
@@ -32,13 +30,15 @@ from proxy.gateway.intake import (
     stop_disconnect_watch,
     upstream_body,
 )
-from proxy.gateway.messages_chat import to_chat_request
-from proxy.gateway.messages_relay import messages_via_chat
-from proxy.gateway.openai_relay import forward_json, forward_stream
+from proxy.gateway.relays.anthropic_relay import chat_via_anthropic, messages_native, native_headers
+from proxy.gateway.relays.exchange import raise_for_upstream, read_timed, send_timed
+from proxy.gateway.relays.messages_relay import messages_via_chat
+from proxy.gateway.relays.openai_relay import forward_json, forward_stream
+from proxy.gateway.relays.streaming import EventStreamResponse
+from proxy.gateway.relays.upstream_usage import estimate_tokens, prompt_chars
 from proxy.gateway.responses.endpoint import create_response, stored_response
 from proxy.gateway.runtime import Runtime
-from proxy.gateway.streaming import EventStreamResponse
-from proxy.gateway.upstream_usage import estimate_tokens, prompt_chars
+from proxy.gateway.translation.messages_chat import to_chat_request
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Request, Runtime, Call], Awaitable[ASGIApp]]

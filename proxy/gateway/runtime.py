@@ -20,13 +20,13 @@ from proxy.config.catalogue import effective_routes
 from proxy.config.pricebook import build_pricebook
 from proxy.config.settings import BudgetSettings, ModelConfig, Settings
 from proxy.gateway.auth import KeyCache
-from proxy.gateway.budgets import BudgetGuard
 from proxy.gateway.deployments import Router, build_router
 from proxy.gateway.drain import Drain
+from proxy.gateway.governance.budgets import BudgetGuard
+from proxy.gateway.governance.ratelimit import RateLimiter
+from proxy.gateway.observability.telemetry import Telemetry, build_telemetry
 from proxy.gateway.projector import Projector
-from proxy.gateway.ratelimit import RateLimiter
-from proxy.gateway.telemetry import Telemetry, build_telemetry
-from proxy.gateway.upstream import Upstream
+from proxy.gateway.relays.upstream import Upstream
 
 STATE_INTERVAL_S = 1.0  # how often each process refreshes its state gauges
 

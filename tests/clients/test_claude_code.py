@@ -20,7 +20,7 @@ import pytest
 import yaml
 from sqlalchemy import create_engine, text
 
-from proxy.gateway.upstream_usage import anthropic_usage, openai_usage
+from proxy.gateway.relays.upstream_usage import anthropic_usage, openai_usage
 from proxy.simulated import FakeServer
 from tests.clients.npm import CLAUDE_CODE, installed_cli
 from tests.conftest import FAKE_KEYS

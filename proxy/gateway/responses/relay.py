@@ -16,7 +16,10 @@ import orjson
 from starlette.responses import Response
 
 from metering.events import Status
-from proxy.gateway.anthropic_relay import (
+from proxy.gateway.call import Call
+from proxy.gateway.deployments import Deployment
+from proxy.gateway.errors import journal_unavailable
+from proxy.gateway.relays.anthropic_relay import (
     StreamState,
     event_batches,
     event_message,
@@ -24,10 +27,7 @@ from proxy.gateway.anthropic_relay import (
     record_stream,
     release_upstream,
 )
-from proxy.gateway.call import Call
-from proxy.gateway.deployments import Deployment
-from proxy.gateway.errors import journal_unavailable
-from proxy.gateway.exchange import (
+from proxy.gateway.relays.exchange import (
     idle_timeout_s,
     is_anthropic_message,
     is_chat_completion,
@@ -36,15 +36,15 @@ from proxy.gateway.exchange import (
     read_timed,
     send_timed,
 )
-from proxy.gateway.openai_relay import finish_stream, usage_of
+from proxy.gateway.relays.openai_relay import finish_stream, usage_of
+from proxy.gateway.relays.streaming import EventStreamResponse
+from proxy.gateway.relays.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
+from proxy.gateway.relays.upstream_usage import AnthropicUsageTracker, read_anthropic_usage
 from proxy.gateway.responses.events import ResponseStream
 from proxy.gateway.responses.output import ResponseShell, from_chat_completion
 from proxy.gateway.responses.request import ChatRequest
-from proxy.gateway.streaming import EventStreamResponse
-from proxy.gateway.structured import AnthropicTranslation, anthropic_translation
-from proxy.gateway.translate import openai_usage_from_anthropic
-from proxy.gateway.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
-from proxy.gateway.upstream_usage import AnthropicUsageTracker, read_anthropic_usage
+from proxy.gateway.translation.structured import AnthropicTranslation, anthropic_translation
+from proxy.gateway.translation.translate import openai_usage_from_anthropic
 
 ResponseAnswer = Response | EventStreamResponse
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from proxy.gateway.upstream_usage import anthropic_usage, openai_usage
+from proxy.gateway.relays.upstream_usage import anthropic_usage, openai_usage
 from proxy.simulated import FakeServer
 from proxy.simulated.recording import RecordedRequest
 

@@ -10,7 +10,7 @@ import openai
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-import proxy.gateway.openai_relay as openai_relay
+import proxy.gateway.relays.openai_relay as openai_relay
 import proxy.gateway.routes as routes
 
 

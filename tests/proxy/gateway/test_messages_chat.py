@@ -18,7 +18,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from proxy.gateway.errors import ProxyError
-from proxy.gateway.messages_chat import call_id, to_chat_request, to_messages_response
+from proxy.gateway.translation.messages_chat import call_id, to_chat_request, to_messages_response
 from proxy.simulated import FakeServer
 from tests.conftest import FAKE_KEYS, backend_models
 from tests.support import Gateway, free_port, wait_for

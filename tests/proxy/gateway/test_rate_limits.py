@@ -15,7 +15,7 @@ import openai
 import pytest
 
 from metering.store import create_db_engine, upgrade_schema
-from proxy.gateway.ratelimit import duration
+from proxy.gateway.governance.ratelimit import duration
 from tests.conftest import backend_models
 from tests.support import Gateway
 

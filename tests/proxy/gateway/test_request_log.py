@@ -17,7 +17,7 @@ import orjson
 import pytest
 import yaml
 
-from proxy.gateway.request_log import LOGGER
+from proxy.gateway.observability.request_log import LOGGER
 from proxy.simulated import FakeServer
 from tests.conftest import backend_models
 from tests.support import Gateway, free_port, serving, wait_for

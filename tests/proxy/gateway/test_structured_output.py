@@ -11,7 +11,7 @@ from typing import Any
 import openai
 import pytest
 
-from proxy.gateway.structured import JSON_TOOL, has_native_json_schema
+from proxy.gateway.translation.structured import JSON_TOOL, has_native_json_schema
 from proxy.simulated import FakeServer
 from tests.conftest import backend_models
 from tests.proxy.gateway.fake_usage import ledger_usage, reported_usage, requests_for

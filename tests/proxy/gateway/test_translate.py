@@ -8,7 +8,11 @@ from typing import Any
 import pytest
 
 from proxy.gateway.errors import ProxyError
-from proxy.gateway.translate import StreamTranslator, to_anthropic_request, to_openai_response
+from proxy.gateway.translation.translate import (
+    StreamTranslator,
+    to_anthropic_request,
+    to_openai_response,
+)
 
 TOOL = {
     "type": "function",

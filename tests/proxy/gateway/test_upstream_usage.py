@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cost.usage import TokenUsage
-from proxy.gateway.upstream_usage import AnthropicUsageTracker, anthropic_usage, openai_usage
+from proxy.gateway.relays.upstream_usage import AnthropicUsageTracker, anthropic_usage, openai_usage
 
 
 def test_openai_usage_keeps_cached_and_reasoning_as_subsets():

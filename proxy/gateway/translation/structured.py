@@ -16,7 +16,11 @@ from typing import Any
 import orjson
 
 from proxy.gateway.errors import ProxyError
-from proxy.gateway.translate import StreamTranslator, to_anthropic_request, to_openai_response
+from proxy.gateway.translation.translate import (
+    StreamTranslator,
+    to_anthropic_request,
+    to_openai_response,
+)
 
 JSON_TOOL = "json_response"
 _CLAUDE = re.compile(r"claude-(opus|sonnet|haiku)-(\d+)(?:-(\d{1,2}))?(?!\d)")

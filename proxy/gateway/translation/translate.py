@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from proxy.gateway.errors import ProxyError
-from proxy.gateway.upstream_usage import anthropic_usage
+from proxy.gateway.relays.upstream_usage import anthropic_usage
 
 DEFAULT_MAX_TOKENS = 4096  # Anthropic requires max_tokens; OpenAI clients often omit it
 

@@ -12,11 +12,11 @@ from typing import TYPE_CHECKING
 
 from metering.events import UsageEvent
 from proxy.config.settings import ConfigError, Settings
-from proxy.gateway.request_log import RequestLog
+from proxy.gateway.observability.request_log import RequestLog
 
 if TYPE_CHECKING:
     from proxy.gateway.call import Call
-    from proxy.gateway.tracing import Tracer
+    from proxy.gateway.observability.tracing import Tracer
 
 
 class Telemetry:
@@ -61,7 +61,7 @@ def build_telemetry(settings: Settings) -> Telemetry | None:
     tracer = None
     if settings.tracing.enabled:
         check_tracing_installed()
-        from proxy.gateway.tracing import Tracer
+        from proxy.gateway.observability.tracing import Tracer
 
         tracer = Tracer(settings.tracing)
     return None if log is None and tracer is None else Telemetry(log, tracer)

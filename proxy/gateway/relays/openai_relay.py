@@ -20,7 +20,7 @@ from metering.events import Status
 from proxy.gateway.call import Call
 from proxy.gateway.deployments import Deployment
 from proxy.gateway.errors import journal_unavailable
-from proxy.gateway.exchange import (
+from proxy.gateway.relays.exchange import (
     DRAIN_MESSAGE,
     error_event,
     idle_timeout_s,
@@ -32,9 +32,9 @@ from proxy.gateway.exchange import (
     scrub_event,
     send_timed,
 )
-from proxy.gateway.streaming import EventStreamResponse
-from proxy.gateway.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
-from proxy.gateway.upstream_usage import estimate_tokens, prompt_chars, read_openai_usage
+from proxy.gateway.relays.streaming import EventStreamResponse
+from proxy.gateway.relays.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
+from proxy.gateway.relays.upstream_usage import estimate_tokens, prompt_chars, read_openai_usage
 
 log = logging.getLogger(__name__)
 _DONE = b"data: [DONE]\n\n"

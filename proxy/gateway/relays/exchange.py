@@ -14,7 +14,7 @@ from metering.events import Status
 from proxy.gateway.call import Call
 from proxy.gateway.deployments import Deployment
 from proxy.gateway.errors import ProxyError, upstream_message
-from proxy.gateway.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
+from proxy.gateway.relays.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
 
 
 @contextmanager

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from proxy.gateway.messages_chat import anthropic_usage_from_chat, stop_of
+from proxy.gateway.translation.messages_chat import anthropic_usage_from_chat, stop_of
 
 
 def sse(kind: str, payload: Mapping[str, Any]) -> bytes:

@@ -16,7 +16,7 @@ from metering.events import Status
 from proxy.gateway.call import Call
 from proxy.gateway.deployments import ANTHROPIC_VERSION, Deployment
 from proxy.gateway.errors import journal_unavailable
-from proxy.gateway.exchange import (
+from proxy.gateway.relays.exchange import (
     DRAIN_MESSAGE,
     error_event,
     idle_timeout_s,
@@ -27,16 +27,16 @@ from proxy.gateway.exchange import (
     scrub_event,
     send_timed,
 )
-from proxy.gateway.streaming import EventStreamResponse
-from proxy.gateway.structured import anthropic_translation
-from proxy.gateway.translate import StreamTranslator
-from proxy.gateway.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
-from proxy.gateway.upstream_usage import (
+from proxy.gateway.relays.streaming import EventStreamResponse
+from proxy.gateway.relays.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
+from proxy.gateway.relays.upstream_usage import (
     AnthropicUsageTracker,
     estimate_tokens,
     prompt_chars,
     read_anthropic_usage,
 )
+from proxy.gateway.translation.structured import anthropic_translation
+from proxy.gateway.translation.translate import StreamTranslator
 
 log = logging.getLogger(__name__)
 _FORWARDED = ("anthropic-version", "anthropic-beta")

@@ -15,13 +15,13 @@ from metering.events import Status
 from proxy.gateway.call import Call
 from proxy.gateway.deployments import Deployment
 from proxy.gateway.errors import ProxyError, journal_unavailable, upstream_message
-from proxy.gateway.exchange import idle_timeout_s, raise_for_upstream, read_timed, send_timed
-from proxy.gateway.messages_chat import to_chat_request, to_messages_response
-from proxy.gateway.messages_stream import MessagesStream, stream_error
-from proxy.gateway.openai_relay import finish_stream
-from proxy.gateway.streaming import EventStreamResponse
-from proxy.gateway.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
-from proxy.gateway.upstream_usage import estimate_tokens, openai_usage, prompt_chars
+from proxy.gateway.relays.exchange import idle_timeout_s, raise_for_upstream, read_timed, send_timed
+from proxy.gateway.relays.openai_relay import finish_stream
+from proxy.gateway.relays.streaming import EventStreamResponse
+from proxy.gateway.relays.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
+from proxy.gateway.relays.upstream_usage import estimate_tokens, openai_usage, prompt_chars
+from proxy.gateway.translation.messages_chat import to_chat_request, to_messages_response
+from proxy.gateway.translation.messages_stream import MessagesStream, stream_error
 
 
 async def messages_via_chat(
