@@ -19,7 +19,7 @@ from openpyxl.worksheet.worksheet import Worksheet
 from metering.export.month import MonthExport
 from metering.export.story import pareto_sentence, spend_lines, top_use_cases, verdict
 from metering.export.views import total_tokens
-from metering.export.xlsx import NUMBER_FORMATS, cell_value, print_setup
+from metering.export.xlsx_style import NUMBER_FORMATS, cell_value, print_setup
 
 HEAD_FILL = "C0504D"  # the use cases of the 80 % set: bars and rows
 TAIL_FILL = "8EA9C8"

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
 
 from cost.usage import TokenUsage
 from metering.events import Status, UsageEvent, UsageSource, new_event_id
@@ -13,7 +14,17 @@ from proxy.gateway.attribution import UNKNOWN, Attribution, key_attribution
 if TYPE_CHECKING:
     from metering.ledger import Ledger
     from proxy.gateway.deployments import Deployment
-    from proxy.gateway.observability.telemetry import Telemetry
+
+
+class Telemetry(Protocol):
+    """What the request path reports besides the ledger (the request log, traces): implemented by
+    proxy.gateway.observability.telemetry, seen here only through this interface."""
+
+    def request_started(self, call: Call, headers: Mapping[str, str]) -> None: ...
+    def attempt_started(self, call: Call) -> None: ...
+    def propagate(self, call: Call, headers: dict[str, str]) -> dict[str, str]: ...
+    def finished(self, call: Call, event: UsageEvent, error_code: str | None) -> None: ...
+    def discarded(self, call: Call) -> None: ...
 
 
 class Call:

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from metering.export.month import build_month_export
-from metering.export.xlsx import sanitise
+from metering.export.xlsx_style import sanitise
 from metering.store import create_db_engine, upgrade_schema
 from metering.writer import insert_events
 from tests.metering.export.month_data import MONTH, tco_inputs, write_any
