@@ -42,6 +42,8 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 def configure_logging(level: str) -> None:
     """The process's log level and format; the request log's INFO lines follow the level."""
     logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
+    # alembic announces each of its plugins at INFO on every start: noise, not news
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def create_app(
