@@ -146,6 +146,41 @@ def scrub_event(call: Call, data: bytes) -> bytes:
     return dep.redactor.scrub_bytes(data)
 
 
+class ChatPayloads:
+    """The ``data:`` payloads of an OpenAI-shaped event stream, in the batches the network
+    delivered them (what arrived together leaves in one write); the wait counts as upstream
+    time, and ``done`` is set once ``[DONE]`` arrived (nothing after it is read)."""
+
+    __slots__ = ("_batches", "_call", "done")
+
+    def __init__(self, resp: UpstreamResponse, call: Call) -> None:
+        self._batches = resp.line_batches(idle_timeout_s(call))
+        self._call = call
+        self.done = False
+
+    def __aiter__(self) -> ChatPayloads:
+        return self
+
+    async def __anext__(self) -> list[bytes]:
+        if self.done:
+            raise StopAsyncIteration
+        t0 = time.perf_counter()
+        lines = await anext(self._batches, None)
+        self._call.upstream_s += time.perf_counter() - t0
+        if lines is None:
+            raise StopAsyncIteration
+        payloads = []
+        for line in lines:
+            if not line.startswith(b"data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                self.done = True
+                break
+            payloads.append(payload)
+        return payloads
+
+
 def idle_timeout_s(call: Call) -> float | None:
     dep = call.deployment
     return dep.stream_idle_timeout_s if dep is not None else None

@@ -4,7 +4,6 @@ own usage, with the same cancellation and error handling as the OpenAI relay."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,7 +14,7 @@ from metering.events import Status
 from proxy.gateway.call import Call
 from proxy.gateway.deployments import Deployment
 from proxy.gateway.errors import ProxyError, journal_unavailable, upstream_message
-from proxy.gateway.relays.exchange import idle_timeout_s, raise_for_upstream, read_timed, send_timed
+from proxy.gateway.relays.exchange import ChatPayloads, raise_for_upstream, read_timed, send_timed
 from proxy.gateway.relays.openai_relay import finish_stream
 from proxy.gateway.relays.streaming import EventStreamResponse
 from proxy.gateway.relays.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
@@ -55,24 +54,12 @@ async def _relay(
 ) -> AsyncIterator[bytes]:
     status: Status = "cancelled"
     chunks = 0
-    done = False
     started = False
-    batches = resp.line_batches(idle_timeout_s(call))
+    payloads = ChatPayloads(resp, call)
     try:
-        while not done:
-            t0 = time.perf_counter()
-            lines = await anext(batches, None)
-            call.upstream_s += time.perf_counter() - t0
-            if lines is None:
-                break
+        async for batch in payloads:
             out: list[bytes] = []  # what arrived together leaves in one write
-            for line in lines:
-                if not line.startswith(b"data:"):
-                    continue
-                payload = line[5:].strip()
-                if payload == b"[DONE]":
-                    done = True
-                    break
+            for payload in batch:
                 chunk = _json_object(payload)
                 if chunk is None:
                     continue  # a keep-alive comment or garbage: nothing to translate
@@ -88,7 +75,7 @@ async def _relay(
                     call.mark_first_chunk()
                     chunks += 1
                     out.extend(produced)
-            if done:
+            if payloads.done:
                 status = "ok"
                 # Journal before the client sees the end: a whole response is always recorded.
                 finish_stream(call, status, translator.usage, request, chunks)
@@ -97,7 +84,7 @@ async def _relay(
                 out.append(translator.end())
             if out:
                 yield b"".join(out)
-        if not done:
+        if not payloads.done:
             status = "upstream_error"
             yield stream_error("upstream closed the stream before it finished")
     except UpstreamTimeout:
@@ -107,7 +94,7 @@ async def _relay(
         status = "upstream_error"
         yield stream_error(str(exc))
     finally:
-        if done:
+        if payloads.done:
             resp.release()
         else:
             resp.close()

@@ -8,7 +8,6 @@ except that on streams we always ask the upstream for usage and hide the usage-o
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -22,8 +21,8 @@ from proxy.gateway.deployments import Deployment
 from proxy.gateway.errors import journal_unavailable
 from proxy.gateway.relays.exchange import (
     DRAIN_MESSAGE,
+    ChatPayloads,
     error_event,
-    idle_timeout_s,
     is_chat_completion,
     is_embeddings,
     parse_answer,
@@ -141,24 +140,12 @@ async def _relay(
 ) -> AsyncIterator[bytes]:
     status: Status = "cancelled"
     chunks = 0
-    done = False
-    batches = resp.line_batches(idle_timeout_s(call))
+    payloads = ChatPayloads(resp, call)
     out: list[bytes] = []
     try:
-        while not done:
-            t0 = time.perf_counter()
-            lines = await anext(batches, None)
-            call.upstream_s += time.perf_counter() - t0
-            if lines is None:
-                break
+        async for batch in payloads:
             out = []
-            for line in lines:
-                if not line.startswith(b"data:"):
-                    continue
-                payload = line[5:].strip()
-                if payload == b"[DONE]":
-                    done = True
-                    break
+            for payload in batch:
                 if b'"usage"' in payload and b'"usage":null' not in payload:
                     payload = view.filter(payload)
                     if not payload:
@@ -166,8 +153,9 @@ async def _relay(
                 call.mark_first_chunk()
                 chunks += 1
                 out.append(b"data: " + scrub_event(call, payload) + b"\n\n")
-            if out and not done:  # what arrived together leaves in one write
+            if out and not payloads.done:  # what arrived together leaves in one write
                 yield b"".join(out)
+        done = payloads.done
         status = "ok" if done else "upstream_error"
         # Journal before the client sees the end: a response received whole is always recorded.
         finish_stream(call, status, view.last, body, chunks, broken=view.broken)
@@ -185,7 +173,7 @@ async def _relay(
         status = "internal_error"
         yield error_event(f"internal error ({type(exc).__name__})")
     finally:
-        if done:
+        if payloads.done:
             resp.release()
         else:
             resp.close()

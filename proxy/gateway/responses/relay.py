@@ -8,7 +8,6 @@ recorded with what was counted so far and ends with ``response.failed``.
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -28,7 +27,7 @@ from proxy.gateway.relays.anthropic_relay import (
     release_upstream,
 )
 from proxy.gateway.relays.exchange import (
-    idle_timeout_s,
+    ChatPayloads,
     is_anthropic_message,
     is_chat_completion,
     parse_answer,
@@ -85,24 +84,13 @@ async def _relay_chat(
 ) -> AsyncIterator[bytes]:
     status: Status = "cancelled"
     usage: dict[str, Any] | None = None
-    chunks, done = 0, False
-    batches = resp.line_batches(idle_timeout_s(call))
+    chunks = 0
+    payloads = ChatPayloads(resp, call)
     try:
         yield b"".join(stream.opening())
-        while not done:
-            t0 = time.perf_counter()
-            lines = await anext(batches, None)
-            call.upstream_s += time.perf_counter() - t0
-            if lines is None:
-                break
+        async for batch in payloads:
             out: list[bytes] = []  # what arrived together leaves in one write
-            for line in lines:
-                if not line.startswith(b"data:"):
-                    continue
-                payload = line[5:].strip()
-                if payload == b"[DONE]":
-                    done = True
-                    break
+            for payload in batch:
                 try:
                     chunk = orjson.loads(payload)
                 except orjson.JSONDecodeError:
@@ -118,6 +106,7 @@ async def _relay_chat(
                 out += events
             if out:
                 yield b"".join(out)
+        done = payloads.done
         status = "ok" if done else "upstream_error"
         finish_stream(call, status, usage, body, chunks)  # journaled before the client sees it
         if done:
@@ -131,7 +120,7 @@ async def _relay_chat(
         status = "upstream_error"
         yield stream.failed(str(exc))
     finally:
-        if done:
+        if payloads.done:
             resp.release()
         else:
             resp.close()
