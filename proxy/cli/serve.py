@@ -8,12 +8,15 @@ import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from proxy.cli.common import ConfigOpt, fail, load, open_ledger
 from proxy.config.settings import ConfigError, ModelConfig, Settings
+
+if TYPE_CHECKING:
+    from cost.pricebook import Pricebook
 
 log = logging.getLogger("tokenmeter")
 
@@ -37,8 +40,11 @@ def serve(
     os.environ[ENV_LOG_LEVEL] = log_level
     settings = load(config)
     models = effective_models(settings)
-    _check_tco(settings, models)
-    _preflight(settings, models)
+    from proxy.config.pricebook import build_pricebook
+
+    book = build_pricebook(settings, models)  # reads the price map: once, for both checks
+    _check_tco(settings, models, book)
+    _preflight(settings, models, book)
     _check_admin_key(settings, models)
     # migrate SQLite once here, not racing in every worker; refuse an outdated shared database
     # (or one that does not answer) with one clear line before any worker starts
@@ -105,13 +111,12 @@ def _metrics_shared_between(workers: int) -> Iterator[None]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def _check_tco(settings: Settings, models: list[ModelConfig]) -> None:
+def _check_tco(settings: Settings, models: list[ModelConfig], book: Pricebook) -> None:
     """Stop on an unusable TCO plan; log each missing or deprecated price key once, at start."""
-    from proxy.config.pricebook import build_pricebook
     from proxy.gateway.projector import tco_inputs
 
     try:
-        inputs = tco_inputs(settings.tco, build_pricebook(settings, models), models)
+        inputs = tco_inputs(settings.tco, book, models)
     except ConfigError as exc:
         fail(str(exc), code=2)
     for warning in inputs.warnings:
@@ -140,17 +145,16 @@ def _check_admin_key(settings: Settings, models: list[ModelConfig]) -> None:
     )
 
 
-def _preflight(settings: Settings, models: list[ModelConfig]) -> None:
+def _preflight(settings: Settings, models: list[ModelConfig], book: Pricebook) -> None:
     from proxy.cli.preflight import (
         StartupError,
         check_api_keys,
         check_journal_dir,
         unpriced_deployments,
     )
-    from proxy.config.pricebook import build_pricebook
     from proxy.gateway.observability.telemetry import check_tracing_installed
 
-    for warning in unpriced_deployments(build_pricebook(settings, models), models):
+    for warning in unpriced_deployments(book, models):
         log.warning("%s", warning)
 
     try:

@@ -104,9 +104,8 @@ async def _translate_stream(
                     state.chunks += 1
                     out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
                 if event.get("type") == "message_stop":
-                    record_stream(
-                        call, body, tracker, state
-                    )  # journaled before the client sees the end
+                    # journaled before the client sees the end
+                    record_stream(call, body, tracker, state)
                     final = translator.usage_chunk(tracker.fields)
                     if final is not None:
                         out.append(b"data: " + orjson.dumps(final) + b"\n\n")
@@ -189,9 +188,8 @@ async def _relay_native(
                 elif kind == "error":
                     state.status = "upstream_error"
                 elif kind == "message_stop":
-                    record_stream(
-                        call, body, tracker, state
-                    )  # journaled before the client sees the end
+                    # journaled before the client sees the end
+                    record_stream(call, body, tracker, state)
                     yield b"".join(out)
                     return
             if out:
