@@ -141,11 +141,57 @@ def _count_lines(path: Path, offset: int) -> int:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: f.read(1 << 20), b""))
 
 
-def _read_checkpoint(path: Path) -> int:
+def read_checkpoint(path: Path) -> int:
+    """The committed offset of segment ``path`` (0 when it has no checkpoint yet)."""
     try:
         return int(path.with_name(path.name + ".ckpt").read_text() or 0)
     except (FileNotFoundError, ValueError):
         return 0
+
+
+def pending_bytes_on_disk(directory: Path) -> int:
+    """Bytes of every segment in ``directory`` past its checkpoint: what the database does not
+    have yet, read from the files themselves (whoever holds them)."""
+    total = 0
+    for path in directory.glob(SEGMENT_GLOB):
+        try:
+            total += max(0, path.stat().st_size - read_checkpoint(path))
+        except FileNotFoundError:  # drained and removed meanwhile
+            continue
+    return total
+
+
+def lock_is_held(path: Path) -> bool:
+    """Whether a live process holds an exclusive ``flock`` on ``path``."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def claim_if_orphan(path: Path, offset: int | None = None) -> Segment | None:
+    """The segment at ``path``, locked by us, if no live process holds it (its writer died or
+    rotated away from it); None if one does, or it is gone. ``offset``: where its checkpoint is
+    known to be (else read from the checkpoint file)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)  # a live process holds it
+        return None
+    if offset is None:
+        offset = read_checkpoint(path)
+    return Segment(path, offset, fd, pending_events=_count_lines(path, offset))
 
 
 class Journal:
@@ -157,9 +203,13 @@ class Journal:
         *,
         fsync: FsyncPolicy = "none",
         segment_max_bytes: int = 64 * 1024 * 1024,
+        release_on_rotate: bool = False,
     ) -> None:
+        """``release_on_rotate``: a rotated-out segment is closed (its lock released) rather than
+        kept for this process to drain: the ledger process takes it from there."""
         self.directory = directory
         self.fsync = fsync
+        self._release = release_on_rotate
         self._segment_max_bytes = segment_max_bytes
         self.active: Segment | None = None
         self._size = 0
@@ -180,6 +230,18 @@ class Journal:
         path, fd = self._new_segment()
         self._install(path, fd)
 
+    def rotate(self) -> None:
+        """Start a fresh segment now (e.g. the active one is drained); JournalError if not."""
+        try:
+            self._rotate()
+        except OSError as exc:
+            raise JournalError(f"cannot start a segment in {self.directory}: {exc}") from exc
+
+    @property
+    def size(self) -> int:
+        """Bytes appended to the active segment."""
+        return self._size
+
     def _new_segment(self) -> tuple[Path, int]:
         """A fresh segment, locked before its name can be seen: another process scanning for
         orphans must never find it unlocked."""
@@ -196,14 +258,20 @@ class Journal:
         return path, fd
 
     def _install(self, path: Path, fd: int, size: int = 0) -> None:
-        if self.active is not None:
-            self.retired.append(self.active)
+        old = self.active
+        if old is not None and self._release:
+            if old.fd is not None:
+                os.close(old.fd)
+                old.fd = None
+        elif old is not None:
+            self.retired.append(old)
         self.active = Segment(path, 0, fd)
         self._size = size
         self._torn = False
 
-    def append(self, event: UsageEvent) -> None:
-        """Write one event durably enough to survive a process kill; JournalError if not."""
+    def append(self, event: UsageEvent) -> tuple[Path, int]:
+        """Write one event durably enough to survive a process kill; JournalError if not.
+        Returns the segment it went to and the byte offset just past its line."""
         line = encode_event(event)
         seg = self.active
         if seg is None or seg.fd is None:
@@ -221,8 +289,10 @@ class Journal:
             raise JournalError(f"cannot append to journal {seg.path}: {exc}") from exc
         self._size += len(line)
         self.appended += 1
+        end = self._size
         if self._size >= self._segment_max_bytes:
             self._rotate()
+        return seg.path, end
 
     def _cut_torn_tail(self, seg: Segment) -> None:
         """After a failed append, part of the line may be on disk: cut it off, or the next
@@ -281,14 +351,9 @@ class Journal:
         for path in sorted(self.directory.glob(SEGMENT_GLOB)):
             if path in own:
                 continue
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)  # a live process holds it
-                continue
-            offset = _read_checkpoint(path)
-            orphans.append(Segment(path, offset, fd, pending_events=_count_lines(path, offset)))
+            orphan = claim_if_orphan(path)
+            if orphan is not None:
+                orphans.append(orphan)
         return orphans
 
     def _own_segments(self) -> Iterator[Segment]:

@@ -4,13 +4,32 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Protocol
 
 from cost.pricebook import Pricebook
 from metering.events import UsageEvent
 from metering.metrics import UsageMetrics
-from metering.writer import BatchWriter
 
 log = logging.getLogger(__name__)
+
+
+class Sink(Protocol):
+    """Where recorded events go: ``metering.appender.JournalAppender`` (the ledger process
+    takes them from the journal) or ``metering.writer.BatchWriter`` (inline, in this process)."""
+
+    journal_failed: bool
+
+    def submit(self, event: UsageEvent) -> bool: ...
+    @property
+    def own_pending_events(self) -> int: ...
+    @property
+    def backlog_events(self) -> int: ...
+    @property
+    def backlog_bytes(self) -> int: ...
+    @property
+    def db_ok(self) -> bool: ...
+    @property
+    def stalled(self) -> str | None: ...
 
 
 class Ledger:
@@ -19,7 +38,7 @@ class Ledger:
     def __init__(
         self,
         *,
-        writer: BatchWriter,
+        writer: Sink,
         prices: Pricebook,
         reject_unjournaled: bool,
         metrics: UsageMetrics | None = None,
@@ -104,6 +123,3 @@ class Ledger:
                 model,
                 backend,
             )
-
-    async def flush(self) -> None:
-        await self._writer.flush()

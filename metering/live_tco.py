@@ -335,6 +335,12 @@ def _duration(seconds: float) -> str:
     return f"{seconds / 86_400:.1f} days"
 
 
+NO_TRAFFIC = (
+    "no traffic recorded yet: send requests through the gateway, the projection follows "
+    "within one projector interval"
+)
+
+
 def project_live(
     engine: Engine, inputs: TcoInputs, *, window_days: float, now: datetime
 ) -> LiveProjection:
@@ -343,8 +349,7 @@ def project_live(
         read_window(engine, now=now, window_days=window_days),
         inputs,
         as_of=now,
-        empty="no traffic recorded yet: send requests through the gateway, the "
-        "projection follows within one projector interval",
+        empty=NO_TRAFFIC,
     )
 
 

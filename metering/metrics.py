@@ -139,12 +139,7 @@ class UsageMetrics:
             ["exception"],
             registry=r,
         )
-        self.quarantined = Counter(
-            "tokenmeter_ledger_quarantined",
-            "Events the database refused on their data, moved to the quarantine "
-            "(`tokenmeter ledger quarantine list`).",
-            registry=r,
-        )
+        self.quarantined = quarantined_counter(r)
         self.duration = Histogram(
             "tokenmeter_request_duration_seconds",
             "Request duration, first byte in to last byte out.",
@@ -401,6 +396,17 @@ class StateMetrics:
 
 def _or_never(value: float | None) -> float:
     return -1.0 if value is None or math.isinf(value) else value
+
+
+def quarantined_counter(registry: CollectorRegistry) -> Counter:
+    """Kept by whoever writes the database: a serving process (inline ledger), or the ledger
+    process (in the shared metrics directory, when serve runs several workers)."""
+    return Counter(
+        "tokenmeter_ledger_quarantined",
+        "Events the database refused on their data, moved to the quarantine "
+        "(`tokenmeter ledger quarantine list`).",
+        registry=registry,
+    )
 
 
 def exposition(registry: CollectorRegistry) -> bytes:

@@ -19,12 +19,20 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import Engine, delete, text
 
 from metering.events import UsageEvent
 from metering.ingest import EVENTS, insert_rows
-from metering.journal import Journal, JournalError, Segment
+from metering.journal import (
+    SEGMENT_GLOB,
+    Journal,
+    JournalError,
+    Segment,
+    claim_if_orphan,
+    read_checkpoint,
+)
 from metering.quarantine import Quarantine, insert_isolating
 
 log = logging.getLogger(__name__)
@@ -48,7 +56,12 @@ def prune_events(engine: Engine, *, older_than: datetime) -> int:
 
 class BatchWriter:
     """Appends events to the journal (or, with the journal off, a memory queue) and moves them
-    to the database every ``flush_interval_s`` or ``max_batch`` events."""
+    to the database every ``flush_interval_s`` or ``max_batch`` events.
+
+    With ``shared_dir`` instead of a journal, it appends nothing: it is the ledger process's
+    writer, moving every segment of that directory into the database: those of live serving
+    processes (it owns their checkpoints) and those left by processes gone or rotated away.
+    """
 
     def __init__(
         self,
@@ -59,9 +72,13 @@ class BatchWriter:
         flush_interval_s: float,
         fsync_interval_s: float = 1.0,
         retention_days: int | None = None,
+        shared_dir: Path | None = None,
     ) -> None:
+        assert journal is None or shared_dir is None, "a journal of its own, or a shared one"
         self._engine = engine
         self._journal = journal
+        self._shared = shared_dir
+        self._live: dict[Path, Segment] = {}  # shared: segments live processes append to
         self._max_batch = max_batch
         self._interval_s = flush_interval_s
         self._fsync_interval_s = fsync_interval_s
@@ -76,7 +93,7 @@ class BatchWriter:
         self.written = 0
         self.db_ok = True
         self.stalled: str | None = None  # the database answers, yet this error stops the writer
-        self.quarantine = Quarantine(engine, journal.directory if journal else None)
+        self.quarantine = Quarantine(engine, journal.directory if journal else shared_dir)
 
     @property
     def backlog_events(self) -> int:
@@ -90,12 +107,17 @@ class BatchWriter:
         return len(self._memory) + own
 
     @property
+    def orphan_events(self) -> int:
+        """Events of segments whose writers are gone, not yet in the database."""
+        return sum(o.pending_events for o in self._orphans)
+
+    @property
     def backlog_bytes(self) -> int:
-        if self._journal is None:
-            return 0
-        segments = [*self._orphans, *self._journal.retired]
-        if self._journal.active is not None:
-            segments.append(self._journal.active)
+        segments = [*self._orphans, *self._live.values()]
+        if self._journal is not None:
+            segments += self._journal.retired
+            if self._journal.active is not None:
+                segments.append(self._journal.active)
         return sum(s.pending_bytes() for s in segments)
 
     def submit(self, event: UsageEvent) -> bool:
@@ -158,6 +180,8 @@ class BatchWriter:
             if self._journal and now - last_scan >= _ORPHAN_SCAN_S:
                 self._orphans += self._journal.claim_orphans()  # workers that died since
                 last_scan = now
+            if self._shared is not None:
+                self._scan_shared()
             try:
                 await self.flush()
                 if self._retention_days and now - last_prune >= 3600:
@@ -179,6 +203,24 @@ class BatchWriter:
             if self._journal is not None:
                 self._journal.truncate_drained()
         await self._final_flush()
+
+    def _scan_shared(self) -> None:
+        """Find the directory's segments: a live process holds each of ``_live``; one nobody
+        holds any more (its writer rotated away, exited or died) becomes an orphan, drained to
+        its end and removed."""
+        assert self._shared is not None
+        claimed = {o.path for o in self._orphans}
+        present = set(self._shared.glob(SEGMENT_GLOB))
+        for path in sorted(present - claimed):
+            known = self._live.get(path)
+            orphan = claim_if_orphan(path, known.offset if known else None)
+            if orphan is not None:
+                self._live.pop(path, None)
+                self._orphans.append(orphan)
+            elif known is None and path.exists():
+                self._live[path] = Segment(path, read_checkpoint(path))
+        for path in [p for p in self._live if p not in present]:
+            del self._live[path]
 
     def _database_answers(self) -> bool:
         try:
@@ -241,6 +283,8 @@ class BatchWriter:
             self._drain_segment(seg, final=True, own=False)
             self._orphans.remove(seg)
             seg.remove()
+        for seg in list(self._live.values()):
+            self._drain_segment(seg, final=False, own=False)
         if self._journal is None:
             return
         for seg in list(self._journal.retired):

@@ -99,6 +99,21 @@ def tokenmeter(*args: str, timeout_s: float = 60) -> str:
     return proc.stdout
 
 
+def descendants(pid: int) -> list[int]:
+    """Every process below ``pid`` (Linux /proc), children first."""
+    found: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except FileNotFoundError:
+        return found
+    for task in tasks:
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            for child in (task / "children").read_text().split():
+                found.append(int(child))
+                found += descendants(int(child))
+    return found
+
+
 class ServerProcess:
     """``tokenmeter serve`` in a subprocess on a free loopback port, output to files."""
 
@@ -168,10 +183,19 @@ class ServerProcess:
         return False
 
     def kill(self) -> None:
-        """SIGKILL: no shutdown hooks, no final flush."""
+        """SIGKILL to serve and every process it started (its ledger process among them), as
+        a crash of the host would: no shutdown hooks, no final flush anywhere."""
         if self.proc is not None and self.proc.poll() is None:
+            tree = descendants(self.proc.pid)
             os.kill(self.proc.pid, signal.SIGKILL)
+            for pid in tree:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             self.proc.wait(10)
+
+    def children(self) -> list[int]:
+        assert self.proc is not None
+        return descendants(self.proc.pid)
 
     def stop(self) -> None:
         """Graceful stop (SIGTERM), SIGKILL if it hangs."""

@@ -20,7 +20,8 @@ from sqlalchemy import Engine, text
 
 from metering.store import create_db_engine
 from proxy.app import create_app
-from proxy.config.settings import load_settings
+from proxy.cli.ledger import ledger_service
+from proxy.config.settings import Settings, load_settings
 
 ADMIN_KEY = "admin-test-key"
 T = TypeVar("T")
@@ -76,11 +77,14 @@ class Gateway:
         )
         self._thread = threading.Thread(target=self._run, daemon=True)
         self.engine: Engine = create_db_engine(self.db_url)
+        self.ledger = LedgerThread(self.settings) if self.settings.storage.ledger_process else None
 
     def _run(self) -> None:
         asyncio.run(self._server.serve(sockets=[self._sock]))
 
     def start(self) -> Gateway:
+        if self.ledger is not None:
+            self.ledger.start()
         self._thread.start()
         wait_for(lambda: self._server.started, timeout_s=20)
         return self
@@ -88,6 +92,8 @@ class Gateway:
     def stop(self) -> None:
         self._server.should_exit = True
         self._thread.join(timeout=10)
+        if self.ledger is not None:
+            self.ledger.stop()
         self.engine.dispose()
 
     @property
@@ -122,6 +128,29 @@ class Gateway:
         rows = seen[-1]
         assert len(rows) == n, rows
         return rows
+
+
+class LedgerThread:
+    """The ledger process's work (``tokenmeter ledger run``) in a thread of the test process,
+    beside an in-thread ``Gateway``: the same code, sharing the journal directory the same way."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.service = ledger_service(settings)
+        self._loop = asyncio.new_event_loop()
+        self._stop = asyncio.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True, name="test-ledger")
+
+    def _run(self) -> None:
+        self._loop.run_until_complete(self.service.run(self._stop))
+
+    def start(self) -> LedgerThread:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout=30)
+        self._loop.close()
 
 
 def free_port() -> int:

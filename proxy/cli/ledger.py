@@ -1,18 +1,85 @@
-"""``tokenmeter ledger``: the ledger's quarantine, inspected and replayed after a fix."""
+"""``tokenmeter ledger``: the ledger process, and its quarantine inspected and replayed."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from proxy.cli.common import ConfigOpt, load, open_ledger
+from proxy.cli.common import ConfigOpt, fail, load, open_ledger
 
-ledger_cli = typer.Typer(help="The ledger: its quarantine of refused events.", no_args_is_help=True)
+if TYPE_CHECKING:
+    from metering.service import LedgerService
+    from proxy.config.settings import Settings
+
+ledger_cli = typer.Typer(
+    help="The ledger: its process, and its quarantine of refused events.", no_args_is_help=True
+)
 quarantine_cli = typer.Typer(
     help="Events the database refused on their data (see docs/ledger.md).", no_args_is_help=True
 )
 ledger_cli.add_typer(quarantine_cli, name="quarantine")
+
+
+def ledger_service(settings: Settings, *, parent_pid: int | None = None) -> LedgerService:
+    """The ledger process's work for these settings (its database engine opened)."""
+    import os
+    from pathlib import Path
+
+    from metering.service import LedgerService
+    from metering.store import create_db_engine
+
+    storage = settings.storage
+    on_quarantined = None
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # serve with several workers: they read it
+        from prometheus_client import CollectorRegistry
+
+        from metering.metrics import quarantined_counter
+
+        on_quarantined = quarantined_counter(CollectorRegistry()).inc
+    return LedgerService(
+        create_db_engine(storage.url),
+        Path(storage.journal_dir),
+        max_batch=storage.batch_max_events,
+        flush_interval_s=storage.flush_interval_s,
+        retention_days=storage.retention_days,
+        window_days=settings.tco.window_days,
+        window_interval_s=settings.tco.interval_s,
+        parent_pid=parent_pid,
+        on_quarantined=on_quarantined,
+    )
+
+
+@ledger_cli.command("run")
+def ledger_run(
+    config: ConfigOpt = None,
+    parent_pid: Annotated[
+        int | None, typer.Option(hidden=True, help="stop when this process is gone (serve)")
+    ] = None,
+    log_level: Annotated[str, typer.Option(envvar="TOKENMETER_LOG_LEVEL")] = "info",
+) -> None:
+    """Move the journal into the database (serve starts this itself; run it alone to drain a
+    journal, or as its own service beside the gateway's workers)."""
+    import asyncio
+    import signal
+
+    from proxy.app import configure_logging
+
+    configure_logging(log_level)
+    settings = load(config)
+    if not settings.storage.journal:
+        fail("storage.journal is off: there is no journal for a ledger process to move", code=2)
+    open_ledger(settings).dispose()  # migrate, or refuse an outdated database, first
+    service = ledger_service(settings, parent_pid=parent_pid)
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+            loop.add_signal_handler(sig, stop.set)
+        await service.run(stop)
+
+    asyncio.run(main())
 
 
 @quarantine_cli.command("list")

@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
@@ -49,7 +51,12 @@ def serve(
     # migrate SQLite once here, not racing in every worker; refuse an outdated shared database
     # (or one that does not answer) with one clear line before any worker starts
     open_ledger(settings).dispose()
-    with _metrics_shared_between(workers), run_simulated(models) as bases:
+    with (
+        _stops_in_order(),
+        _metrics_shared_between(workers),
+        run_simulated(models) as bases,
+        _ledger_process(settings, config, log_level),
+    ):
         _announce(settings, models, bases)
         os.environ[ENV_BASES] = encode_bases(bases)
         if config is not None:
@@ -93,6 +100,52 @@ def _http_protocol(settings: Settings) -> object:
     lim = settings.limits
     limits = HeadLimits(lim.max_header_bytes, lim.max_headers, lim.header_timeout_s)
     return functools.partial(LimitedHttpToolsProtocol, limits=limits)
+
+
+class _Stopped(Exception):
+    def __init__(self, signum: int) -> None:
+        self.signum = signum
+
+
+@contextmanager
+def _stops_in_order() -> Iterator[None]:
+    """uvicorn raises the SIGTERM or SIGINT it stopped on again once it is done, for the
+    handler it found to end the process: ours unwinds serve's contexts first (the ledger process
+    drains the workers' last events), then ends the process by that signal as before."""
+    import signal
+
+    def stop(signum: int, frame: object) -> None:
+        raise _Stopped(signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    except _Stopped as exc:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        signal.signal(exc.signum, signal.SIG_DFL)
+        signal.raise_signal(exc.signum)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextmanager
+def _ledger_process(settings: Settings, config: Path | None, log_level: str) -> Iterator[None]:
+    """The ledger process beside the workers (storage.ledger: process), restarted if it dies;
+    stopped after the workers, so its last drain takes their last events."""
+    if not settings.storage.ledger_process:
+        yield
+        return
+    from proxy.cli.supervise import Supervised
+
+    cmd = [sys.executable, "-m", "proxy", "ledger", "run", "--parent-pid", str(os.getpid())]
+    cmd += ["--log-level", log_level, *(["--config", str(config)] if config else [])]
+    child = Supervised("ledger process", cmd).start()
+    try:
+        yield
+    finally:
+        child.stop(timeout_s=60)
 
 
 @contextmanager

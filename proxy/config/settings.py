@@ -125,6 +125,16 @@ class StorageSettings(_Strict):
         "holding events in memory (lost if the process dies before the database takes them)",
     )
     retention_days: int | None = Field(default=None, gt=0)
+    ledger: Literal["process", "inline"] = Field(
+        default="process",
+        description="process: the serving processes only append to the journal and a ledger "
+        "process (started by serve; `tokenmeter ledger run`) moves it into the database; "
+        "inline: each serving process writes the database itself (always so without a journal)",
+    )
+
+    @property
+    def ledger_process(self) -> bool:
+        return self.journal and self.ledger == "process"
 
 
 class AuthSettings(_Strict):

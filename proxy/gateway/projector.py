@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, date, datetime
+from pathlib import Path
 
 from sqlalchemy import Engine
 
@@ -17,8 +18,9 @@ from cost.migration import MigrationTarget
 from cost.pricebook import Pricebook
 from cost.prices import ModelPrice
 from cost.scenarios import Scenario, get_scenario
-from metering.live_tco import LiveProjection, TcoInputs, project_live
+from metering.live_tco import NO_TRAFFIC, LiveProjection, TcoInputs, project_live, project_window
 from metering.price_map import price_map_version
+from metering.status import read_window_file
 from proxy.config.settings import MigrationTargetConfig, ModelConfig, TcoSettings
 
 log = logging.getLogger(__name__)
@@ -110,11 +112,23 @@ def project_now(
 
 
 class Projector:
-    """Holds the latest projection; ``latest`` is None until the first one is done."""
+    """Holds the latest projection; ``latest`` is None until the first one is done.
+
+    With ``window_dir`` (the ledger runs in its own process), the window the projection needs
+    from the database is the one the ledger process writes there every few seconds: this
+    process only projects it onto the plan. It reads the database itself only when that file is
+    missing or stale (the ledger process not running)."""
 
     def __init__(
-        self, engine: Engine, tco: TcoSettings, book: Pricebook, models: list[ModelConfig]
+        self,
+        engine: Engine,
+        tco: TcoSettings,
+        book: Pricebook,
+        models: list[ModelConfig],
+        *,
+        window_dir: Path | None = None,
     ) -> None:
+        self._window_dir = window_dir
         self._engine = engine
         self._tco = tco
         self._book = book
@@ -130,9 +144,19 @@ class Projector:
             self._task.cancel()
 
     async def refresh(self) -> LiveProjection:
-        self.latest = await asyncio.to_thread(
-            project_now, self._engine, self._tco, self._book, self._models
-        )
+        shared = read_window_file(self._window_dir) if self._window_dir is not None else None
+        now = datetime.now(UTC)
+        if shared is not None and now.timestamp() - shared[0] <= 3 * self._tco.interval_s + 5:
+            self.latest = project_window(
+                shared[1],
+                tco_inputs(self._tco, self._book, self._models),
+                as_of=now,
+                empty=NO_TRAFFIC,
+            )
+        else:
+            self.latest = await asyncio.to_thread(
+                project_now, self._engine, self._tco, self._book, self._models
+            )
         return self.latest
 
     async def _run(self) -> None:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
+from metering.appender import JournalAppender
 from metering.budgets import Budget
 from metering.journal import Journal
 from metering.ledger import Ledger
@@ -18,7 +20,7 @@ from metering.store import create_db_engine, prepare_schema
 from metering.writer import BatchWriter
 from proxy.config.catalogue import effective_routes
 from proxy.config.pricebook import build_pricebook
-from proxy.config.settings import BudgetSettings, ModelConfig, Settings
+from proxy.config.settings import BudgetSettings, ModelConfig, Settings, StorageSettings
 from proxy.gateway.auth import KeyCache
 from proxy.gateway.deployments import Router, build_router
 from proxy.gateway.drain import Drain
@@ -36,7 +38,7 @@ class Runtime:
     settings: Settings
     engine: Engine
     ledger: Ledger
-    writer: BatchWriter
+    writer: BatchWriter | JournalAppender
     keys: KeyCache
     router: Router
     upstream: Upstream
@@ -44,6 +46,7 @@ class Runtime:
     open_mode: bool
     admin_open: bool  # the simulated open mode: the admin API answers loopback without a key
     metrics: CollectorRegistry
+    usage_metrics: UsageMetrics
     state: StateMetrics
     projector: Projector
     budgets: BudgetGuard
@@ -53,6 +56,7 @@ class Runtime:
     simulated_bases: dict[tuple[str, int], str] = field(default_factory=dict)
     telemetry: Telemetry | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    quarantined_seen: tuple[int, int] = (0, 0)  # (ledger process, its count) counted so far
 
 
 async def build_runtime(
@@ -67,18 +71,7 @@ async def build_runtime(
     engine = create_db_engine(storage.url)
     await asyncio.to_thread(prepare_schema, engine)
     prices = await asyncio.to_thread(build_pricebook, settings, models)
-    journal = None
-    if storage.journal:
-        journal = Journal(Path(storage.journal_dir), fsync=storage.fsync)
-        journal.open()
-    writer = BatchWriter(
-        engine,
-        journal,
-        max_batch=storage.batch_max_events,
-        flush_interval_s=storage.flush_interval_s,
-        fsync_interval_s=storage.fsync_interval_s,
-        retention_days=storage.retention_days,
-    )
+    writer = _writer(storage, engine)
     registry = CollectorRegistry(auto_describe=True)
     m = settings.metrics
     usage_metrics = UsageMetrics(
@@ -92,7 +85,8 @@ async def build_runtime(
     keys = KeyCache(
         engine, refresh_interval_s=settings.auth.refresh_interval_s, required=not open_mode
     )
-    writer.quarantine.on_quarantined = usage_metrics.quarantined.inc
+    if isinstance(writer, BatchWriter):
+        writer.quarantine.on_quarantined = usage_metrics.quarantined.inc
     upstream = Upstream()
     ledger = Ledger(
         writer=writer,
@@ -133,12 +127,19 @@ async def build_runtime(
         admin_open=open_mode and all(d.simulated for m in models for d in m.deployments),
         metrics=registry,
         state=StateMetrics(registry),
-        projector=Projector(engine, settings.tco, prices, models),
+        projector=Projector(
+            engine,
+            settings.tco,
+            prices,
+            models,
+            window_dir=Path(storage.journal_dir) if storage.ledger_process else None,
+        ),
         budgets=budgets,
         limiter=limiter,
         identity=IdentityMetrics(registry),
         drain=Drain(settings.limits.drain_timeout_s),
         simulated_bases=simulated_bases,
+        usage_metrics=usage_metrics,
         telemetry=telemetry,
     )
     rt.projector.start()
@@ -162,6 +163,35 @@ async def close_runtime(rt: Runtime) -> None:
         await rt.telemetry.close()
 
 
+def _writer(storage: StorageSettings, engine: Engine) -> BatchWriter | JournalAppender:
+    """The journal's appender when a ledger process takes it from there, else a writer of our
+    own (inline: the batch writer thread in this process)."""
+    journal = None
+    if storage.journal:
+        journal = Journal(
+            Path(storage.journal_dir),
+            fsync=storage.fsync,
+            release_on_rotate=storage.ledger_process,
+        )
+        journal.open()
+    if journal is not None and storage.ledger_process:
+        return JournalAppender(
+            engine,
+            journal,
+            tick_s=min(storage.flush_interval_s, 0.2),
+            fsync_interval_s=storage.fsync_interval_s,
+            stale_after_s=max(10.0, 20 * storage.flush_interval_s),
+        )
+    return BatchWriter(
+        engine,
+        journal,
+        max_batch=storage.batch_max_events,
+        flush_interval_s=storage.flush_interval_s,
+        fsync_interval_s=storage.fsync_interval_s,
+        retention_days=storage.retention_days,
+    )
+
+
 def config_budgets(settings: BudgetSettings) -> list[Budget]:
     return [
         Budget(
@@ -179,6 +209,15 @@ def config_budgets(settings: BudgetSettings) -> list[Budget]:
 
 def publish_state(rt: Runtime) -> None:
     """Copy this process's ledger state and latest projection into the state gauges."""
+    status = rt.writer.status if isinstance(rt.writer, JournalAppender) else None
+    if status is not None and not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # one process: the ledger process's count becomes our counter (several workers read
+        # the counter the ledger process keeps in the shared metrics directory instead)
+        pid, seen = rt.quarantined_seen
+        seen = seen if pid == status.pid else 0
+        if status.quarantined > seen:
+            rt.usage_metrics.quarantined.inc(status.quarantined - seen)
+        rt.quarantined_seen = (status.pid, status.quarantined)
     rt.state.set_ledger(
         backlog_events=rt.ledger.backlog_events,
         backlog_bytes=rt.ledger.backlog_bytes,
