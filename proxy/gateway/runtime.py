@@ -180,7 +180,7 @@ def _writer(storage: StorageSettings, engine: Engine) -> BatchWriter | JournalAp
             journal,
             tick_s=min(storage.flush_interval_s, 0.2),
             fsync_interval_s=storage.fsync_interval_s,
-            stale_after_s=max(10.0, 20 * storage.flush_interval_s),
+            stale_after_s=max(5.0, 20 * storage.flush_interval_s),
         )
     return BatchWriter(
         engine,

@@ -25,15 +25,18 @@ from tests.durability_support import (
     Outcome,
     ServerProcess,
     TcpRelay,
+    assert_client_usage_recorded,
+    assert_no_duplicates,
+    assert_rollups_equal_events,
     chat,
+    events_by_session,
     new_session,
+    prepare_postgres,
     query,
     run_load,
     tokenmeter,
     write_config,
 )
-
-TOKEN_COLUMNS = ("input_tokens", "output_tokens")
 
 
 @pytest.fixture
@@ -46,71 +49,6 @@ def servers() -> Iterator[list[ServerProcess]]:
         s.kill()
     for s in started:
         print(s.logs())
-
-
-def events_by_session(db_url: str) -> dict[str, list[dict[str, Any]]]:
-    rows = query(
-        db_url,
-        "SELECT id, session, status, usage_source, input_tokens, output_tokens FROM usage_events",
-    )
-    out: dict[str, list[dict[str, Any]]] = {}
-    for row in rows:
-        out.setdefault(row["session"], []).append(row)
-    return out
-
-
-def assert_no_duplicates(db_url: str) -> int:
-    [row] = query(
-        db_url,
-        "SELECT COUNT(*) AS n, COUNT(DISTINCT id) AS ids, COUNT(DISTINCT session) AS sessions "
-        "FROM usage_events",
-    )
-    assert row["n"] == row["ids"] == row["sessions"], row
-    return int(row["n"])
-
-
-def assert_rollups_equal_events(db_url: str) -> None:
-    """The hourly rollups hold exactly the sums of the events, per user and in total."""
-    cols = ", ".join(f"SUM({c}) AS {c}" for c in TOKEN_COLUMNS)
-    per_user_events = query(
-        db_url,
-        f'SELECT "user", COUNT(*) AS requests, {cols} FROM usage_events GROUP BY "user"',
-    )
-    per_user_rollups = query(
-        db_url,
-        f'SELECT "user", SUM(requests) AS requests, {cols} FROM usage_rollups_hourly '
-        'GROUP BY "user"',
-    )
-
-    def normal(rows: list[dict[str, Any]]) -> dict[str, tuple[int, ...]]:
-        return {r["user"]: tuple(int(r[c]) for c in ("requests", *TOKEN_COLUMNS)) for r in rows}
-
-    assert normal(per_user_rollups) == normal(per_user_events)
-
-
-def assert_client_usage_recorded(outcomes: list[Outcome], db_url: str) -> None:
-    """Every request the client saw answered in full has exactly one event, with its tokens."""
-    events = events_by_session(db_url)
-    problems = []
-    for o in outcomes:
-        if not o.complete:
-            continue
-        found = events.get(o.session, [])
-        if len(found) != 1:
-            problems.append(f"{o.session} (stream={o.stream}): {len(found)} events")
-            continue
-        [e] = found
-        seen = (e["input_tokens"], e["output_tokens"], e["status"], e["usage_source"])
-        if seen != (o.input_tokens, o.output_tokens, "ok", "upstream"):
-            problems.append(
-                f"{o.session}: client saw {(o.input_tokens, o.output_tokens)}, event {seen}"
-            )
-    assert not problems, f"{len(problems)} answered requests mis-recorded: {problems[:10]}"
-
-
-def prepare_postgres(config: Path) -> None:
-    out = tokenmeter("db", "upgrade", "--config", str(config))
-    assert "schema at revision" in out
 
 
 # --------------------------------------------------------------------------- 1. kill -9
