@@ -300,6 +300,9 @@ def executable(name: str) -> str | None:
     return str(beside) if beside.exists() else shutil.which(name)
 
 
+LEDGER = "process"  # storage.ledger of the tokenmeter instances (--ledger)
+
+
 def tokenmeter_config(work: Path, name: str, mock: str, *, request_log: bool = True) -> Path:
     path = work / f"{name}.yaml"
     path.write_text(
@@ -311,6 +314,7 @@ storage:
   url: sqlite:///{work / name}.db
   journal: true
   journal_dir: {work / name}-journal
+  ledger: {LEDGER}
 models:
   - name: mock-gpt
     deployments:
@@ -642,7 +646,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--request-log", choices=["on", "off"], default="on", help="tokenmeter's JSON request log"
     )
+    parser.add_argument(
+        "--ledger",
+        choices=["process", "inline"],
+        default="process",
+        help="storage.ledger: a ledger process (default) or the writer in each worker",
+    )
     args = parser.parse_args()
+    global LEDGER
+    LEDGER = args.ledger
     args.duration = args.duration or (3.0 if args.quick else 10.0)
     args.warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0)
     args.conc = [int(c) for c in (args.conc or ("1 64" if args.quick else "1 8 64")).split()]
@@ -687,6 +699,7 @@ def bench(args: argparse.Namespace, work: Path, sampler: Sampler) -> dict[str, A
             "warmup": args.warmup,
             "conc": args.conc,
             "request_log": args.request_log,
+            "ledger": args.ledger,
         },
         "startup_s": {t.label: t.startup_s for t in targets[1:]},
         "runs": runs,

@@ -69,7 +69,7 @@ def test_kill_9_mid_load_loses_nothing_that_was_answered(
         db_url=db_url,
         journal_dir=tmp_path / "journal",
         upstream_base=fakes["vllm"].url + "/v1",
-        flush_interval_s=0.5,  # events are still only in the journal when the kill lands
+        flush_interval_s=2.0,  # events are still only in the journal when the kill lands
     )
     if backend == "postgresql":
         prepare_postgres(config)
