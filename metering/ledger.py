@@ -88,17 +88,23 @@ class Ledger:
         to reject: the caller should answer 503 if it still can (the event is kept in memory)."""
         # A request that spent no tokens (refused, failed before the upstream counted) costs
         # nothing, whether or not its model has a price: it is not an unpriced request.
-        event.cost_micro_usd = (
-            self._prices.price(
-                event.usage,
-                model=event.upstream_model,
-                backend=event.backend,
-                on_prem=event.on_prem,
-                at=event.started_at,
+        try:
+            event.cost_micro_usd = (
+                self._prices.price(
+                    event.usage,
+                    model=event.upstream_model,
+                    backend=event.backend,
+                    on_prem=event.on_prem,
+                    at=event.started_at,
+                )
+                if event.usage.total_tokens
+                else 0
             )
-            if event.usage.total_tokens
-            else 0
-        )
+        except Exception:  # a bug of ours in pricing must not lose the event: cost unknown
+            log.exception(
+                "pricing failed for model %r; its cost is recorded as unknown", event.model
+            )
+            event.cost_micro_usd = None
         if event.cost_micro_usd is None and event.backend != "none":
             self._warn_unpriced(event.upstream_model, event.backend)
         journaled = self._writer.submit(event)
