@@ -1,6 +1,7 @@
 """What a client without credentials can cost: bounded request heads, slow clients timed out
 (through `tokenmeter serve`'s real protocol stack), and unknown keys that cost one indexed
-lookup each, negative-cached, never a reload of the key table (SQLite and PostgreSQL)."""
+lookup each, negative-cached, never a reload of the key table. Each on a SQLite and on a
+PostgreSQL ledger."""
 
 from __future__ import annotations
 
@@ -13,17 +14,27 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import yaml
-from sqlalchemy import event
+from sqlalchemy import Engine, event, text
 
+from metering.store import create_db_engine
 from tests.conftest import backend_models
-from tests.support import Gateway, pg_database, serving
+from tests.support import Gateway, pg_database, serving, wait_for
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def ledger_url(request, tmp_path_factory) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('limits-db') / 'tm.db'}"
+        return
+    with pg_database(request.getfixturevalue("pg_admin_url")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
-def served(fakes, tmp_path_factory) -> Iterator[str]:
+def served(fakes, ledger_url, tmp_path_factory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("limits")
     config = {
-        "storage": {"url": f"sqlite:///{tmp / 'tm.db'}", "journal_dir": str(tmp / "journal")},
+        "storage": {"url": ledger_url, "journal_dir": str(tmp / "journal")},
         "auth": {"required": False},
         "limits": {
             "max_header_bytes": 16384,
@@ -83,14 +94,32 @@ def test_a_head_trickled_too_slowly_is_408(served):
     assert status_of(answer) == 408 and time.monotonic() - t0 < 8
 
 
-def test_a_body_trickled_too_slowly_is_408_in_the_api_shape(served):
+def test_a_body_trickled_too_slowly_is_408_in_the_api_shape_and_recorded(served, ledger_url):
+    session = "slow-" + secrets.token_hex(6)
     head = (
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+        b"x-meter-session: " + session.encode() + b"\r\n"
         b'content-length: 100\r\n\r\n{"model": '
     )
     answer = raw_exchange(served, head)
     assert status_of(answer) == 408
     assert b'"code":"request_timeout"' in answer
+    engine = create_db_engine(ledger_url)
+    try:
+        [row] = wait_for(lambda: recorded(engine, session))
+    finally:
+        engine.dispose()
+    assert (row["status"], row["http_status"], row["error_code"]) == (
+        "client_error",
+        408,
+        "request_timeout",
+    )
+
+
+def recorded(engine: Engine, session: str) -> list[dict]:
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT * FROM usage_events WHERE session = :s"), {"s": session})
+        return [dict(r._mapping) for r in rows]
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
