@@ -5,6 +5,7 @@ PostgreSQL ledger."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 import socket
@@ -186,3 +187,39 @@ def test_a_key_created_elsewhere_works_on_its_first_request(gateway, tmp_path):
     _, key = create_key(other, user="bob")
     other.dispose()
     assert chat(gateway, key) == 200
+
+
+def test_the_unknown_key_memory_is_bounded_oldest_forgotten_first(tmp_path, monkeypatch):
+    from metering.store import upgrade_schema
+    from proxy.gateway import auth
+    from proxy.gateway.errors import ProxyError
+
+    monkeypatch.setattr(auth, "_MAX_MISSING", 3)
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'keys.db'}")
+    upgrade_schema(engine)
+    lookups: list[str] = []
+
+    def seen(conn, cursor, statement, params, context, many) -> None:
+        if "key_hash" in statement:
+            lookups.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    cache = auth.KeyCache(engine, refresh_interval_s=60, required=True)
+    bad = [f"tm-{secrets.token_urlsafe(16)}" for _ in range(4)]
+
+    async def refused(token: str) -> int:
+        with pytest.raises(ProxyError):
+            await cache.authenticate(token)
+        return len(lookups)
+
+    async def run() -> list[int]:
+        await cache.reload()  # reads the table once, before any lookup
+        base = len(lookups)
+        first = [await refused(t) for t in bad]  # the fourth pushes the first out
+        again = [await refused(t) for t in bad[1:]]
+        return [n - base for n in [*first, *again, await refused(bad[0])]]
+
+    try:
+        assert asyncio.run(run()) == [1, 2, 3, 4, 4, 4, 4, 5]
+    finally:
+        engine.dispose()
