@@ -17,6 +17,9 @@ UsageSource = Literal["upstream", "estimated", "invalid"]
 # keys), or neither ("unknown": nothing declared and no key user).
 UserSource = Literal["key", "declared", "unknown"]
 
+# The events table's column width: an exception class or a short reason, never free text.
+MAX_ERROR_DETAIL = 128
+
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 
 
@@ -35,6 +38,15 @@ def new_event_id(now_ns: int | None = None) -> str:
     return "".join(reversed(chars))
 
 
+def error_detail(text: str) -> str:
+    """``text`` as an event's ``error_detail``: non-printable characters escaped, then cut to
+    ``MAX_ERROR_DETAIL`` characters (a longer or unprintable value would make the database refuse
+    the whole event)."""
+    if not text.isprintable():
+        text = "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+    return text[:MAX_ERROR_DETAIL]
+
+
 @dataclass(slots=True)
 class UsageEvent:
     """What one request cost, and whose it was.
@@ -45,7 +57,11 @@ class UsageEvent:
 
     ``user`` and ``team`` are who pays; ``end_user`` is what the client declared about its own
     user (recorded apart, so a client cannot move its spend to someone else), ``user_source``
-    says which of the two ``user`` is. ``error_code`` says why a request was refused ("" if not).
+    says which of the two ``user`` is. ``error_code`` says why a request was refused ("" if not);
+    ``error_detail`` narrows it down where the gateway knows more without reading the request or
+    the upstream's body: the exception class of an ``internal_error``, the status an upstream
+    failed with, why it could not be reached. Printable, at most ``MAX_ERROR_DETAIL`` characters
+    (``error_detail()``).
     """
 
     id: str
@@ -76,6 +92,7 @@ class UsageEvent:
     end_user: str = "unknown"
     user_source: UserSource = "unknown"
     error_code: str = ""
+    error_detail: str = ""  # "" in journal lines written before 0008
 
     def flat(self) -> dict[str, Any]:
         """Every field as a plain value, token counts spread out under their column names."""
@@ -114,6 +131,7 @@ class UsageEvent:
             "end_user": self.end_user,
             "user_source": self.user_source,
             "error_code": self.error_code,
+            "error_detail": self.error_detail,
         }
 
     @classmethod

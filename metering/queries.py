@@ -1,7 +1,7 @@
 """Aggregations of the ledger for the admin API: exact integer sums.
 
 Answers come from the hourly rollups whenever the grouping and the time window allow it (no
-session, window on whole hours), and from the raw events otherwise.
+session or error detail, window on whole hours), and from the raw events otherwise.
 """
 
 from __future__ import annotations
@@ -26,7 +26,11 @@ GROUP_COLUMNS = (
     "backend",
     "deployment",
     "error_code",
+    "error_detail",
 )
+# Kept on the events only: a key of the hourly rollups per session or exception class would
+# multiply their rows for a grouping few reports need.
+EVENT_ONLY_COLUMNS = frozenset({"session", "error_detail"})
 SUM_COLUMNS = (
     "input_tokens",
     "cache_read_tokens",
@@ -54,7 +58,7 @@ def usage_summary(
     unknown = [g for g in group_by if g not in GROUP_COLUMNS]
     if unknown:
         raise ValueError(f"cannot group by {', '.join(unknown)}; choose from {GROUP_COLUMNS}")
-    if "session" not in group_by and _on_the_hour(since) and _on_the_hour(until):
+    if EVENT_ONLY_COLUMNS.isdisjoint(group_by) and _on_the_hour(since) and _on_the_hour(until):
         table, time_col = _ROLLUPS, _ROLLUPS.c.hour
         requests: ColumnElement[Any] = func.sum(table.c.requests)
         errors: ColumnElement[Any] = func.sum(table.c.errors)

@@ -46,6 +46,7 @@ class UsageEventRecord(SQLModel, table=True):
     end_user: str = Field(default="unknown", max_length=128)
     user_source: str = Field(default="unknown", max_length=16)
     error_code: str = Field(default="", max_length=64)
+    error_detail: str = Field(default="", max_length=128)  # events.MAX_ERROR_DETAIL
 
 
 class QuarantineRecord(SQLModel, table=True):

@@ -43,6 +43,10 @@ class Breaker:
         if self.failures >= self.failures_to_open and now >= self.open_until:
             self.trial_in_flight = True
 
+    def release(self) -> None:
+        """The request never reached the deployment: it says nothing of its health."""
+        self.trial_in_flight = False
+
     def weight_factor(self, now: float) -> float:
         ramp = (now - self.closed_at) / self.cooldown_s
         return 1.0 if ramp >= 1 else max(0.1, ramp)

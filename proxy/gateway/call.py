@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from cost.usage import TokenUsage
-from metering.events import Status, UsageEvent, UsageSource, new_event_id
+from metering.events import Status, UsageEvent, UsageSource, error_detail, new_event_id
 from metering.keys import KeyInfo
 from proxy.gateway.attribution import UNKNOWN, Attribution, key_attribution
 
@@ -109,11 +109,14 @@ class Call:
         *,
         source: UsageSource = "upstream",
         error_code: str | None = None,
+        detail: str = "",
     ) -> bool:
         """Record the event once; False if it could not be journaled (answer 503 if possible).
 
         ``error_code`` says why a refused or failed request failed (default: the status's); it is
-        the code of the error body the client gets (``upstream_timeout``...)."""
+        the code of the error body the client gets (``upstream_timeout``...). ``detail`` is the
+        event's ``error_detail``: the exception class of an ``internal_error``, an upstream's
+        status; never text from the request or an upstream's body (no prompt at rest)."""
         if self._done:
             return True
         self._done = True
@@ -150,8 +153,11 @@ class Call:
             ttft_s=self.ttft_s,
             overhead_s=max(0.0, latency_s - self.upstream_s),
             error_code=_error_code(status, http_status, error_code or ""),
+            error_detail=error_detail(detail),
         )
         journaled = self._ledger.record(event)
+        if status == "internal_error":  # the metric and the event say the same, once
+            self._ledger.count_internal_error(event.error_detail)
         if self.telemetry is not None:
             self.telemetry.finished(self, event, event.error_code or None)
         return journaled
@@ -178,6 +184,6 @@ def _error_code(status: Status, http_status: int, code: str) -> str:
         return ""
     if code:
         return code
-    if status in ("timeout", "cancelled"):
+    if status in ("timeout", "cancelled", "internal_error"):
         return status
     return _STATUS_CODES.get(http_status, "upstream_error" if http_status >= 500 else "error")

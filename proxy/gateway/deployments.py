@@ -228,6 +228,9 @@ class Router:
     def record(self, dep: Deployment, *, ok: bool) -> None:
         self.breakers[dep.name].record(ok, monotonic())
 
+    def release(self, dep: Deployment) -> None:
+        self.breakers[dep.name].release()
+
 
 def build_router(
     models: list[ModelConfig],

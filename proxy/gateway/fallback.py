@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 
+import orjson
 from starlette.types import ASGIApp
 
 from proxy.gateway.call import Call
@@ -64,9 +65,14 @@ async def with_fallback(
             rt.router.record(dep, ok=True)
             current.finish("cancelled", 499)
             raise
-        except Exception:
+        except orjson.JSONEncodeError:
+            # The client's body cannot be encoded (nested too deep): sent nowhere, the client's
+            # error, which the endpoint records as a 400; no deployment's failure.
+            rt.router.release(dep)
+            raise
+        except Exception as exc:
             rt.router.record(dep, ok=False)
-            current.finish("internal_error", 500)
+            current.finish("internal_error", 500, detail=type(exc).__name__)
             raise
         rt.router.record(dep, ok=True)
         return response

@@ -92,9 +92,10 @@ def _endpoint(
             # A bug of ours: still one event, a count by class, and the family's error shape.
             name = type(exc).__name__
             log.exception("internal error serving %s", request.url.path)
-            rt.ledger.count_internal_error(name)
-            if call is not None:
-                call.finish("internal_error", 500, error_code="internal_error")
+            if call is None:
+                rt.ledger.count_internal_error(name)
+            else:  # counted with its event (once: a fallback attempt may have recorded it)
+                call.finish("internal_error", 500, error_code="internal_error", detail=name)
             return error(500, f"internal error ({name})", code="internal_error")
         finally:
             stop_disconnect_watch(request)

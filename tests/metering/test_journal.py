@@ -6,9 +6,10 @@ import asyncio
 import logging
 from pathlib import Path
 
+import orjson
 from sqlalchemy import text
 
-from metering.journal import Journal, decode_event, encode_event
+from metering.journal import Journal, decode_event, decode_row, encode_event
 from metering.store import create_db_engine, upgrade_schema
 from metering.writer import BatchWriter
 from tests.metering.factories import make_event
@@ -43,6 +44,12 @@ def run_writer(engine, journal_dir: Path) -> BatchWriter:
 def test_encoding_round_trips():
     event = make_event()
     assert decode_event(encode_event(event)) == event
+
+
+def test_a_line_written_before_error_detail_decodes_with_it_empty():
+    row = make_event(error_detail="KeyError").flat()
+    del row["error_detail"]  # a journal line of a release before migration 0008
+    assert decode_row(orjson.dumps(row)) == {**row, "error_detail": ""}
 
 
 def test_orphan_segment_is_replayed_and_removed(tmp_path):

@@ -20,6 +20,17 @@ from metering.store import (
 from metering.writer import insert_events
 from tests.metering.factories import event_row, make_event
 
+# event columns added after 0001 (a row with these left out is a 0001 row)
+LATER_THAN_0001 = {
+    "request_id",
+    "attempt",
+    "team",
+    "end_user",
+    "user_source",
+    "error_code",
+    "error_detail",
+}
+
 
 def test_upgrade_from_empty_reaches_head(db_url):
     engine = create_db_engine(db_url)
@@ -34,7 +45,7 @@ def test_upgrade_from_previous_revision_backfills_rollups(db_url):
     engine = create_db_engine(db_url)
     upgrade_schema(engine, "0001")
     rng = random.Random(11)
-    later = {"request_id", "attempt", "team", "end_user", "user_source", "error_code"}
+    later = LATER_THAN_0001
     rows = [
         {k: v for k, v in event_row(make_event(rng)).items() if k not in later} for _ in range(40)
     ]
@@ -115,6 +126,17 @@ def test_serving_a_migrated_ledger_does_not_load_alembic(tmp_path):
     assert out.stdout.strip() == "[]"
 
 
+def downgrade_schema(engine, revision: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    with engine.begin() as conn:
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
+
+
 def _insert(conn, table: str, rows: list[dict]) -> None:
     cols = list(rows[0])
     conn.execute(
@@ -134,7 +156,7 @@ def test_0006_backfills_team_user_source_and_zero_token_cost(db_url):
     (and is the end user); a 0-token event with no price costs 0 and is no longer unpriced."""
     engine = create_db_engine(db_url)
     upgrade_schema(engine, "0001")
-    later = {"request_id", "attempt", "team", "end_user", "user_source", "error_code"}
+    later = LATER_THAN_0001
     rng = random.Random(6)
     specs = [  # key_id, user, tokens, cost
         ("key_a", "alice", 100, 5),
@@ -225,4 +247,27 @@ def test_0006_backfills_team_user_source_and_zero_token_cost(db_url):
         "key_b/unknown/unknown": 0,
         "key_gone/unknown/carol": 1,
     }
+    engine.dispose()
+
+
+def test_0008_gives_past_events_an_empty_error_detail_and_downgrades(db_url):
+    engine = create_db_engine(db_url)
+    upgrade_schema(engine, "0007")
+    rng = random.Random(8)
+    past = make_event(rng, status="internal_error", http_status=500, error_code="internal_error")
+    with engine.begin() as conn:
+        _insert(
+            conn,
+            "usage_events",
+            [{k: v for k, v in event_row(past).items() if k != "error_detail"}],
+        )
+    upgrade_schema(engine, "0008")
+    insert_events(engine, [make_event(rng, status="internal_error", error_detail="KeyError")])
+    with engine.connect() as conn:
+        details = conn.execute(
+            text("SELECT error_detail FROM usage_events ORDER BY error_detail")
+        ).scalars()
+        assert list(details) == ["", "KeyError"]
+    downgrade_schema(engine, "0007")
+    assert "error_detail" not in {c["name"] for c in inspect(engine).get_columns("usage_events")}
     engine.dispose()

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 from pathlib import Path
 
@@ -24,7 +25,7 @@ from metering.writer import BatchWriter
 from proxy.cli import cli
 from tests.conftest import backend_models
 from tests.metering.factories import make_event
-from tests.support import Gateway, wait_for
+from tests.support import Gateway, free_port, wait_for
 
 # Values that reached the journal before intake validated them (or from an older release):
 # each fails the insert on both engines, and a NUL fails it on PostgreSQL.
@@ -141,7 +142,7 @@ def test_retry_replays_after_the_fix(engine, db_url, tmp_path, monkeypatch):
     assert int(total) == 4
 
 
-def test_a_missing_table_stalls_the_writer_and_quarantines_nothing(engine, tmp_path):
+def test_a_missing_table_stalls_the_writer_and_quarantines_nothing(engine, tmp_path, caplog):
     rows = [make_event(random.Random(6)).flat() for _ in range(5)]
     with engine.begin() as conn:
         conn.execute(text("ALTER TABLE usage_minutes RENAME TO usage_minutes_moved"))
@@ -163,9 +164,12 @@ def test_a_missing_table_stalls_the_writer_and_quarantines_nothing(engine, tmp_p
         await writer.stop()
         return state
 
-    stalled, db_ok = asyncio.run(run())
+    with caplog.at_level(logging.WARNING, logger="metering.writer"):
+        stalled, db_ok = asyncio.run(run())
     assert stalled is not None and "usage_minutes" in stalled
     assert db_ok  # the database answered: this is not an outage
+    assert "ledger writer stalled (the database answers)" in caplog.text
+    assert "database unreachable" not in caplog.text
     assert list_quarantined(engine) == []
     assert count(engine, "usage_events") == 5  # moved once the table was back
 
@@ -204,6 +208,31 @@ def allow_all(engine: Engine) -> None:
                 + (" ON usage_events" if engine.dialect.name == "postgresql" else "")
             )
         )
+
+
+def test_a_database_that_does_not_answer_is_logged_as_down_not_stalled(tmp_path, caplog):
+    engine = create_db_engine(f"postgresql://postgres@127.0.0.1:{free_port()}/tm")
+    journal_with(tmp_path / "journal", [make_event(random.Random(7)).flat()])
+    journal = Journal(tmp_path / "journal")
+    journal.open()
+    writer = BatchWriter(engine, journal, max_batch=10, flush_interval_s=0.01)
+
+    async def run() -> tuple[str | None, bool]:
+        writer.start()
+        for _ in range(500):
+            if not writer.db_ok:
+                break
+            await asyncio.sleep(0.01)
+        state = (writer.stalled, writer.db_ok)
+        await writer.stop()
+        return state
+
+    with caplog.at_level(logging.WARNING, logger="metering.writer"):
+        stalled, db_ok = asyncio.run(run())
+    assert (stalled, db_ok) == (None, False)
+    assert "database unreachable" in caplog.text
+    assert "stalled" not in caplog.text
+    engine.dispose()
 
 
 def test_readyz_and_metrics_tell_quarantine_and_stall_apart(fakes, db_url, tmp_path):

@@ -178,6 +178,28 @@ def test_deeply_nested_json_is_a_4xx(gateway, key, tally, depth, path, model):
     assert_shaped(r, anthropic=path == "/v1/messages")
 
 
+@pytest.mark.parametrize("model", ["vllm-model", "claude"])
+def test_a_body_too_deep_to_forward_is_the_clients_error_not_the_deployments(gateway, key, model):
+    """Recorded as the 400 the client got, and no failure of the deployment: a client must not
+    open a deployment's circuit breaker with bodies that never reached it."""
+    session = "deep-" + uuid.uuid4().hex[:10]
+    headers = {
+        "Authorization": f"Bearer {key}",
+        "X-Meter-Session": session,
+        "content-type": "application/json",
+    }
+    for _ in range(6):  # more than the breaker's failures to open
+        r = httpx.post(
+            gateway.url + "/v1/chat/completions", content=nested(300, model), headers=headers
+        )
+        assert r.status_code == 400
+    events = gateway.wait_events(6, "session = :s", s=session)
+    outcomes = {(e["status"], e["http_status"], e["error_code"]) for e in events}
+    assert outcomes == {("client_error", 400, "invalid_request")}
+    breaker = gateway.app.state.runtime.router.breakers[events[0]["deployment"]]
+    assert breaker.failures == 0
+
+
 def test_every_fuzzed_request_left_exactly_one_event(gateway, tally):
     """Runs after the fuzzers above (file order): one event per authenticated request."""
     assert tally.sent > 300

@@ -1,9 +1,11 @@
 """What a client without credentials can cost: bounded request heads, slow clients timed out
 (through `tokenmeter serve`'s real protocol stack), and unknown keys that cost one indexed
-lookup each, negative-cached, never a reload of the key table (SQLite and PostgreSQL)."""
+lookup each, negative-cached, never a reload of the key table. Each on a SQLite and on a
+PostgreSQL ledger."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import secrets
 import socket
@@ -13,17 +15,27 @@ from collections.abc import Iterator
 import httpx
 import pytest
 import yaml
-from sqlalchemy import event
+from sqlalchemy import Engine, event, text
 
+from metering.store import create_db_engine
 from tests.conftest import backend_models
-from tests.support import Gateway, pg_database, serving
+from tests.support import Gateway, pg_database, serving, wait_for
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def ledger_url(request, tmp_path_factory) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path_factory.mktemp('limits-db') / 'tm.db'}"
+        return
+    with pg_database(request.getfixturevalue("pg_admin_url")) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
-def served(fakes, tmp_path_factory) -> Iterator[str]:
+def served(fakes, ledger_url, tmp_path_factory) -> Iterator[str]:
     tmp = tmp_path_factory.mktemp("limits")
     config = {
-        "storage": {"url": f"sqlite:///{tmp / 'tm.db'}", "journal_dir": str(tmp / "journal")},
+        "storage": {"url": ledger_url, "journal_dir": str(tmp / "journal")},
         "auth": {"required": False},
         "limits": {
             "max_header_bytes": 16384,
@@ -83,14 +95,32 @@ def test_a_head_trickled_too_slowly_is_408(served):
     assert status_of(answer) == 408 and time.monotonic() - t0 < 8
 
 
-def test_a_body_trickled_too_slowly_is_408_in_the_api_shape(served):
+def test_a_body_trickled_too_slowly_is_408_in_the_api_shape_and_recorded(served, ledger_url):
+    session = "slow-" + secrets.token_hex(6)
     head = (
         b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\ncontent-type: application/json\r\n"
+        b"x-meter-session: " + session.encode() + b"\r\n"
         b'content-length: 100\r\n\r\n{"model": '
     )
     answer = raw_exchange(served, head)
     assert status_of(answer) == 408
     assert b'"code":"request_timeout"' in answer
+    engine = create_db_engine(ledger_url)
+    try:
+        [row] = wait_for(lambda: recorded(engine, session))
+    finally:
+        engine.dispose()
+    assert (row["status"], row["http_status"], row["error_code"]) == (
+        "client_error",
+        408,
+        "request_timeout",
+    )
+
+
+def recorded(engine: Engine, session: str) -> list[dict]:
+    with engine.connect() as conn:
+        rows = conn.execute(text("SELECT * FROM usage_events WHERE session = :s"), {"s": session})
+        return [dict(r._mapping) for r in rows]
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -157,3 +187,39 @@ def test_a_key_created_elsewhere_works_on_its_first_request(gateway, tmp_path):
     _, key = create_key(other, user="bob")
     other.dispose()
     assert chat(gateway, key) == 200
+
+
+def test_the_unknown_key_memory_is_bounded_oldest_forgotten_first(tmp_path, monkeypatch):
+    from metering.store import upgrade_schema
+    from proxy.gateway import auth
+    from proxy.gateway.errors import ProxyError
+
+    monkeypatch.setattr(auth, "_MAX_MISSING", 3)
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'keys.db'}")
+    upgrade_schema(engine)
+    lookups: list[str] = []
+
+    def seen(conn, cursor, statement, params, context, many) -> None:
+        if "key_hash" in statement:
+            lookups.append(statement)
+
+    event.listen(engine, "before_cursor_execute", seen)
+    cache = auth.KeyCache(engine, refresh_interval_s=60, required=True)
+    bad = [f"tm-{secrets.token_urlsafe(16)}" for _ in range(4)]
+
+    async def refused(token: str) -> int:
+        with pytest.raises(ProxyError):
+            await cache.authenticate(token)
+        return len(lookups)
+
+    async def run() -> list[int]:
+        await cache.reload()  # reads the table once, before any lookup
+        base = len(lookups)
+        first = [await refused(t) for t in bad]  # the fourth pushes the first out
+        again = [await refused(t) for t in bad[1:]]
+        return [n - base for n in [*first, *again, await refused(bad[0])]]
+
+    try:
+        assert asyncio.run(run()) == [1, 2, 3, 4, 4, 4, 4, 5]
+    finally:
+        engine.dispose()

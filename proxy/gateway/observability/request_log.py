@@ -109,6 +109,7 @@ def log_line(event: UsageEvent, *, team: str | None, error_code: str | None) -> 
         "status": event.status,
         "http_status": event.http_status,
         "error_code": error_code if error_code or event.status == "ok" else event.status,
+        "error_detail": event.error_detail or None,
         "input_tokens": u.input_tokens,
         "cache_read_tokens": u.cache_read_tokens,
         "cache_write_tokens": u.cache_write_tokens,

@@ -122,8 +122,8 @@ async def _translate_stream(
         yield error_event(str(exc))
     except Exception as exc:  # a bug of ours: the stream ends in shape and is still metered
         log.exception("internal error translating a stream")
-        state.status = "internal_error"
-        yield error_event(f"internal error ({type(exc).__name__})")
+        state.fail(exc)
+        yield error_event(f"internal error ({state.detail})")
     finally:
         release_upstream(resp, call, body, tracker, state)
 
@@ -202,8 +202,8 @@ async def _relay_native(
         yield native_error_event(str(exc))
     except Exception as exc:  # a bug of ours: the stream ends in shape and is still metered
         log.exception("internal error relaying a stream")
-        state.status = "internal_error"
-        yield native_error_event(f"internal error ({type(exc).__name__})")
+        state.fail(exc)
+        yield native_error_event(f"internal error ({state.detail})")
     finally:
         release_upstream(resp, call, body, tracker, state)
 
@@ -215,13 +215,18 @@ def native_error_event(message: str) -> bytes:
 
 
 class StreamState:
-    __slots__ = ("broken", "chunks", "done", "status")
+    __slots__ = ("broken", "chunks", "detail", "done", "status")
 
     def __init__(self) -> None:
         self.status: Status = "cancelled"
         self.done = False
         self.broken = False  # a data line was not JSON: skipped, the counts are estimates
         self.chunks = 0
+        self.detail = ""  # the event's error_detail
+
+    def fail(self, exc: Exception) -> None:
+        """A bug of ours ended the stream: recorded ``internal_error`` with the exception class."""
+        self.status, self.detail = "internal_error", type(exc).__name__
 
 
 Event = tuple[dict[str, Any] | None, bytes]
@@ -295,7 +300,7 @@ def record_stream(
     exact = state.done or tracker.seen_delta or state.chunks == 0
     if tracker.seen_start and exact and not state.broken:
         read = tracker.read()
-        call.finish(state.status, http_status, read.usage, source=read.source)
+        call.finish(state.status, http_status, read.usage, source=read.source, detail=state.detail)
         return
     # Input and cache counts are exact from message_start; output was never reported.
     usage = (
@@ -310,4 +315,4 @@ def record_stream(
         cache_write_1h_tokens=usage.cache_write_1h_tokens,
         output_tokens=max(usage.output_tokens, state.chunks),
     )
-    call.finish(state.status, http_status, estimate, source="estimated")
+    call.finish(state.status, http_status, estimate, source="estimated", detail=state.detail)

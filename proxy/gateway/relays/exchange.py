@@ -29,7 +29,7 @@ def waiting_on_upstream(call: Call, dep: Deployment) -> Iterator[None]:
             504, f"upstream timed out after {dep.timeout_s:g} s", code="upstream_timeout"
         ) from exc
     except UpstreamError as exc:
-        call.finish("upstream_error", 502, error_code="upstream_unavailable")
+        call.finish("upstream_error", 502, error_code="upstream_unavailable", detail=str(exc))
         raise ProxyError(502, f"deployment {dep.name}: {exc}", code="upstream_unavailable") from exc
     finally:
         call.upstream_s += time.perf_counter() - t0
@@ -75,7 +75,9 @@ async def raise_for_upstream(
         return
     message = upstream_message(await read_timed(resp, call, dep))
     if resp.status >= 500:
-        call.finish("upstream_error", 502, error_code="upstream_error")
+        call.finish(
+            "upstream_error", 502, error_code="upstream_error", detail=f"upstream {resp.status}"
+        )
         raise ProxyError(
             502, f"deployment {dep.name} returned {resp.status}: {message}", code="upstream_error"
         )

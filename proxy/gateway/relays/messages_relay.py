@@ -4,6 +4,7 @@ own usage, with the same cancellation and error handling as the OpenAI relay."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,6 +22,8 @@ from proxy.gateway.relays.upstream import Upstream, UpstreamError, UpstreamRespo
 from proxy.gateway.relays.upstream_usage import estimate_tokens, openai_usage, prompt_chars
 from proxy.gateway.translation.messages_chat import to_chat_request, to_messages_response
 from proxy.gateway.translation.messages_stream import MessagesStream, stream_error
+
+log = logging.getLogger(__name__)
 
 
 async def messages_via_chat(
@@ -53,6 +56,7 @@ async def _relay(
     resp: UpstreamResponse, call: Call, request: dict[str, Any], translator: MessagesStream
 ) -> AsyncIterator[bytes]:
     status: Status = "cancelled"
+    detail = ""
     chunks = 0
     started = False
     payloads = ChatPayloads(resp, call)
@@ -93,12 +97,16 @@ async def _relay(
     except UpstreamError as exc:
         status = "upstream_error"
         yield stream_error(str(exc))
+    except Exception as exc:  # a bug of ours: the stream ends in shape and is still metered
+        log.exception("internal error translating a stream")
+        status, detail = "internal_error", type(exc).__name__
+        yield stream_error(f"internal error ({detail})")
     finally:
         if payloads.done:
             resp.release()
         else:
             resp.close()
-        finish_stream(call, status, translator.usage, request, chunks)
+        finish_stream(call, status, translator.usage, request, chunks, detail=detail)
 
 
 def _json_object(raw: bytes) -> dict[str, Any] | None:

@@ -139,6 +139,7 @@ async def _relay(
     resp: UpstreamResponse, call: Call, body: dict[str, Any], view: _UsageView
 ) -> AsyncIterator[bytes]:
     status: Status = "cancelled"
+    detail = ""
     chunks = 0
     payloads = ChatPayloads(resp, call)
     out: list[bytes] = []
@@ -170,14 +171,14 @@ async def _relay(
         yield error_event(str(exc))
     except Exception as exc:  # a bug of ours: the stream ends in shape and is still metered
         log.exception("internal error relaying a stream")
-        status = "internal_error"
-        yield error_event(f"internal error ({type(exc).__name__})")
+        status, detail = "internal_error", type(exc).__name__
+        yield error_event(f"internal error ({detail})")
     finally:
         if payloads.done:
             resp.release()
         else:
             resp.close()
-        finish_stream(call, status, view.last, body, chunks, broken=view.broken)
+        finish_stream(call, status, view.last, body, chunks, broken=view.broken, detail=detail)
 
 
 def finish_stream(
@@ -188,16 +189,18 @@ def finish_stream(
     chunks: int,
     *,
     broken: bool = False,
+    detail: str = "",
 ) -> None:
     """Record a stream's event: the upstream's last usage when it sent one (estimated when a
-    usage line was broken), else an estimate from the prompt and the chunks relayed."""
+    usage line was broken), else an estimate from the prompt and the chunks relayed. ``detail``
+    is the exception class of an ``internal_error``."""
     http_status = {"ok": 200, "cancelled": 200, "internal_error": 500}.get(status, 502)
     if isinstance(usage, dict):
         read = read_openai_usage(usage)
         source = "estimated" if broken and not read.invalid else read.source
-        call.finish(status, http_status, read.usage, source=source)
+        call.finish(status, http_status, read.usage, source=source, detail=detail)
         return
     # Cut before the upstream sent its count: one token per content chunk is what OpenAI-shaped
     # servers stream; the prompt is estimated from its text.
     estimate = TokenUsage(input_tokens=estimate_tokens(prompt_chars(body)), output_tokens=chunks)
-    call.finish(status, http_status, estimate, source="estimated")
+    call.finish(status, http_status, estimate, source="estimated", detail=detail)

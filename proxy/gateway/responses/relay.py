@@ -8,6 +8,7 @@ recorded with what was counted so far and ends with ``response.failed``.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -45,6 +46,7 @@ from proxy.gateway.responses.request import ChatRequest
 from proxy.gateway.translation.structured import AnthropicTranslation, anthropic_translation
 from proxy.gateway.translation.translate import openai_usage_from_anthropic
 
+log = logging.getLogger(__name__)
 ResponseAnswer = Response | EventStreamResponse
 
 
@@ -83,6 +85,7 @@ async def _relay_chat(
     resp: UpstreamResponse, call: Call, body: dict[str, Any], stream: ResponseStream
 ) -> AsyncIterator[bytes]:
     status: Status = "cancelled"
+    detail = ""
     usage: dict[str, Any] | None = None
     chunks = 0
     payloads = ChatPayloads(resp, call)
@@ -119,12 +122,16 @@ async def _relay_chat(
     except UpstreamError as exc:
         status = "upstream_error"
         yield stream.failed(str(exc))
+    except Exception as exc:  # a bug of ours: the stream ends in shape and is still metered
+        log.exception("internal error translating a stream")
+        status, detail = "internal_error", type(exc).__name__
+        yield stream.failed(f"internal error ({detail})")
     finally:
         if payloads.done:
             resp.release()
         else:
             resp.close()
-        finish_stream(call, status, usage, body, chunks)
+        finish_stream(call, status, usage, body, chunks, detail=detail)
 
 
 async def _via_anthropic(
@@ -187,5 +194,9 @@ async def _relay_anthropic(
     except UpstreamError as exc:
         state.status = "upstream_error"
         yield stream.failed(str(exc))
+    except Exception as exc:  # a bug of ours: the stream ends in shape and is still metered
+        log.exception("internal error translating a stream")
+        state.fail(exc)
+        yield stream.failed(f"internal error ({state.detail})")
     finally:
         release_upstream(resp, call, body, tracker, state)

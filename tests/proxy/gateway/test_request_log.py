@@ -43,6 +43,7 @@ FIELDS = [
     "status",
     "http_status",
     "error_code",
+    "error_detail",
     "input_tokens",
     "cache_read_tokens",
     "cache_write_tokens",
@@ -189,21 +190,29 @@ def test_a_fallback_logs_each_attempt_under_one_request_id(logged, key, session_
 
 
 @pytest.mark.parametrize(
-    ("model", "text", "status", "http_status", "code"),
+    ("model", "text", "status", "http_status", "code", "detail"),
     [
-        ("vllm-model", "[[fake:status=429]]", "upstream_error", 429, "upstream_rate_limited"),
-        ("vllm-model", "[[fake:status=400]]", "client_error", 400, "upstream_rejected"),
-        ("vllm-model", "[[fake:status=503]]", "upstream_error", 502, "upstream_error"),
-        ("no-such-model", "hi", "client_error", 404, "model_not_found"),
+        ("vllm-model", "[[fake:status=429]]", "upstream_error", 429, "upstream_rate_limited", None),
+        ("vllm-model", "[[fake:status=400]]", "client_error", 400, "upstream_rejected", None),
+        (
+            "vllm-model",
+            "[[fake:status=503]]",
+            "upstream_error",
+            502,
+            "upstream_error",
+            "upstream 503",
+        ),
+        ("no-such-model", "hi", "client_error", 404, "model_not_found", None),
     ],
 )
 def test_failures_log_their_status_and_error_code(
-    logged, key, session_id, log_file, model, text, status, http_status, code
+    logged, key, session_id, log_file, model, text, status, http_status, code, detail
 ):
     with pytest.raises(openai.APIStatusError):
         chat(logged, key, session_id, model, text)
     [line] = lines(log_file, session_id, 1)
     assert (line["status"], line["http_status"], line["error_code"]) == (status, http_status, code)
+    assert line["error_detail"] == detail
 
 
 def test_no_prompt_text_and_no_key_are_logged(logged, key, session_id, log_file):
