@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
@@ -100,3 +101,27 @@ def tco_inputs(settings: Settings) -> TcoInputs:
 def as_utc(value: datetime | None) -> datetime | None:
     """A naive time from the command line is UTC."""
     return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+
+
+def table(
+    header: Sequence[str], rows: Iterable[Sequence[str]], *, right: Sequence[int] = ()
+) -> str:
+    """Columns as wide as their widest cell, two spaces apart (``right``: right-aligned column
+    indices); the last column is not padded, so a long one wraps in the terminal alone."""
+    body = [list(map(str, r)) for r in rows]
+    widths = [max(len(str(c)) for c in col) for col in zip(header, *body, strict=False)]
+    lines = []
+    for cells in [list(header), *body]:
+        out = [
+            c.rjust(w) if i in right else (c if i == len(cells) - 1 else c.ljust(w))
+            for i, (c, w) in enumerate(zip(cells, widths, strict=False))
+        ]
+        lines.append("  ".join(out).rstrip())
+    return "\n".join(lines)
+
+
+def wrap(text: str, *, indent: str = "") -> str:
+    """A line of prose wrapped at 80 columns, continuation lines indented by ``indent``."""
+    import textwrap
+
+    return textwrap.fill(text, 80, subsequent_indent=indent + "  ", initial_indent=indent)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from proxy.cli.common import ConfigOpt, load, open_ledger
+from proxy.cli.common import ConfigOpt, load, open_ledger, table
 
 keys_cli = typer.Typer(help="Manage virtual keys.", no_args_is_help=True)
 
@@ -43,14 +43,22 @@ def keys_list(config: ConfigOpt = None) -> None:
 
     rows = list_keys(open_ledger(load(config)))
     typer.echo(
-        f"{'id':<22} {'prefix':<12} {'user':<20} {'team':<12} {'use_case':<14} {'kind':<8} status"
-    )
-    for k in rows:
-        status = f"revoked {k.revoked_at:%Y-%m-%d}" if k.revoked_at else "active"
-        typer.echo(
-            f"{k.id:<22} {k.prefix:<12} {k.user:<20} {k.team or '-':<12} "
-            f"{k.use_case or '-':<14} {'service' if k.service else 'user':<8} {status}"
+        table(
+            ("id", "prefix", "user", "team", "use_case", "kind", "status"),
+            (
+                (
+                    k.id,
+                    k.prefix,
+                    k.user,
+                    k.team or "-",
+                    k.use_case or "-",
+                    "service" if k.service else "user",
+                    f"revoked {k.revoked_at:%Y-%m-%d}" if k.revoked_at else "active",
+                )
+                for k in rows
+            ),
         )
+    )
 
 
 @keys_cli.command("revoke")

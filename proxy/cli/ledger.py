@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from proxy.cli.common import ConfigOpt, fail, load, open_ledger
+from proxy.cli.common import ConfigOpt, fail, load, open_ledger, table
 
 if TYPE_CHECKING:
     from metering.service import LedgerService
@@ -105,9 +105,10 @@ def quarantine_list(
             }
             typer.echo(json.dumps(record, ensure_ascii=True))
         return
-    typer.echo(f"{'id':<28} {'quarantined (UTC)':<20} {'tries':>5}  error")
-    for e in entries:
-        typer.echo(f"{e.id:<28} {e.quarantined_at:%Y-%m-%d %H:%M:%S} {e.attempts:>5}  {e.error}")
+    cells = (
+        (e.id, f"{e.quarantined_at:%Y-%m-%d %H:%M}", str(e.attempts), e.error) for e in entries
+    )
+    typer.echo(table(("id", "quarantined (UTC)", "tries", "error"), cells, right=(2,)))
     typer.echo(f"{len(entries)} quarantined event(s)", err=True)
 
 

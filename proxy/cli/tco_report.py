@@ -5,6 +5,7 @@ from __future__ import annotations
 from cost.migration import TargetProjection
 from cost.sizing import MonthlyBreakEven, SizedCrossover
 from metering.live_tco import LiveProjection
+from proxy.cli.common import wrap
 
 
 def _usd(value: float | None) -> str:
@@ -22,7 +23,7 @@ def _tokens(value: float | None) -> str:
 
 def render_tco(result: LiveProjection) -> str:
     lines = [
-        f"TCO projection ({result.scenario}), {result.as_of.isoformat()}, "
+        f"TCO projection ({result.scenario}), {result.as_of:%Y-%m-%d %H:%M} UTC, "
         f"prices: {result.inputs.price_source}",
         result.verdict,
     ]
@@ -36,7 +37,7 @@ def render_tco(result: LiveProjection) -> str:
             "tokens/s"
         )
     if p is None:
-        return "\n".join(lines)
+        return _fit(lines, keep=result.verdict)
     lines.append(
         f"hosted today: {_usd(p.hosted_usd_per_month)}/month metered "
         f"({_usd(p.hosted_list_usd_per_month)} at list); "
@@ -49,7 +50,16 @@ def render_tco(result: LiveProjection) -> str:
         )
     for t in p.targets:
         lines += _target_lines(t)
-    return "\n".join(lines)
+    return _fit(lines, keep=result.verdict)
+
+
+def _fit(lines: list[str], *, keep: str) -> str:
+    """Each line wrapped at 80 columns, continuation lines indented under it; ``keep`` (the
+    verdict, the same sentence everywhere it is shown, e.g. for a search or a copy) whole."""
+    return "\n".join(
+        line if line == keep else wrap(line.lstrip(), indent=line[: len(line) - len(line.lstrip())])
+        for line in lines
+    )
 
 
 def _warnings(result: LiveProjection) -> tuple[str, ...]:
