@@ -22,16 +22,14 @@ from metering.export.views import Column, Sums, View, cost_micro, total_tokens, 
 
 _SEVERITY: dict[Status, int] = {"ok": 0, "soft": 1, "exceeded": 2}
 _STATUS = "ok, soft (past the soft threshold) or exceeded; empty: no such limit"
+# What a reader compares first (actual, the USD limit, the token limit, the status), then the
+# exact micro-dollars and the budgets' ids.
 COLUMNS = (
     Column("team", "str", "the team (cost centre); also teams with a budget and no requests"),
     Column("requests", "int", "requests this month"),
     Column("total_tokens", "int", "tokens this month (input + output)"),
-    Column("cost_micro_usd", "int", "cost this month in micro-dollars, exact"),
     Column("cost_usd", "usd", "cost this month in USD"),
-    Column("budgets", "str", "the team's monthly budgets compared (ids); empty: none"),
-    Column("budget_micro_usd", "int", "the monthly USD limit in micro-dollars"),
     Column("budget_usd", "usd", "the monthly USD limit"),
-    Column("remaining_micro_usd", "int", "budget_micro_usd - cost_micro_usd (< 0: over)"),
     Column("remaining_usd", "usd", "budget_usd - cost_usd"),
     Column("cost_used_share", "share", "cost_micro_usd / budget_micro_usd"),
     Column("cost_status", "str", f"the USD limit: {_STATUS}"),
@@ -40,6 +38,10 @@ COLUMNS = (
     Column("token_used_share", "share", "total_tokens / budget_tokens"),
     Column("token_status", "str", f"the token limit: {_STATUS}"),
     Column("status", "str", "the worst of the team's monthly budgets, as /admin/budgets"),
+    Column("cost_micro_usd", "int", "cost this month in micro-dollars, exact"),
+    Column("budget_micro_usd", "int", "the monthly USD limit in micro-dollars"),
+    Column("remaining_micro_usd", "int", "budget_micro_usd - cost_micro_usd (< 0: over)"),
+    Column("budgets", "str", "the team's monthly budgets compared (ids); empty: none"),
     Column("other_budgets", "str", "the team's weekly and daily budgets, not compared"),
 )
 SUMMED = ("requests", "total_tokens", "cost_micro_usd", "cost_usd")
@@ -67,24 +69,34 @@ def _row(
     team: str, s: Sums, cost_usd: Decimal, monthly: list[Budget], other: list[Budget]
 ) -> tuple[Any, ...]:
     spend = Spend(cost_micro(s), total_tokens(s))
+    values: dict[str, Any] = dict.fromkeys(c.name for c in COLUMNS)  # empty unless set
+    values.update(
+        team=team,
+        requests=s[0],
+        total_tokens=spend.tokens,
+        cost_usd=cost_usd,
+        cost_micro_usd=spend.micro_usd,
+        other_budgets="; ".join(_limits(b) for b in sorted(other, key=_by_period)) or None,
+    )
+    if monthly:
+        values["budgets"] = ", ".join(b.id for b in monthly)
+        values["status"] = _worst(budget_status(b, spend) for b in monthly)
     by_usd = _compare(spend.micro_usd, [(b.limit_micro_usd, b.soft_ratio) for b in monthly])
-    money: tuple[Any, ...] = (None,) * 6
     if by_usd is not None:
         limit, remaining, used, status = by_usd
-        money = (limit, usd(limit), remaining, usd(limit) - cost_usd, used, status)
+        values.update(
+            budget_micro_usd=limit,
+            budget_usd=usd(limit),
+            remaining_micro_usd=remaining,
+            remaining_usd=usd(limit) - cost_usd,
+            cost_used_share=used,
+            cost_status=status,
+        )
     by_tokens = _compare(spend.tokens, [(b.limit_tokens, b.soft_ratio) for b in monthly])
-    return (
-        team,
-        s[0],
-        spend.tokens,
-        spend.micro_usd,
-        cost_usd,
-        ", ".join(b.id for b in monthly) or None,
-        *money,
-        *(by_tokens or (None,) * 4),
-        _worst(budget_status(b, spend) for b in monthly) if monthly else None,
-        "; ".join(_limits(b) for b in sorted(other, key=lambda b: (b.period, b.id))) or None,
-    )
+    if by_tokens is not None:
+        names = ("budget_tokens", "remaining_tokens", "token_used_share", "token_status")
+        values.update(zip(names, by_tokens, strict=True))
+    return tuple(values[c.name] for c in COLUMNS)
 
 
 def _compare(
@@ -98,6 +110,10 @@ def _compare(
     smallest = min(limit for limit, _ in given)
     status = _worst(limit_status(spent, limit, soft) for limit, soft in given)
     return smallest, smallest - spent, _used(spent, smallest), status
+
+
+def _by_period(b: Budget) -> tuple[str, str]:
+    return b.period, b.id
 
 
 def _used(spent: int, limit: int) -> float:
