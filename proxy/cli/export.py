@@ -99,7 +99,7 @@ def _build(
 
     from metering.export.files import DIR_FORMATS, write_export, write_export_dir
     from metering.export.month import STEPS, build_month_export
-    from proxy.gateway.runtime import config_budgets
+    from proxy.config.budgets import config_budgets
 
     engine, tco = open_ledger(settings, create=False), tco_inputs(settings)
     budgets = config_budgets(settings.budgets)

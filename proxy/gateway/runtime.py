@@ -10,15 +10,15 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
-from metering.budgets import Budget
 from metering.journal import Journal
 from metering.ledger import Ledger
 from metering.metrics import IdentityMetrics, StateMetrics, UsageMetrics
 from metering.store import create_db_engine, prepare_schema
 from metering.writer import BatchWriter
+from proxy.config.budgets import config_budgets
 from proxy.config.catalogue import effective_routes
 from proxy.config.pricebook import build_pricebook
-from proxy.config.settings import BudgetSettings, ModelConfig, Settings
+from proxy.config.settings import ModelConfig, Settings
 from proxy.gateway.auth import KeyCache
 from proxy.gateway.deployments import Router, build_router
 from proxy.gateway.drain import Drain
@@ -160,21 +160,6 @@ async def close_runtime(rt: Runtime) -> None:
     rt.engine.dispose()
     if rt.telemetry is not None:
         await rt.telemetry.close()
-
-
-def config_budgets(settings: BudgetSettings) -> list[Budget]:
-    return [
-        Budget(
-            id=f"config:{b.scope}:{b.subject}:{b.period}",
-            scope=b.scope,
-            subject=b.subject,
-            period=b.period,
-            limit_micro_usd=None if b.limit_usd is None else int(b.limit_usd * 1_000_000),
-            limit_tokens=b.limit_tokens,
-            soft_ratio=b.soft_ratio,
-        )
-        for b in settings.limits
-    ]
 
 
 def publish_state(rt: Runtime) -> None:
