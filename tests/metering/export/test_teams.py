@@ -17,8 +17,10 @@ from metering.budgets import Budget, create_budget
 from metering.events import UsageEvent
 from metering.export.files import FORMATS
 from metering.export.month import MonthExport, build_month_export
-from metering.export.views import usd
+from metering.export.team_budgets import team_budgets_view
+from metering.export.views import usd, zero_sums
 from metering.store import create_db_engine, upgrade_schema
+from metering.tables import ROLLUP_SUMS
 from metering.writer import insert_events
 from tests.metering.export.month_data import (
     INT_METRICS,
@@ -222,3 +224,42 @@ def test_teams_month_over_month_against_both_months_events(ledger, export, fmt, 
     assert costs == sorted(costs, reverse=True)
     previous_total = sum(s["cost_micro_usd"] for s in before.values())
     assert sum(r["cost_previous_usd"] for r in rows.values()) == usd(previous_total)
+
+
+def sums(*, cost_micro_usd: int, tokens: int) -> list[int]:
+    s = zero_sums()
+    s[ROLLUP_SUMS.index("requests")] = 1
+    s[ROLLUP_SUMS.index("cost_micro_usd")] = cost_micro_usd
+    s[ROLLUP_SUMS.index("input_tokens")] = tokens
+    return s
+
+
+@pytest.mark.parametrize(
+    ("limit_micro_usd", "limit_tokens", "expected"),
+    [
+        (1_000_000, None, ("ok", None, "ok")),  # 79.9 % of the USD limit
+        (998_750, None, ("soft", None, "soft")),  # exactly 80 %: past the soft threshold
+        (799_000, None, ("exceeded", None, "exceeded")),  # at the limit: refused from here
+        (None, 1000, (None, "exceeded", "exceeded")),  # 1,000 of 1,000 tokens
+        (None, 1250, (None, "soft", "soft")),  # 80 % of the tokens
+        (0, None, ("exceeded", None, "exceeded")),  # a limit of 0 refuses everything
+    ],
+)
+def test_statuses_at_the_edges_of_a_limit(limit_micro_usd, limit_tokens, expected):
+    budget = Budget("b", "team", "t", "month", limit_micro_usd, limit_tokens)
+    view = team_budgets_view({"t": sums(cost_micro_usd=799_000, tokens=1000)}, [budget])
+    [row] = view.records()
+    assert (row["cost_status"], row["token_status"], row["status"]) == expected
+    if limit_micro_usd == 0:
+        assert row["cost_used_share"] == 1.0 and row["remaining_micro_usd"] == -799_000
+
+
+def test_weekly_daily_and_other_scopes_are_not_compared_with_the_month():
+    budgets = [
+        Budget("w", "team", "t", "week", 50_000_000, None),
+        Budget("d", "team", "t", "day", None, 5),
+        Budget("u", "user", "t", "month", 1, None),
+    ]
+    [row] = team_budgets_view({"t": sums(cost_micro_usd=10, tokens=10)}, budgets).records()
+    assert row["budgets"] is None and row["status"] is None and row["budget_usd"] is None
+    assert row["other_budgets"] == "team:t:day 5 tokens; team:t:week $50.00"
