@@ -23,6 +23,7 @@ from metering.tables import BudgetRecord, UsageRollupRecord
 
 Scope = Literal["key", "user", "team", "use_case"]
 Period = Literal["month", "week", "day"]
+Status = Literal["ok", "soft", "exceeded"]  # soft: past the soft threshold
 SCOPES: tuple[Scope, ...] = ("key", "user", "team", "use_case")
 COLUMNS: dict[Scope, str] = {
     "key": "key_id",
@@ -91,6 +92,21 @@ def exceeded(budget: Budget, spend: Spend) -> bool:
     usd = budget.limit_micro_usd is not None and spend.micro_usd >= budget.limit_micro_usd
     tokens = budget.limit_tokens is not None and spend.tokens >= budget.limit_tokens
     return usd or tokens
+
+
+def budget_status(budget: Budget, spend: Spend) -> Status:
+    """``exceeded`` at or past a limit, ``soft`` past the soft threshold, else ``ok``: the
+    status ``/admin/budgets`` and ``tokenmeter budgets list`` show."""
+    if exceeded(budget, spend):
+        return "exceeded"
+    return "soft" if used_ratio(budget, spend) >= budget.soft_ratio else "ok"
+
+
+def limit_status(spent: int, limit: int, soft_ratio: float) -> Status:
+    """The status of one limit (micro-dollars or tokens) on its own, as ``budget_status``."""
+    if spent >= limit:
+        return "exceeded"
+    return "soft" if spent / limit >= soft_ratio else "ok"
 
 
 def read_spend(engine: Engine, budgets: Iterable[Budget], now: datetime) -> dict[str, Spend]:

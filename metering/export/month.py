@@ -10,17 +10,19 @@ Writers for CSV, XLSX and Parquet are in ``metering.export.files``.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Date, Engine, Table, cast, func, select
 
+from metering.budgets import Budget, list_budgets
 from metering.export.pareto import ParetoSet, headline, smallest_set
 from metering.export.periods import Cell, days_view, line_items_view, month_over_month_view
 from metering.export.sessions import EventTotals, read_sessions, session_views
 from metering.export.tco_sheet import TcoInputs, month_projection, tco_views
+from metering.export.team_budgets import team_budgets_view
 from metering.export.views import (
     Sums,
     View,
@@ -159,10 +161,15 @@ def build_month_export(
     month: Month,
     *,
     tco: TcoInputs | None = None,
+    config_budgets: Sequence[Budget] = (),
     now: datetime | None = None,
     progress: Progress | None = None,
 ) -> MonthExport:
-    """All views of ``month``; EmptyMonth when the ledger has no request in it."""
+    """All views of ``month``; EmptyMonth when the ledger has no request in it.
+
+    ``config_budgets`` are the config file's budgets; the ledger's own (``/admin/budgets``,
+    ``tokenmeter budgets``) are read here. Both are compared with the teams' spend.
+    """
     step = progress or (lambda _: None)
     now = now or datetime.now(UTC)
     step(STEPS[0])
@@ -179,12 +186,13 @@ def build_month_export(
         add_into(by_cell.setdefault(cell, zero_sums()), sums)
     total = by_scope["all"]
     before = read_cells(engine, start=month.previous.start, end=month.previous.end)
-    before_uc: dict[str, Sums] = {}
+    before_by: dict[str, dict[str, Sums]] = {"use_case": {}, "team": {}}
     for labels, sums in before:
-        add_into(before_uc.setdefault(labels["use_case"], zero_sums()), sums)
+        for key, acc in before_by.items():
+            add_into(acc.setdefault(labels[key], zero_sums()), sums)
     # Every day of the month up to today (all of it once it is over), quiet days as zeros.
     last_day = min(month.end, max(now, month.start + _DAY)) - timedelta(microseconds=1)
-    uc = groups["use_cases"]
+    uc, teams, prior = groups["use_cases"], groups["teams"], str(month.previous)
     pareto = {
         "tokens": smallest_set((k, total_tokens(s)) for k, s in uc.items()),
         "cost": smallest_set((k, cost_micro(s)) for k, s in uc.items()),
@@ -194,7 +202,9 @@ def build_month_export(
         pareto_view({m: (p, headline(p, items="use cases", volume=m)) for m, p in pareto.items()}),
         *(group_view(name, key, groups[name], total) for name, key in GROUPINGS),
         days_view(cells, first=month.start.date(), last=last_day.date()),
-        month_over_month_view(uc, before_uc, previous_month=str(month.previous)),
+        month_over_month_view("use_cases_mom", uc, before_by["use_case"], previous_month=prior),
+        month_over_month_view("teams_mom", teams, before_by["team"], previous_month=prior),
+        team_budgets_view(teams, [*config_budgets, *list_budgets(engine)]),
         line_items_view(cells),
     ]
     step(STEPS[1])

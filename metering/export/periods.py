@@ -1,6 +1,7 @@
-"""The export's views over time: per day, month over month per use case, and the line items.
+"""The export's views over time: per day, month over month per use case and per team, and the
+line items.
 
-All three are folds of the month's hourly rollup cells (and the previous month's, for the
+All of them are folds of the month's hourly rollup cells (and the previous month's, for the
 comparison), so they cost as much as the rollups, not the requests. Every amount is an integer
 sum; USD columns are allotted in cents that add up (``views.settle_cents``).
 """
@@ -85,26 +86,37 @@ def line_items_view(cells: Iterable[Cell]) -> View:
     return View("line_items", doc, columns, rows, summed=METRIC_NAMES)
 
 
-MOM_COLUMNS = (
-    Column("use_case", "str", "the use case (also those with requests last month only)"),
-    Column("requests", "int", "requests this month"),
-    Column("requests_previous", "int", "requests in the previous month"),
-    Column("total_tokens", "int", "tokens this month"),
-    Column("total_tokens_previous", "int", "tokens in the previous month"),
-    Column("token_change", "share", "tokens this month / previous month - 1 (empty: none before)"),
-    Column("cost_micro_usd", "int", "cost this month in micro-dollars, exact"),
-    Column("cost_previous_micro_usd", "int", "cost in the previous month in micro-dollars, exact"),
-    Column("cost_usd", "usd", "cost this month in USD"),
-    Column("cost_previous_usd", "usd", "cost in the previous month in USD"),
-    Column("cost_change_usd", "usd", "cost_usd - cost_previous_usd"),
-    Column("cost_change", "share", "cost this month / previous month - 1 (empty: none before)"),
-)
+MOM_KEYS = {  # the month-over-month views: name -> key
+    "use_cases_mom": "use_case",
+    "teams_mom": "team",
+}
+
+
+def mom_columns(key: str) -> tuple[Column, ...]:
+    """The month-over-month columns of a view keyed by ``key`` (use_case, team)."""
+    label = key.replace("_", " ")
+    return (
+        Column(key, "str", f"the {label} (also those with requests last month only)"),
+        Column("requests", "int", "requests this month"),
+        Column("requests_previous", "int", "requests in the previous month"),
+        Column("total_tokens", "int", "tokens this month"),
+        Column("total_tokens_previous", "int", "tokens in the previous month"),
+        Column("token_change", "share", "tokens this month / previous month - 1 (empty: none)"),
+        Column("cost_micro_usd", "int", "cost this month in micro-dollars, exact"),
+        Column("cost_previous_micro_usd", "int", "cost in the previous month in micro-dollars"),
+        Column("cost_usd", "usd", "cost this month in USD"),
+        Column("cost_previous_usd", "usd", "cost in the previous month in USD"),
+        Column("cost_change_usd", "usd", "cost_usd - cost_previous_usd"),
+        Column("cost_change", "share", "cost this month / previous month - 1 (empty: none)"),
+    )
 
 
 def month_over_month_view(
-    current: Mapping[str, Sums], previous: Mapping[str, Sums], *, previous_month: str
+    name: str, current: Mapping[str, Sums], previous: Mapping[str, Sums], *, previous_month: str
 ) -> View:
-    """Each use case this month against the previous month, largest cost first."""
+    """Each key of view ``name`` (MOM_KEYS) this month against the previous month, largest cost
+    first."""
+    key = MOM_KEYS[name]
     names = sorted(
         set(current) | set(previous),
         key=lambda k: (-cost_micro(current.get(k, zero_sums())), k),
@@ -130,9 +142,10 @@ def month_over_month_view(
         )
         for k, n, b, un, ub in zip(names, now, before, usd_now, usd_before, strict=True)
     ]
-    summed = tuple(c.name for c in MOM_COLUMNS if c.kind in ("int", "usd"))
-    doc = f"per use case, this month against {previous_month}"
-    return View("use_cases_mom", doc, MOM_COLUMNS, rows, summed=summed)
+    columns = mom_columns(key)
+    summed = tuple(c.name for c in columns if c.kind in ("int", "usd"))
+    doc = f"per {key.replace('_', ' ')}, this month against {previous_month}"
+    return View(name, doc, columns, rows, summed=summed)
 
 
 def change(now: int, before: int) -> float | None:

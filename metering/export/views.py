@@ -246,13 +246,17 @@ def pareto_view(sets: Mapping[str, tuple[ParetoSet, str]]) -> View:
 
 
 def settle_cents(view: View) -> View:
-    """``view`` with every ``X_usd`` column that has an exact ``X_micro_usd`` twin allotted by
-    ``cents`` over its rows; other columns unchanged."""
+    """``view`` with every ``X_usd`` column that its totals row adds up and that has an exact
+    ``X_micro_usd`` twin allotted by ``cents`` over its rows; other columns unchanged (a column
+    that is not summed, e.g. a budget per row, is no part of one whole: each row rounds its
+    own)."""
     names = [c.name for c in view.columns]
     pairs = [
         (i, names.index(c.name[: -len("_usd")] + "_micro_usd"))
         for i, c in enumerate(view.columns)
-        if c.kind == "usd" and c.name[: -len("_usd")] + "_micro_usd" in names
+        if c.kind == "usd"
+        and c.name in view.summed
+        and c.name[: -len("_usd")] + "_micro_usd" in names
     ]
     if not pairs or not view.rows:
         return view

@@ -4,8 +4,9 @@ Every sheet prints: landscape A4, fitted to the page width, the header row repea
 the page header and the sheet and page number in the footer. Data sheets have a frozen, filterable
 header row, a bold totals row under the data (for views that add up), widths from their contents
 and number formats by column kind; the ``tco`` sheet's values are formatted by their unit (USD,
-share, GPUs, tokens). Text is sanitised as it is written: a recorded value with control
-characters, or one that looks like a formula, is shown as text and can never break the file.
+share, GPUs, tokens), and a budget's status is coloured (exceeded red, soft amber). Text is
+sanitised as it is written: a recorded value with control characters, or one that looks like a
+formula, is shown as text and can never break the file.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any, BinaryIO
 
 from openpyxl import Workbook
 from openpyxl.cell.cell import Cell
-from openpyxl.styles import Border, Font, Side
+from openpyxl.styles import Border, Font, PatternFill, Side
 from openpyxl.utils import get_column_letter
 from openpyxl.worksheet.worksheet import Worksheet
 
@@ -41,6 +42,11 @@ CHART_MAX_USE_CASES = 60  # beyond this the bars are unreadable; the sheet has t
 MAX_SHEET_ROWS = 1_000_000  # Excel's limit is 1,048,576 rows: room for the header and totals
 _MAX_WIDTH = 60
 _TOTAL_BORDER = Border(top=Side(style="thin"))
+# A budget's status (team_budgets) stands out: exceeded in red, past the soft threshold in amber.
+STATUS_FILLS = {
+    "exceeded": PatternFill("solid", fgColor="F4CCCC"),
+    "soft": PatternFill("solid", fgColor="FFF2CC"),
+}
 
 
 def write_xlsx(export: MonthExport, out: BinaryIO, *, progress: Progress) -> None:
@@ -87,6 +93,7 @@ def _sheet(
         ws.column_dimensions[get_column_letter(i)].width = width
     if name == "tco":
         _format_by_unit(ws, view)
+    _mark_statuses(ws, view)
     _text_cells_as_text(ws)
     ws.freeze_panes = "A2"
     if view.rows:
@@ -103,6 +110,16 @@ def _format_by_unit(ws: Worksheet, view: View) -> None:
         fmt = UNIT_FORMATS.get(str(ws.cell(r, unit_at).value or ""))
         if fmt:
             ws.cell(r, value_at).number_format = fmt
+
+
+def _mark_statuses(ws: Worksheet, view: View) -> None:
+    for i, column in enumerate(view.columns, start=1):
+        if column.kind == "str" and column.name.endswith("status"):
+            last = len(view.rows) + 1
+            for (cell,) in ws.iter_rows(min_row=2, max_row=last, min_col=i, max_col=i):
+                fill = STATUS_FILLS.get(str(cell.value))
+                if fill is not None:
+                    cell.fill = fill
 
 
 def _text_cells_as_text(ws: Worksheet) -> None:

@@ -42,7 +42,8 @@ def render_export(rt: Runtime, month: str, fmt: str) -> bytes:
     settings = rt.settings
     models = effective_models(settings)
     book = build_pricebook(settings, models)
-    export = build_month_export(rt.engine, parsed, tco=tco_inputs(settings.tco, book, models))
+    tco = tco_inputs(settings.tco, book, models)
+    export = build_month_export(rt.engine, parsed, tco=tco, config_budgets=rt.budgets.config)
     buf = io.BytesIO()
     write_export(export, fmt, buf)
     return buf.getvalue()

@@ -60,7 +60,7 @@ def budgets_create(
 def budgets_list(config: ConfigOpt = None) -> None:
     """List budgets with what the ledger says was spent in the current period."""
     from metering.budgets import exceeded, list_budgets, read_spend, used_ratio
-    from proxy.gateway.runtime import config_budgets
+    from proxy.config.budgets import config_budgets
 
     settings = load(config)
     engine = open_ledger(settings)

@@ -54,9 +54,9 @@ def export(
     ] = None,
     config: ConfigOpt = None,
 ) -> None:
-    """Write a month's finance export: page one, totals, per use case/agent/user/model/backend,
-    per day, month over month, line items, the 80/20 split, sessions and the TCO projection
-    (see docs/export.md)."""
+    """Write a month's finance export: page one, totals, per use case/agent/user/model/backend/
+    team, per day, month over month, budget vs actual per team, line items, the 80/20 split,
+    sessions and the TCO projection (see docs/export.md)."""
     from metering.export.files import DIR_FORMATS, dir_name, file_name
     from metering.export.month import EmptyMonth, Month, UnknownMonth
     from metering.invoices import InvoiceError, read_invoice
@@ -99,15 +99,17 @@ def _build(
 
     from metering.export.files import DIR_FORMATS, write_export, write_export_dir
     from metering.export.month import STEPS, build_month_export
+    from proxy.config.budgets import config_budgets
 
     engine, tco = open_ledger(settings, create=False), tco_inputs(settings)
+    budgets = config_budgets(settings.budgets)
     with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:
         task = bar.add_task(f"export {month}", total=len(STEPS))
 
         def step(description: str) -> None:
             bar.update(task, description=description, advance=1)
 
-        export_ = build_month_export(engine, month, tco=tco, progress=step)
+        export_ = build_month_export(engine, month, tco=tco, config_budgets=budgets, progress=step)
         if bill is not None:
             from metering.reconcile import reconcile_month, with_reconciliation
 

@@ -12,15 +12,15 @@ from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 
 from metering.appender import JournalAppender
-from metering.budgets import Budget
 from metering.journal import Journal
 from metering.ledger import Ledger
 from metering.metrics import IdentityMetrics, StateMetrics, UsageMetrics
 from metering.store import create_db_engine, prepare_schema
 from metering.writer import BatchWriter
+from proxy.config.budgets import config_budgets
 from proxy.config.catalogue import effective_routes
 from proxy.config.pricebook import build_pricebook
-from proxy.config.settings import BudgetSettings, ModelConfig, Settings, StorageSettings
+from proxy.config.settings import ModelConfig, Settings, StorageSettings
 from proxy.gateway.auth import KeyCache
 from proxy.gateway.deployments import Router, build_router
 from proxy.gateway.drain import Drain
@@ -190,21 +190,6 @@ def _writer(storage: StorageSettings, engine: Engine) -> BatchWriter | JournalAp
         fsync_interval_s=storage.fsync_interval_s,
         retention_days=storage.retention_days,
     )
-
-
-def config_budgets(settings: BudgetSettings) -> list[Budget]:
-    return [
-        Budget(
-            id=f"config:{b.scope}:{b.subject}:{b.period}",
-            scope=b.scope,
-            subject=b.subject,
-            period=b.period,
-            limit_micro_usd=None if b.limit_usd is None else int(b.limit_usd * 1_000_000),
-            limit_tokens=b.limit_tokens,
-            soft_ratio=b.soft_ratio,
-        )
-        for b in settings.limits
-    ]
 
 
 def publish_state(rt: Runtime) -> None:
