@@ -1,0 +1,203 @@
+"""Rate-limit buckets shared by every replica through Redis, and what a replica does without it.
+
+Admission asks Redis in one round trip, bounded by ``rate_limits.redis_timeout_s``. Tokens are
+debited after the response, off the request path: the ledger listener only adds them to a
+pending map, and one task sends the whole map in one script call (under load the debits of
+many requests go together). When Redis does not answer, nothing is refused for that: this replica
+decides alone with its share of every limit (limit / replicas) until a probe, once a second,
+finds Redis again. Leaving and coming back are each logged once, and counted
+(docs/metrics.md). Debits that could not be sent are kept and sent when Redis answers again,
+unless they are older than a bucket's minute by then; those are counted as dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from metering.metrics import RateLimitMetrics
+
+log = logging.getLogger(__name__)
+
+RETRY_INTERVAL_S = 1.0  # how often a replica without Redis asks whether it answers again
+# A bucket refills completely within a minute: a debit held back longer than that would
+# charge a later minute for tokens whose own minute is over.
+DEBIT_MAX_AGE_S = 60.0
+
+
+class StoreUnavailable(Exception):
+    """The store did not answer within its timeout, or answered with an error."""
+
+
+@dataclass(frozen=True, slots=True)
+class Take:
+    """One bucket's part in a request: admitted if it holds ``need`` (0: no check), then
+    ``take`` is taken. A bucket holds ``capacity`` units and refills at capacity per minute."""
+
+    key: str
+    capacity: float
+    need: float
+    take: float
+
+
+class BucketStore(Protocol):
+    """Where shared buckets live (redis_buckets.RedisBuckets); every call may raise
+    StoreUnavailable."""
+
+    where: str  # for logs, without credentials
+
+    async def take(self, takes: Sequence[Take]) -> tuple[float, list[float]]:
+        """Seconds to wait (0: every ``take`` was taken, atomically), each level after."""
+        ...
+
+    async def load(self) -> None:
+        """Ready the store for ``take``; answers whether it is reachable."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class _Debit:
+    capacity: float
+    tokens: int
+    since: float  # monotonic time of the oldest debit folded in
+
+
+class SharedBuckets:
+    def __init__(
+        self,
+        store: BucketStore,
+        metrics: RateLimitMetrics,
+        *,
+        retry_interval_s: float = RETRY_INTERVAL_S,
+    ) -> None:
+        self._store = store
+        self._retry_interval_s = retry_interval_s
+        self._metrics = metrics
+        self.up = True
+        metrics.store_up.set(1)
+        self._pending: dict[str, _Debit] = {}
+        self._flushing: asyncio.Task[None] | None = None
+        self._probe: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def start(self) -> None:
+        try:
+            await self._store.load()
+        except StoreUnavailable as exc:
+            self._lost(exc)
+
+    async def stop(self) -> None:
+        self._closing = True
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
+        if self._flushing is not None:
+            await self._flushing  # bounded by the timeout: it holds debits already taken out
+        if self.up and self._pending:
+            await self._flush()
+        left = sum(d.tokens for d in self._pending.values())
+        if left:
+            log.warning("rate limits: %d tokens not debited in Redis at shutdown", left)
+            self._metrics.dropped_tokens.inc(left)
+        await self._store.close()
+
+    async def take(self, takes: Sequence[Take]) -> tuple[float, list[float]] | None:
+        """Redis's answer (seconds to wait, levels after), or None: decide locally."""
+        if self.up:
+            try:
+                return await self._store.take(takes)
+            except StoreUnavailable as exc:
+                self._lost(exc)
+        self._metrics.fallbacks.labels("admit").inc()
+        return None
+
+    def debit(self, key: str, *, capacity: float, tokens: int) -> None:
+        """Take ``tokens`` from the bucket ``key`` soon, without waiting for Redis."""
+        self._hold(key, _Debit(capacity, tokens, time.monotonic()))
+        if not self.up:
+            self._metrics.fallbacks.labels("debit").inc()
+        self._schedule_flush()
+
+    def _hold(self, key: str, debit: _Debit) -> None:
+        found = self._pending.get(key)
+        if found is None:
+            self._pending[key] = debit
+        else:
+            found.capacity = debit.capacity
+            found.tokens += debit.tokens
+            found.since = min(found.since, debit.since)
+
+    def _schedule_flush(self) -> None:
+        if self._closing or not (self.up and self._pending):
+            return
+        if self._flushing is not None and not self._flushing.done():
+            return
+        with contextlib.suppress(RuntimeError):  # no running loop: the next debit sends it
+            loop = asyncio.get_running_loop()
+            self._flushing = loop.create_task(self._flush(), name="tokenmeter-ratelimit-debits")
+
+    async def _flush(self) -> None:
+        while self.up and self._pending:
+            batch, self._pending = self._drop_stale(self._pending), {}
+            if not batch:
+                return
+            takes = [Take(key, d.capacity, 0.0, d.tokens) for key, d in batch.items()]
+            try:
+                await self._store.take(takes)
+            except StoreUnavailable as exc:
+                for key, d in batch.items():
+                    self._hold(key, d)
+                self._lost(exc)
+                self._metrics.fallbacks.labels("debit").inc(len(batch))
+
+    def _drop_stale(self, pending: dict[str, _Debit]) -> dict[str, _Debit]:
+        oldest = time.monotonic() - DEBIT_MAX_AGE_S
+        fresh = {k: d for k, d in pending.items() if d.since >= oldest}
+        stale = sum(d.tokens for d in pending.values() if d.since < oldest)
+        if stale:
+            log.warning(
+                "rate limits: %d tokens were held back over %.0f s while Redis did not answer; "
+                "not debited",
+                stale,
+                DEBIT_MAX_AGE_S,
+            )
+            self._metrics.dropped_tokens.inc(stale)
+        return fresh
+
+    def _lost(self, exc: StoreUnavailable) -> None:
+        if not self.up:
+            return
+        self.up = False
+        self._metrics.store_up.set(0)
+        log.warning(
+            "rate limits: Redis at %s does not answer (%s); each replica enforces its share "
+            "(limit / rate_limits.replicas) until it does",
+            self._store.where,
+            exc,
+        )
+        if self._closing:
+            return
+        self._probe = asyncio.get_running_loop().create_task(
+            self._probe_until_up(), name="tokenmeter-ratelimit-probe"
+        )
+
+    async def _probe_until_up(self) -> None:
+        while True:
+            await asyncio.sleep(self._retry_interval_s)
+            try:
+                await self._store.load()
+            except StoreUnavailable:
+                continue
+            self.up = True
+            self._metrics.store_up.set(1)
+            log.warning("rate limits: Redis at %s answers again: limits shared", self._store.where)
+            self._schedule_flush()
+            return

@@ -1,0 +1,93 @@
+"""The shared buckets' store on a real Redis: one script takes all of a request's buckets or
+none, and token debits that Redis could not take are sent when it answers again."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import pytest
+import redis
+from prometheus_client import CollectorRegistry
+
+from metering.metrics import RateLimitMetrics
+from proxy.gateway.governance.redis_buckets import RedisBuckets, where
+from proxy.gateway.governance.shared_limits import SharedBuckets, StoreUnavailable, Take
+from tests.services import redis_server
+from tests.support import free_port
+
+
+@pytest.fixture
+def prefix(redis_url: str):
+    name = "tm-test-" + uuid.uuid4().hex[:10]
+    yield name
+    client = redis.Redis.from_url(redis_url)
+    for key in client.scan_iter(f"{name}:*"):
+        client.delete(key)
+    client.close()
+
+
+async def test_a_request_takes_every_bucket_or_none(redis_url, prefix):
+    store = RedisBuckets(redis_url, timeout_s=1.0)
+    key, team = f"{prefix}:key:k:requests", f"{prefix}:team:t:requests"
+    try:
+        wait, levels = await store.take([Take(key, 5, 1, 1), Take(team, 1, 1, 1)])
+        assert (wait, levels) == (0.0, [4.0, 0.0])
+        # the team bucket is empty: refused, and the key's bucket keeps its level
+        wait, levels = await store.take([Take(key, 5, 1, 1), Take(team, 1, 1, 1)])
+        assert 0 < wait <= 60
+        assert levels[0] == pytest.approx(4.0, abs=0.01)
+        wait, levels = await store.take([Take(key, 5, 1, 1)])
+        assert wait == 0 and levels[0] == pytest.approx(3.0, abs=0.01)
+    finally:
+        await store.close()
+
+
+async def test_a_debit_is_taken_whatever_the_level(redis_url, prefix):
+    store = RedisBuckets(redis_url, timeout_s=1.0)
+    try:
+        wait, [level] = await store.take([Take(f"{prefix}:key:k:tokens", 100, 0, 250)])
+        assert (wait, level) == (0.0, -150.0)
+    finally:
+        await store.close()
+
+
+async def test_an_unreachable_store_raises_store_unavailable():
+    store = RedisBuckets(f"redis://127.0.0.1:{free_port()}/0", timeout_s=0.05)
+    try:
+        with pytest.raises(StoreUnavailable):
+            await store.take([Take("k", 1, 1, 1)])
+    finally:
+        await store.close()
+
+
+async def test_debits_held_back_while_redis_is_down_are_sent_when_it_answers():
+    port = free_port()
+    metrics = RateLimitMetrics(CollectorRegistry())
+    store = RedisBuckets(f"redis://127.0.0.1:{port}/0", timeout_s=0.05)
+    buckets = SharedBuckets(store, metrics, retry_interval_s=0.05)
+    await buckets.start()
+    assert not buckets.up
+    buckets.debit("tm:key:k:tokens", capacity=60, tokens=1000)
+    with redis_server("127.0.0.1", port) as url:
+        client = redis.Redis.from_url(url)
+        level = await _poll(lambda: client.hget("tm:key:k:tokens", "l"))
+        assert float(level) == 60 - 1000  # the whole held-back debit, on a full bucket
+        assert buckets.up
+        client.close()
+        await buckets.stop()
+    assert metrics.fallbacks.labels("debit")._value.get() == 1
+    assert metrics.dropped_tokens._value.get() == 0
+
+
+async def _poll(check):
+    for _ in range(200):
+        value = check()
+        if value:
+            return value
+        await asyncio.sleep(0.02)
+    raise AssertionError("not within 4 s")
+
+
+def test_logs_show_where_without_credentials():
+    assert where("redis://user:secret@cache.internal:6380/2") == "redis://cache.internal:6380/2"
