@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -34,6 +42,7 @@ DEFAULT_AZURE_API_VERSION = "2024-05-01-preview"  # what the azure-ai-inference 
 # A loopback or same-zone Redis answers in well under 1 ms (docs/governance.md); 50 ms is a
 # store in trouble, and the request is then decided without it.
 DEFAULT_REDIS_TIMEOUT_S = 0.05
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")  # what redis-py's from_url reads
 
 
 class ConfigError(Exception):
@@ -203,6 +212,13 @@ class RateLimitSettings(_Strict):
         gt=0,
         description="past this, a request is decided by this replica's share instead",
     )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is not None and not url.get_secret_value().startswith(REDIS_SCHEMES):
+            raise ValueError(f"must start with {', '.join(REDIS_SCHEMES)}")
+        return url
 
 
 class LimitSettings(_Strict):
