@@ -91,3 +91,32 @@ async def _poll(check):
 
 def test_logs_show_where_without_credentials():
     assert where("redis://user:secret@cache.internal:6380/2") == "redis://cache.internal:6380/2"
+
+
+async def test_a_debit_goes_along_with_the_check_of_its_own_bucket(redis_url, prefix):
+    store = RedisBuckets(redis_url, timeout_s=1.0)
+    tokens = f"{prefix}:key:k:tokens"
+    try:
+        # the debit empties the bucket first, so the same call's check of it refuses
+        wait, levels = await store.take([Take(tokens, 100, 1, 0), Take(tokens, 100, 0, 150)])
+        assert wait > 0
+        assert levels == [-50.0, -50.0]
+    finally:
+        await store.close()
+
+
+async def test_the_next_admission_carries_the_pending_debits(redis_url, prefix):
+    store = RedisBuckets(redis_url, timeout_s=1.0)
+    # a delay no test waits for: only the admission can have sent the debit
+    buckets = SharedBuckets(store, RateLimitMetrics(CollectorRegistry()), debit_delay_s=600)
+    await buckets.start()
+    tokens, requests = f"{prefix}:key:a:tokens", f"{prefix}:key:b:requests"
+    try:
+        buckets.debit(tokens, capacity=60, tokens=100)
+        answer = await buckets.take([Take(requests, 10, 1, 1)])
+        assert answer == (0.0, [9.0])  # the admission's own levels only
+        client = redis.Redis.from_url(redis_url)
+        assert float(client.hget(tokens, "l")) == 60 - 100
+        client.close()
+    finally:
+        await buckets.stop()
