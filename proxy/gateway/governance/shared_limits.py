@@ -84,8 +84,10 @@ class SharedBuckets:
         *,
         retry_interval_s: float = RETRY_INTERVAL_S,
         debit_delay_s: float = DEBIT_DELAY_S,
+        debit_max_age_s: float = DEBIT_MAX_AGE_S,
     ) -> None:
         self._store = store
+        self._debit_max_age_s = debit_max_age_s
         self._retry_interval_s = retry_interval_s
         self._debit_delay_s = debit_delay_s
         self._metrics = metrics
@@ -188,7 +190,7 @@ class SharedBuckets:
             self._metrics.fallbacks.labels("debit").inc(len(batch))
 
     def _drop_stale(self, pending: dict[str, _Debit]) -> dict[str, _Debit]:
-        oldest = time.monotonic() - DEBIT_MAX_AGE_S
+        oldest = time.monotonic() - self._debit_max_age_s
         fresh = {k: d for k, d in pending.items() if d.since >= oldest}
         stale = sum(d.tokens for d in pending.values() if d.since < oldest)
         if stale:
@@ -196,7 +198,7 @@ class SharedBuckets:
                 "rate limits: %d tokens were held back over %.0f s while Redis did not answer; "
                 "not debited",
                 stale,
-                DEBIT_MAX_AGE_S,
+                self._debit_max_age_s,
             )
             self._metrics.dropped_tokens.inc(stale)
         return fresh

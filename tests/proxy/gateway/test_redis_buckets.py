@@ -63,9 +63,9 @@ async def test_an_unreachable_store_raises_store_unavailable():
 
 async def test_debits_held_back_while_redis_is_down_are_sent_when_it_answers():
     port = free_port()
-    metrics = RateLimitMetrics(CollectorRegistry())
+    registry = CollectorRegistry()
     store = RedisBuckets(f"redis://127.0.0.1:{port}/0", timeout_s=0.05)
-    buckets = SharedBuckets(store, metrics, retry_interval_s=0.05)
+    buckets = SharedBuckets(store, RateLimitMetrics(registry), retry_interval_s=0.05)
     await buckets.start()
     assert not buckets.up
     buckets.debit("tm:key:k:tokens", capacity=60, tokens=1000)
@@ -76,8 +76,9 @@ async def test_debits_held_back_while_redis_is_down_are_sent_when_it_answers():
         assert buckets.up
         client.close()
         await buckets.stop()
-    assert metrics.fallbacks.labels("debit")._value.get() == 1
-    assert metrics.dropped_tokens._value.get() == 0
+    debit = {"operation": "debit"}
+    assert registry.get_sample_value("tokenmeter_rate_limit_fallbacks_total", debit) == 1
+    assert registry.get_sample_value("tokenmeter_rate_limit_dropped_tokens_total") == 0
 
 
 async def _poll(check):
@@ -119,4 +120,24 @@ async def test_the_next_admission_carries_the_pending_debits(redis_url, prefix):
         assert float(client.hget(tokens, "l")) == 60 - 100
         client.close()
     finally:
+        await buckets.stop()
+
+
+async def test_debits_held_back_past_their_minute_are_dropped_and_counted():
+    port = free_port()
+    registry = CollectorRegistry()
+    store = RedisBuckets(f"redis://127.0.0.1:{port}/0", timeout_s=0.05)
+    # a "minute" of 50 ms, so that the held-back debit is stale when Redis comes back
+    buckets = SharedBuckets(
+        store, RateLimitMetrics(registry), retry_interval_s=0.2, debit_max_age_s=0.05
+    )
+    await buckets.start()
+    buckets.debit("tm:key:k:tokens", capacity=60, tokens=1000)
+    with redis_server("127.0.0.1", port) as url:
+        dropped = "tokenmeter_rate_limit_dropped_tokens_total"
+        await _poll(lambda: registry.get_sample_value(dropped) == 1000)
+        assert buckets.up
+        client = redis.Redis.from_url(url)
+        assert not client.exists("tm:key:k:tokens")
+        client.close()
         await buckets.stop()
