@@ -225,6 +225,32 @@ class IdentityMetrics:
         self.normalized.labels(field, reason).inc()
 
 
+class RateLimitMetrics:
+    """The shared rate-limit store (Redis), present only when one is configured: whether it
+    answers, and what this replica did alone while it did not."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.store_up = Gauge(
+            "tokenmeter_rate_limit_store_up",
+            "1 while the shared rate-limit store answers; 0 while this replica enforces its share.",
+            registry=registry,
+            multiprocess_mode="livemin",
+        )
+        self.fallbacks = Counter(
+            "tokenmeter_rate_limit_fallbacks",
+            "Admissions decided by this replica's share of the limits (admit), and token debits "
+            "held back to be sent later (debit), because the shared store did not answer.",
+            ["operation"],
+            registry=registry,
+        )
+        self.dropped_tokens = Counter(
+            "tokenmeter_rate_limit_dropped_tokens",
+            "Tokens never debited from the shared store: held back past a bucket's minute, or "
+            "still unsent at shutdown.",
+            registry=registry,
+        )
+
+
 class StateMetrics:
     """Gauges of the ledger's state and the live TCO projection, set by each process.
 

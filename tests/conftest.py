@@ -144,6 +144,14 @@ def pg_admin_url() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(scope="session")
+def redis_url() -> Iterator[str]:
+    """A Redis server's URL (TOKENMETER_TEST_REDIS_URL), started if need be; tests share it,
+    each under a key prefix of its own."""
+    with services.redis() as url:
+        yield url
+
+
 @pytest.fixture
 def pg_url(pg_admin_url: str) -> Iterator[str]:
     """A fresh, empty PostgreSQL database for one test (dropped afterwards)."""

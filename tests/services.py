@@ -9,6 +9,10 @@ with a line on the terminal saying so:
   database ``test``). When nothing answers there and the host is a loopback address, the session
   starts a throwaway cluster of its own in a temporary directory on that port (Debian's
   ``postgresql``), creates the database, and removes the cluster at the end.
+- Redis at ``TOKENMETER_TEST_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``). When nothing
+  answers there and the host is a loopback address, the session starts a ``redis-server``
+  (Debian's ``redis-server``) bound to that address and port, with no persistence, and stops it
+  at the end. Tests that need a Redis of their own start one with ``redis_server``.
 - ``prometheus`` and ``promtool`` (Debian's ``prometheus``), ``node`` and ``npm`` (``nodejs``,
   ``npm``), LibreOffice (``libreoffice-calc``).
 
@@ -28,11 +32,13 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from sqlalchemy.engine import URL, make_url
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+DEFAULT_REDIS_URL = "redis://127.0.0.1:6379/0"
 LOOPBACK = {"127.0.0.1", "localhost", "::1"}
 START_TIMEOUT_S = 60.0
 
@@ -216,6 +222,48 @@ def _run(argv: list[str], *, env: dict[str, str] | None = None, timeout_s: float
     done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=timeout_s)
     if done.returncode != 0:
         pytest.fail(f"{' '.join(argv)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+
+
+@contextlib.contextmanager
+def redis() -> Iterator[str]:
+    """The URL of a Redis server, started here when nothing answers at the test URL."""
+    url = os.environ.get("TOKENMETER_TEST_REDIS_URL", DEFAULT_REDIS_URL)
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 6379
+    if answers(host, port):
+        yield url
+        return
+    if host not in LOOPBACK:
+        pytest.fail(f"no Redis answers at {host}:{port} (TOKENMETER_TEST_REDIS_URL)")
+    binary = program("redis-server", package="redis-server", why="the shared rate-limit tests")
+    if answers(host, port):  # installing Debian's package may start its own server
+        yield url
+        return
+    announce(f"nothing answers at {host}:{port}: starting a throwaway Redis")
+    with redis_server(host, port, binary=binary):
+        yield url
+
+
+@contextlib.contextmanager
+def redis_server(host: str, port: int, *, binary: str | None = None) -> Iterator[str]:
+    """A ``redis-server`` of this test's own on ``host:port``, in memory only; its URL."""
+    binary = binary or program("redis-server", package="redis-server", why="a Redis test")
+    proc = subprocess.Popen(
+        [binary, "--bind", host, "--port", str(port), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=tempfile.gettempdir(),
+    )
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not answers(host, port, timeout_s=0.2):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"redis-server did not answer on {host}:{port}")
+            time.sleep(0.05)
+        yield f"redis://{host}:{port}/0"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
 
 
 def libreoffice(*, why: str) -> str:

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -31,6 +39,10 @@ DEFAULT_TIMEOUT_S = 600.0  # long generations of large models take minutes
 # line is a stuck upstream (or one dripping bytes), not a slow one.
 DEFAULT_STREAM_IDLE_TIMEOUT_S = 120.0
 DEFAULT_AZURE_API_VERSION = "2024-05-01-preview"  # what the azure-ai-inference SDKs send
+# A loopback or same-zone Redis answers in well under 1 ms (docs/governance.md); 50 ms is a
+# store in trouble, and the request is then decided without it.
+DEFAULT_REDIS_TIMEOUT_S = 0.05
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")  # what redis-py's from_url reads
 
 
 class ConfigError(Exception):
@@ -193,13 +205,30 @@ class RateLimit(_Strict):
 
 
 class RateLimitSettings(_Strict):
-    """Token buckets per key and per team; without a shared store each replica enforces its
+    """Token buckets per key and per team: in Redis, shared by every replica, when
+    ``redis_url`` is set; otherwise (and while Redis does not answer) each replica enforces its
     share of every limit (limit / replicas)."""
 
     per_key: RateLimit = Field(default_factory=RateLimit, description="every key's default")
     keys: dict[str, RateLimit] = Field(default_factory=dict, description="by key id")
     teams: dict[str, RateLimit] = Field(default_factory=dict)
     replicas: int = Field(default=1, ge=1, description="replicas sharing the limits")
+    redis_url: SecretStr | None = Field(
+        default=None, description="redis://host:6379/0: one bucket per key and team for all"
+    )
+    redis_key_prefix: str = Field(default="tokenmeter:ratelimit", min_length=1)
+    redis_timeout_s: float = Field(
+        default=DEFAULT_REDIS_TIMEOUT_S,
+        gt=0,
+        description="past this, a request is decided by this replica's share instead",
+    )
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, url: SecretStr | None) -> SecretStr | None:
+        if url is not None and not url.get_secret_value().startswith(REDIS_SCHEMES):
+            raise ValueError(f"must start with {', '.join(REDIS_SCHEMES)}")
+        return url
 
 
 class LimitSettings(_Strict):

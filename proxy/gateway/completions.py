@@ -25,7 +25,7 @@ async def completions(request: Request, rt: Runtime, call: Call) -> ASGIApp:
         raise ProxyError(400, "prompt must be a non-empty string or array", code="invalid_request")
     if "stream" in body and not isinstance(body["stream"], bool):
         raise ProxyError(400, "stream must be a boolean", code="invalid_request")
-    admit(rt, call)
+    await admit(rt, call)
 
     async def attempt(call: Call, dep: Deployment) -> ASGIApp:
         out = upstream_body(body, dep.model)

@@ -97,7 +97,7 @@ async def read_json(request: Request, rt: Runtime, call: Call) -> dict[str, Any]
     return body
 
 
-def admit(rt: Runtime, call: Call) -> None:
+async def admit(rt: Runtime, call: Call) -> None:
     """Budgets, then rate limits: refused here, before any upstream call (429)."""
     att = call.attribution
     warning = rt.budgets.admit(
@@ -105,7 +105,7 @@ def admit(rt: Runtime, call: Call) -> None:
     )
     if warning:
         call.headers[BUDGET_HEADER] = warning
-    call.headers.update(rt.limiter.admit(key_id=call.key.id, team=att.team))
+    call.headers.update(await rt.limiter.admit(key_id=call.key.id, team=att.team))
 
 
 def _watch_disconnect(request: Request) -> None:

@@ -142,7 +142,7 @@ def _check_messages(body: dict[str, Any]) -> None:
 async def chat_completions(request: Request, rt: Runtime, call: Call) -> ASGIApp:
     body = await read_json(request, rt, call)
     _check_messages(body)
-    admit(rt, call)
+    await admit(rt, call)
 
     async def attempt(call: Call, dep: Deployment) -> ASGIApp:
         if dep.is_anthropic:
@@ -161,7 +161,7 @@ async def embeddings(request: Request, rt: Runtime, call: Call) -> ASGIApp:
     if body.get("input") in (None, "", []):
         raise ProxyError(400, "input is required", code="invalid_request")
     call.stream, call.operation = False, "embeddings"
-    admit(rt, call)
+    await admit(rt, call)
 
     async def attempt(call: Call, dep: Deployment) -> ASGIApp:
         out = upstream_body(body, dep.model)
@@ -175,7 +175,7 @@ async def embeddings(request: Request, rt: Runtime, call: Call) -> ASGIApp:
 async def messages(request: Request, rt: Runtime, call: Call) -> ASGIApp:
     body = await read_json(request, rt, call)
     _check_messages(body)
-    admit(rt, call)
+    await admit(rt, call)
 
     async def attempt(call: Call, dep: Deployment) -> ASGIApp:
         if dep.speaks_messages:

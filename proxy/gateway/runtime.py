@@ -100,13 +100,14 @@ async def build_runtime(
         config=config_budgets(settings.budgets),
         refresh_interval_s=settings.budgets.refresh_interval_s,
     )
-    limiter = RateLimiter(settings.rate_limits)
+    limiter = RateLimiter(settings.rate_limits, registry=registry)
     if limiter.enabled:
         ledger.listeners.append(limiter.observe)
     writer.start()
     await keys.start()
     await upstream.start()
     await budgets.start()
+    await limiter.start()
     rt = Runtime(
         settings=settings,
         engine=engine,
@@ -155,6 +156,7 @@ async def close_runtime(rt: Runtime) -> None:
             await task
     await rt.projector.stop()
     await rt.budgets.stop()
+    await rt.limiter.stop()
     await rt.upstream.stop()
     await rt.keys.stop()
     await rt.writer.stop()

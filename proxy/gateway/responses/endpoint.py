@@ -28,7 +28,7 @@ async def create_response(request: Request, rt: Runtime, call: Call) -> ASGIApp:
     body = await read_json(request, rt, call)
     _session_from_body(call, body)  # first, so a refused request is attributed too
     chat = to_chat_request(body)
-    admit(rt, call)
+    await admit(rt, call)
 
     async def attempt(call: Call, dep: Deployment) -> ASGIApp:
         return await respond(rt.upstream, call, dep, chat, body)

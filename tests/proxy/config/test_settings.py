@@ -39,3 +39,15 @@ def test_an_unknown_key_is_refused_by_name(tmp_path):
     path.write_text("storage: {ulr: 'x'}\n")
     with pytest.raises(ConfigError, match=r"storage\.ulr"):
         load_settings(path)
+
+
+def test_the_redis_url_of_rate_limits_comes_from_the_environment_as_a_secret(monkeypatch):
+    monkeypatch.setenv("TOKENMETER_RATE_LIMITS__REDIS_URL", "redis://:pw@cache:6379/0")
+    url = load_settings().rate_limits.redis_url
+    assert url is not None and url.get_secret_value() == "redis://:pw@cache:6379/0"
+    assert "pw" not in repr(load_settings().rate_limits)
+
+
+def test_a_redis_url_without_a_scheme_is_refused_by_name():
+    with pytest.raises(ConfigError, match=r"rate_limits\.redis_url: must start with redis://"):
+        load_settings(rate_limits={"redis_url": "cache:6379"})
