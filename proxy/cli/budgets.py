@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from proxy.cli.common import ConfigOpt, fail, load, open_ledger
+from proxy.cli.common import ConfigOpt, fail, load, open_ledger, table
 
 budgets_cli = typer.Typer(help="Manage budgets (spending limits).", no_args_is_help=True)
 
@@ -59,24 +59,24 @@ def budgets_create(
 @budgets_cli.command("list")
 def budgets_list(config: ConfigOpt = None) -> None:
     """List budgets with what the ledger says was spent in the current period."""
-    from metering.budgets import exceeded, list_budgets, read_spend, used_ratio
+    from metering.budgets import budget_status, list_budgets, read_spend, used_ratio
     from proxy.config.budgets import config_budgets
 
     settings = load(config)
     engine = open_ledger(settings)
     budgets = config_budgets(settings.budgets) + list_budgets(engine)
     spend = read_spend(engine, budgets, datetime.now(UTC))
-    typer.echo(f"{'id':<40} {'budget':<36} {'limit':>22} {'spent':>22} {'used':>6} status")
+    rows = []
     for b in budgets:
         s = spend[b.id]
-        limit = _amounts(b.limit_micro_usd, b.limit_tokens)
         spent = _amounts(
             s.micro_usd if b.limit_micro_usd is not None else None,
             s.tokens if b.limit_tokens is not None else None,
         )
-        ratio = used_ratio(b, s)
-        status = "exceeded" if exceeded(b, s) else "soft" if ratio >= b.soft_ratio else "ok"
-        typer.echo(f"{b.id:<40} {b.name:<36} {limit:>22} {spent:>22} {ratio:>6.0%} {status}")
+        limit = _amounts(b.limit_micro_usd, b.limit_tokens)
+        rows.append((b.id, b.name, limit, spent, f"{used_ratio(b, s):.0%}", budget_status(b, s)))
+    header = ("id", "budget", "limit", "spent", "used", "status")
+    typer.echo(table(header, rows, right=(2, 3, 4)))
 
 
 def _amounts(micro_usd: int | None, tokens: int | None) -> str:
