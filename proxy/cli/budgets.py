@@ -74,7 +74,11 @@ def budgets_list(config: ConfigOpt = None) -> None:
             s.tokens if b.limit_tokens is not None else None,
         )
         limit = _amounts(b.limit_micro_usd, b.limit_tokens)
-        rows.append((b.id, b.name, limit, spent, f"{used_ratio(b, s):.0%}", budget_status(b, s)))
+        # a budget of the config file is named by what it limits (its id says no more)
+        shown_id = "config" if b.id.startswith("config:") else b.id
+        rows.append(
+            (shown_id, b.name, limit, spent, f"{used_ratio(b, s):.0%}", budget_status(b, s))
+        )
     header = ("id", "budget", "limit", "spent", "used", "status")
     typer.echo(table(header, rows, right=(2, 3, 4)))
 
