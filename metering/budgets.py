@@ -9,17 +9,17 @@ periods always start on, so it equals the sum of the raw events to the micro-dol
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from sqlalchemy import Engine, Table, delete, func, select
+from sqlalchemy import Connection, Engine, Table, delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col
 from sqlmodel import select as select_records
 
-from metering.tables import BudgetRecord, UsageRollupRecord
+from metering.tables import BudgetRecord, UsageEventRecord, UsageRollupRecord
 
 Scope = Literal["key", "user", "team", "use_case"]
 Period = Literal["month", "week", "day"]
@@ -34,6 +34,7 @@ COLUMNS: dict[Scope, str] = {
 PERIODS: tuple[Period, ...] = ("month", "week", "day")
 DEFAULT_SOFT_RATIO = 0.8  # warn at 80 % of a limit, as LiteLLM's and Portkey's alerts default
 _ROLLUPS: Table = UsageRollupRecord.__table__  # type: ignore[attr-defined]
+_EVENTS: Table = UsageEventRecord.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,27 +112,55 @@ def limit_status(spent: int, limit: int, soft_ratio: float) -> Status:
 
 def read_spend(engine: Engine, budgets: Iterable[Budget], now: datetime) -> dict[str, Spend]:
     """Each budget's spend in its current period, by budget id: one query per scope and period."""
+    with engine.connect() as conn:
+        return _spend(conn, budgets, now)
+
+
+def read_spend_seen(
+    engine: Engine, budgets: Iterable[Budget], now: datetime, event_ids: Sequence[str]
+) -> tuple[dict[str, Spend], set[str]]:
+    """``read_spend`` and which of ``event_ids`` the database holds, from one snapshot: a
+    process counting its own recent events on top of the spend can then drop exactly those the
+    spend already includes (never counted twice, never dropped before they are in it)."""
+    with engine.connect() as conn:
+        if conn.dialect.name == "postgresql":
+            conn = conn.execution_options(isolation_level="REPEATABLE READ")
+            conn.begin()
+        else:  # pysqlite begins no transaction before a SELECT by itself
+            conn.exec_driver_sql("BEGIN")
+        try:
+            spend = _spend(conn, budgets, now)
+            seen: set[str] = set()
+            ids = _EVENTS.c.id
+            for i in range(0, len(event_ids), 500):
+                chunk = list(event_ids[i : i + 500])
+                seen.update(conn.execute(select(ids).where(ids.in_(chunk))).scalars())
+        finally:
+            conn.rollback()
+    return spend, seen
+
+
+def _spend(conn: Connection, budgets: Iterable[Budget], now: datetime) -> dict[str, Spend]:
     groups: dict[tuple[Scope, Period], list[Budget]] = {}
     for b in budgets:
         groups.setdefault((b.scope, b.period), []).append(b)
     out: dict[str, Spend] = {}
     r = _ROLLUPS.c
-    with engine.connect() as conn:
-        for (scope, period), members in groups.items():
-            subjects = sorted({b.subject for b in members})
-            key = r[COLUMNS[scope]]
-            stmt = (
-                select(
-                    key,
-                    func.coalesce(func.sum(r.cost_micro_usd), 0),
-                    func.coalesce(func.sum(r.input_tokens + r.output_tokens), 0),
-                )
-                .where(r.hour >= period_start(period, now), key.in_(subjects))
-                .group_by(key)
+    for (scope, period), members in groups.items():
+        subjects = sorted({b.subject for b in members})
+        key = r[COLUMNS[scope]]
+        stmt = (
+            select(
+                key,
+                func.coalesce(func.sum(r.cost_micro_usd), 0),
+                func.coalesce(func.sum(r.input_tokens + r.output_tokens), 0),
             )
-            found = {row[0]: Spend(int(row[1]), int(row[2])) for row in conn.execute(stmt)}
-            for b in members:
-                out[b.id] = found.get(b.subject, Spend())
+            .where(r.hour >= period_start(period, now), key.in_(subjects))
+            .group_by(key)
+        )
+        found = {row[0]: Spend(int(row[1]), int(row[2])) for row in conn.execute(stmt)}
+        for b in members:
+            out[b.id] = found.get(b.subject, Spend())
     return out
 
 

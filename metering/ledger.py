@@ -21,8 +21,6 @@ class Sink(Protocol):
 
     def submit(self, event: UsageEvent) -> bool: ...
     @property
-    def own_pending_events(self) -> int: ...
-    @property
     def backlog_events(self) -> int: ...
     @property
     def backlog_bytes(self) -> int: ...
@@ -51,11 +49,6 @@ class Ledger:
         # Called with every priced event, e.g. to count spend against budgets and rate limits.
         self.listeners: list[Callable[[UsageEvent], None]] = []
         self.recorded = 0  # events recorded by this process, all of them
-
-    @property
-    def pending_own(self) -> int:
-        """Of ``recorded``, how many are not yet in the database (the last ones)."""
-        return self._writer.own_pending_events
 
     @property
     def backlog_events(self) -> int:

@@ -26,7 +26,7 @@ from metering.budgets import (
     exceeded,
     list_budgets,
     period_start,
-    read_spend,
+    read_spend_seen,
     used_ratio,
 )
 from metering.events import UsageEvent
@@ -57,7 +57,8 @@ class BudgetGuard:
         self._interval_s = refresh_interval_s
         self._budgets: list[Budget] = list(config)
         self._db: dict[str, Spend] = {}
-        self._local: deque[tuple[int, list[tuple[str, Spend]]]] = deque()
+        # own events not yet known to be in the database's spend: (event id, its budget hits)
+        self._local: deque[tuple[str, list[tuple[str, Spend]]]] = deque()
         self._local_sum: dict[str, Spend] = {}
         self._task: asyncio.Task[None] | None = None
         self._failing = False
@@ -72,14 +73,19 @@ class BudgetGuard:
             self._task.cancel()
 
     async def refresh(self) -> None:
-        """Re-read the budgets and their spend; drop the own events the database now holds."""
-        # Read together, before the query: the first (recorded - pending) events are committed.
-        committed = self._ledger.recorded - self._ledger.pending_own
+        """Re-read the budgets and their spend; drop the own events the spend now includes
+        (asked in the same snapshot as the spend: each counted once, whenever it commits)."""
         budgets = self.config + await asyncio.to_thread(list_budgets, self._engine)
-        spend = await asyncio.to_thread(read_spend, self._engine, budgets, datetime.now(UTC))
-        while self._local and self._local[0][0] < committed:
-            for budget_id, amount in self._local.popleft()[1]:
-                self._local_sum[budget_id] = self._local_sum.get(budget_id, Spend()) - amount
+        ids = [event_id for event_id, _ in self._local]
+        spend, seen = await asyncio.to_thread(
+            read_spend_seen, self._engine, budgets, datetime.now(UTC), ids
+        )
+        if seen:
+            self._local = deque(e for e in self._local if e[0] not in seen)
+            self._local_sum = {}
+            for _, hits in self._local:
+                for budget_id, amount in hits:
+                    self._local_sum[budget_id] = self._local_sum.get(budget_id, Spend()) + amount
         self._budgets, self._db = budgets, spend
 
     async def _poll(self) -> None:
@@ -96,7 +102,6 @@ class BudgetGuard:
 
     def observe(self, event: UsageEvent) -> None:
         """Count a recorded event against the budgets it falls under (in their period)."""
-        seq = self._ledger.recorded - 1  # the ledger counted this event just before
         started = datetime.fromtimestamp(event.started_at, UTC)
         now = datetime.now(UTC)
         amount = Spend(event.cost_micro_usd or 0, event.usage.total_tokens)
@@ -106,9 +111,9 @@ class BudgetGuard:
             if _subject(b, event.key_id, event.user, event.team, event.use_case) == b.subject
             and started >= period_start(b.period, now)
         ]
-        if not amount.micro_usd and not amount.tokens:
-            hits = []
-        self._local.append((seq, hits))
+        if not hits or (not amount.micro_usd and not amount.tokens):
+            return
+        self._local.append((event.id, hits))
         for budget_id, spent in hits:
             self._local_sum[budget_id] = self._local_sum.get(budget_id, Spend()) + spent
 
