@@ -129,3 +129,46 @@ def test_stored_budgets_are_unique_per_subject_and_period(db_url):
     assert delete_budget(engine, made.id) is False
     assert [b.period for b in list_budgets(engine)] == ["day"]
     engine.dispose()
+
+
+def test_an_own_event_is_counted_once_whether_or_not_the_spend_has_it_yet(db_url):
+    """The gateway's guard adds its own recent events to the spend it read: an event the
+    database already holds when the spend is read must not count twice, one it does not yet
+    hold must still count (whenever the ledger commits it)."""
+    import asyncio
+
+    from metering.ledger import Ledger
+    from proxy.gateway.governance.budgets import BudgetGuard
+    from tests.metering.test_ledger_record import CollectingSink
+
+    engine = create_db_engine(db_url)
+    upgrade_schema(engine)
+    now = datetime.now(UTC)
+    limit = budget(scope="team", subject="t", limit_tokens=1000)
+
+    class FreePrices:
+        def price(self, *args, **kwargs) -> int:
+            return 0
+
+    ledger = Ledger(writer=CollectingSink(), prices=FreePrices(), reject_unjournaled=True)
+    guard = BudgetGuard(engine, ledger, config=[limit], refresh_interval_s=60)
+
+    def event(tokens: int):
+        return make_event(
+            team="t", started_at=now.timestamp(), usage=TokenUsage(input_tokens=tokens)
+        )
+
+    async def scenario() -> None:
+        await guard.refresh()
+        committed, pending = event(300), event(200)
+        for e in (committed, pending):
+            ledger.record(e)
+        assert guard.spend(limit).tokens == 500
+        insert_events(engine, [committed])  # the ledger commits one of the two
+        await guard.refresh()
+        assert guard.spend(limit).tokens == 500  # 300 from the database, 200 still local
+        insert_events(engine, [pending])
+        await guard.refresh()
+        assert guard.spend(limit).tokens == 500  # both from the database, none local
+
+    asyncio.run(scenario())
