@@ -6,6 +6,7 @@ Everything else talks to ``Upstream.send`` and ``UpstreamResponse``.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 from collections.abc import AsyncIterator, Mapping
 
@@ -21,8 +22,9 @@ class UpstreamTimeout(UpstreamError):
 
 
 class UpstreamResponse:
-    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+    def __init__(self, resp: aiohttp.ClientResponse, timeout_s: float | None = None) -> None:
         self._resp = resp
+        self._timeout_s = timeout_s  # a stream's bound on each read
         self.status = resp.status
         self.headers: Mapping[str, str] = resp.headers
 
@@ -41,30 +43,26 @@ class UpstreamResponse:
         relay can forward what arrived together in one write; a last line without its newline
         comes last, on its own.
 
-        With ``idle_timeout_s``, UpstreamTimeout once that long passes without a complete line:
-        an upstream dripping a byte at a time defeats a per-read timeout, not this one.
+        UpstreamTimeout once the request's timeout passes without a read, or ``idle_timeout_s``
+        without a complete line: an upstream dripping a byte at a time defeats a per-read
+        timeout, not the second.
         """
         content = self._resp.content
-        loop = asyncio.get_running_loop()
+        timer = _IdleTimer(content, read_s=self._timeout_s, line_s=idle_timeout_s)
         tail = b""
-        idle = idle_timeout_s
-        deadline = loop.time() + idle if idle is not None else None
         try:
-            while True:
-                async with asyncio.timeout_at(deadline):
-                    data = await content.readany()
-                if not data:
-                    break
+            while data := await content.readany():
                 lines = (tail + data).split(b"\n")
                 tail = lines.pop()
+                timer.touch(line=bool(lines))
                 if lines:
-                    if idle is not None:
-                        deadline = loop.time() + idle
                     yield lines
         except TimeoutError as exc:
             raise UpstreamTimeout("upstream timed out mid-stream") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"upstream stream broke ({_reason(exc)})") from exc
+        finally:
+            timer.cancel()
         if tail:
             yield [tail]
 
@@ -82,6 +80,8 @@ class Upstream:
     def __init__(self, *, max_connections: int = 1000) -> None:
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
+        # one per deployment timeout: ClientTimeout is immutable, built once rather than per call
+        self._timeouts: dict[tuple[float, bool], aiohttp.ClientTimeout] = {}
 
     async def start(self) -> None:
         connector = aiohttp.TCPConnector(
@@ -107,21 +107,69 @@ class Upstream:
     ) -> UpstreamResponse:
         """Send a request; returns once the response headers are in."""
         assert self._session is not None, "Upstream.start() was not called"
-        # A stream may legitimately run for long: bound each read, not the whole exchange.
-        timeout = (
-            aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=timeout_s)
-            if stream
-            else aiohttp.ClientTimeout(total=timeout_s)
+        # A stream may legitimately run for long: bound the wait for its headers here, and
+        # each read and the gaps between its lines in line_batches (one timer per stream).
+        timeout = self._timeouts.get((timeout_s, stream))
+        if timeout is None:
+            timeout = self._timeouts[timeout_s, stream] = (
+                aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=None)
+                if stream
+                else aiohttp.ClientTimeout(total=timeout_s)
+            )
+        request = self._session.request(
+            method, url, data=body or None, headers=headers, timeout=timeout
         )
         try:
-            resp = await self._session.request(
-                method, url, data=body or None, headers=headers, timeout=timeout
-            )
+            if stream:
+                async with asyncio.timeout(timeout_s):
+                    resp = await request
+            else:
+                resp = await request
         except TimeoutError as exc:
             raise UpstreamTimeout("upstream timed out") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"upstream unreachable ({_reason(exc)})") from exc
-        return UpstreamResponse(resp)
+        return UpstreamResponse(resp, timeout_s)
+
+
+class _IdleTimer:
+    """A stream's two deadlines (the next read, the next complete line) on one timer for the
+    whole stream: a read moves them (a float or two stored) rather than cancelling and
+    scheduling a timer per read, as a per-read timeout would; a timer that fires before the
+    nearer deadline sleeps on to it. At a deadline the body's reader fails with UpstreamTimeout,
+    waking the relay wherever it waits for the next read."""
+
+    __slots__ = ("_content", "_handle", "_line_s", "_loop", "_read_s", "line_due", "read_due")
+
+    def __init__(
+        self, content: aiohttp.StreamReader, *, read_s: float | None, line_s: float | None
+    ) -> None:
+        self._content = content
+        self._loop = asyncio.get_running_loop()
+        self._read_s = read_s or math.inf
+        self._line_s = line_s or math.inf
+        now = self._loop.time()
+        self.read_due = now + self._read_s
+        self.line_due = now + self._line_s
+        due = min(self.read_due, self.line_due)
+        self._handle = self._loop.call_at(due, self._expire) if due < math.inf else None
+
+    def touch(self, *, line: bool) -> None:
+        now = self._loop.time()
+        self.read_due = now + self._read_s
+        if line:
+            self.line_due = now + self._line_s
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+
+    def _expire(self) -> None:
+        due = min(self.read_due, self.line_due)
+        if self._loop.time() < due:
+            self._handle = self._loop.call_at(due, self._expire)
+            return
+        self._content.set_exception(UpstreamTimeout("upstream timed out mid-stream"))
 
 
 def _reason(exc: aiohttp.ClientError) -> str:
