@@ -8,9 +8,12 @@ from __future__ import annotations
 import asyncio
 import math
 import os
+import resource
 from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
+
+FD_RESERVE = 64  # descriptors kept for the journal, the ledger, logs and the listening socket
 
 
 class UpstreamError(Exception):
@@ -77,16 +80,15 @@ class UpstreamResponse:
 class Upstream:
     """A pooled client shared by every deployment."""
 
-    def __init__(self, *, max_connections: int = 1000) -> None:
+    def __init__(self, *, max_connections: int | None = None) -> None:
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
         # one per deployment timeout: ClientTimeout is immutable, built once rather than per call
         self._timeouts: dict[tuple[float, bool], aiohttp.ClientTimeout] = {}
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300
-        )
+        limit = self._max_connections or default_max_connections()
+        connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(
             connector=connector, auto_decompress=True, skip_auto_headers=("User-Agent",)
         )
@@ -170,6 +172,18 @@ class _IdleTimer:
             self._handle = self._loop.call_at(due, self._expire)
             return
         self._content.set_exception(UpstreamTimeout("upstream timed out mid-stream"))
+
+
+def default_max_connections() -> int:
+    """Upstream connections one process may hold: half its file descriptors (each proxied
+    request holds a client socket too), less a reserve for the journal, the ledger and logs.
+
+    Every open stream holds one, so a fixed pool smaller than that (aiohttp's default is 100)
+    queues new requests, streams or not, behind the streams already open."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 0  # no limit
+    return max(100, (soft - FD_RESERVE) // 2)
 
 
 def _reason(exc: aiohttp.ClientError) -> str:
