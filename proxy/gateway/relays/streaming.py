@@ -2,11 +2,12 @@
 
 Starlette's StreamingResponse only notices a disconnect when its next write fails, which can be
 long after the client left if the upstream is slow to produce the next chunk; meanwhile the
-upstream keeps generating (and billing). Here a watcher task cancels the pump at once, and the
-body generator's ``finally`` closes the upstream connection and records the event as cancelled.
+upstream keeps generating (and billing). Here the request's task relays the body and a watcher
+task cancels it at once, and the body generator's ``finally`` closes the upstream connection and
+records the event as cancelled.
 
 The same path serves a shutdown: ``cut`` (the drain deadline passed) and a cancellation of the
-request task by the server both cancel the pump, so the generator's ``finally`` records the
+request task by the server both stop the relay, so the generator's ``finally`` records the
 stream with its tokens so far; a cut stream also gets ``on_cut`` (its family's error event).
 """
 
@@ -39,9 +40,12 @@ class EventStreamResponse:
         raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
         self._headers = raw
         self._on_cut = on_cut
-        self._pump_task: asyncio.Future[None] | None = None
+        self._task: asyncio.Task[object] | None = None
+        self._pumping = False  # the body is being relayed: cut or hang-up cancel the task
+        self._stopping = False
         self._started = False
         self._cut = False
+        self._gone = False
         self.done: list[Callable[[], None]] = []  # called once the response has ended
 
     def add_header(self, name: str, value: str) -> None:
@@ -50,33 +54,47 @@ class EventStreamResponse:
     def cut(self) -> None:
         """End the stream now (the drain deadline passed): metered with its tokens so far."""
         self._cut = True
-        if self._pump_task is not None:
-            self._pump_task.cancel()
+        self._stop()
+
+    def _stop(self) -> None:
+        if self._pumping and not self._stopping and self._task is not None:
+            self._stopping = True
+            self._task.cancel()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        pump = self._pump_task = asyncio.ensure_future(self._pump(send))
-        watcher = asyncio.ensure_future(_wait_disconnect(receive))
+        # The body is relayed in the request's own task; the watcher only waits for a hang-up.
+        task = self._task = asyncio.current_task()
+        watcher = asyncio.ensure_future(self._watch(receive))
+        cut = self._cut
         try:
-            if self._cut:
-                pump.cancel()
-            await asyncio.wait((pump, watcher), return_when=asyncio.FIRST_COMPLETED)
+            try:
+                if not cut:
+                    self._pumping = True
+                    await self._pump(send)
+            finally:
+                self._pumping = False
+                watcher.cancel()
         except asyncio.CancelledError:
-            # The server gave up on this request: stop the body so its finally meters it.
-            watcher.cancel()
-            await _settle(pump)
-            raise
+            if not self._stopping:
+                raise  # the server gave up on this request: the body's finally metered it
+            assert task is not None
+            task.uncancel()
+            cut = self._cut and not self._gone
+        except OSError:
+            pass  # the client left mid-write
+        except Exception:
+            log.exception("stream response failed")
         finally:
             for callback in self.done:
                 callback()
-        if pump.done():
-            watcher.cancel()
-            if pump.cancelled():
-                await self._send_cut(send)
-            elif pump.exception() is not None and not isinstance(pump.exception(), OSError):
-                log.error("stream response failed", exc_info=pump.exception())
-        else:
-            pump.cancel()
-            await _settle(pump)
+        if cut:
+            await self._send_cut(send)
+
+    async def _watch(self, receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        self._gone = True
+        self._stop()
 
     async def _send_cut(self, send: Send) -> None:
         if not self._started:
@@ -94,13 +112,3 @@ class EventStreamResponse:
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             await body.aclose()  # type: ignore[attr-defined]
-
-
-async def _settle(task: asyncio.Future[None]) -> None:
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await task
-
-
-async def _wait_disconnect(receive: Receive) -> None:
-    while (await receive())["type"] != "http.disconnect":
-        pass

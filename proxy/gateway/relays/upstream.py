@@ -6,10 +6,14 @@ Everything else talks to ``Upstream.send`` and ``UpstreamResponse``.
 from __future__ import annotations
 
 import asyncio
+import math
 import os
+import resource
 from collections.abc import AsyncIterator, Mapping
 
 import aiohttp
+
+FD_RESERVE = 64  # descriptors kept for the journal, the ledger, logs and the listening socket
 
 
 class UpstreamError(Exception):
@@ -21,8 +25,9 @@ class UpstreamTimeout(UpstreamError):
 
 
 class UpstreamResponse:
-    def __init__(self, resp: aiohttp.ClientResponse) -> None:
+    def __init__(self, resp: aiohttp.ClientResponse, timeout_s: float | None = None) -> None:
         self._resp = resp
+        self._timeout_s = timeout_s  # a stream's bound on each read
         self.status = resp.status
         self.headers: Mapping[str, str] = resp.headers
 
@@ -41,30 +46,26 @@ class UpstreamResponse:
         relay can forward what arrived together in one write; a last line without its newline
         comes last, on its own.
 
-        With ``idle_timeout_s``, UpstreamTimeout once that long passes without a complete line:
-        an upstream dripping a byte at a time defeats a per-read timeout, not this one.
+        UpstreamTimeout once the request's timeout passes without a read, or ``idle_timeout_s``
+        without a complete line: an upstream dripping a byte at a time defeats a per-read
+        timeout, not the second.
         """
         content = self._resp.content
-        loop = asyncio.get_running_loop()
+        timer = _IdleTimer(content, read_s=self._timeout_s, line_s=idle_timeout_s)
         tail = b""
-        idle = idle_timeout_s
-        deadline = loop.time() + idle if idle is not None else None
         try:
-            while True:
-                async with asyncio.timeout_at(deadline):
-                    data = await content.readany()
-                if not data:
-                    break
+            while data := await content.readany():
                 lines = (tail + data).split(b"\n")
                 tail = lines.pop()
+                timer.touch(line=bool(lines))
                 if lines:
-                    if idle is not None:
-                        deadline = loop.time() + idle
                     yield lines
         except TimeoutError as exc:
             raise UpstreamTimeout("upstream timed out mid-stream") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"upstream stream broke ({_reason(exc)})") from exc
+        finally:
+            timer.cancel()
         if tail:
             yield [tail]
 
@@ -79,14 +80,15 @@ class UpstreamResponse:
 class Upstream:
     """A pooled client shared by every deployment."""
 
-    def __init__(self, *, max_connections: int = 1000) -> None:
+    def __init__(self, *, max_connections: int | None = None) -> None:
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None
+        # one per deployment timeout: ClientTimeout is immutable, built once rather than per call
+        self._timeouts: dict[tuple[float, bool], aiohttp.ClientTimeout] = {}
 
     async def start(self) -> None:
-        connector = aiohttp.TCPConnector(
-            limit=self._max_connections, limit_per_host=0, ttl_dns_cache=300
-        )
+        limit = self._max_connections or default_max_connections()
+        connector = aiohttp.TCPConnector(limit=limit, limit_per_host=0, ttl_dns_cache=300)
         self._session = aiohttp.ClientSession(
             connector=connector, auto_decompress=True, skip_auto_headers=("User-Agent",)
         )
@@ -107,21 +109,81 @@ class Upstream:
     ) -> UpstreamResponse:
         """Send a request; returns once the response headers are in."""
         assert self._session is not None, "Upstream.start() was not called"
-        # A stream may legitimately run for long: bound each read, not the whole exchange.
-        timeout = (
-            aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=timeout_s)
-            if stream
-            else aiohttp.ClientTimeout(total=timeout_s)
+        # A stream may legitimately run for long: bound the wait for its headers here, and
+        # each read and the gaps between its lines in line_batches (one timer per stream).
+        timeout = self._timeouts.get((timeout_s, stream))
+        if timeout is None:
+            timeout = self._timeouts[timeout_s, stream] = (
+                aiohttp.ClientTimeout(total=None, sock_connect=timeout_s, sock_read=None)
+                if stream
+                else aiohttp.ClientTimeout(total=timeout_s)
+            )
+        request = self._session.request(
+            method, url, data=body or None, headers=headers, timeout=timeout
         )
         try:
-            resp = await self._session.request(
-                method, url, data=body or None, headers=headers, timeout=timeout
-            )
+            if stream:
+                async with asyncio.timeout(timeout_s):
+                    resp = await request
+            else:
+                resp = await request
         except TimeoutError as exc:
             raise UpstreamTimeout("upstream timed out") from exc
         except aiohttp.ClientError as exc:
             raise UpstreamError(f"upstream unreachable ({_reason(exc)})") from exc
-        return UpstreamResponse(resp)
+        return UpstreamResponse(resp, timeout_s)
+
+
+class _IdleTimer:
+    """A stream's two deadlines (the next read, the next complete line) on one timer for the
+    whole stream: a read moves them (a float or two stored) rather than cancelling and
+    scheduling a timer per read, as a per-read timeout would; a timer that fires before the
+    nearer deadline sleeps on to it. At a deadline the body's reader fails with UpstreamTimeout,
+    waking the relay wherever it waits for the next read."""
+
+    __slots__ = ("_content", "_handle", "_line_s", "_loop", "_read_s", "line_due", "read_due")
+
+    def __init__(
+        self, content: aiohttp.StreamReader, *, read_s: float | None, line_s: float | None
+    ) -> None:
+        self._content = content
+        self._loop = asyncio.get_running_loop()
+        self._read_s = read_s or math.inf
+        self._line_s = line_s or math.inf
+        now = self._loop.time()
+        self.read_due = now + self._read_s
+        self.line_due = now + self._line_s
+        due = min(self.read_due, self.line_due)
+        self._handle = self._loop.call_at(due, self._expire) if due < math.inf else None
+
+    def touch(self, *, line: bool) -> None:
+        now = self._loop.time()
+        self.read_due = now + self._read_s
+        if line:
+            self.line_due = now + self._line_s
+
+    def cancel(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+
+    def _expire(self) -> None:
+        due = min(self.read_due, self.line_due)
+        if self._loop.time() < due:
+            self._handle = self._loop.call_at(due, self._expire)
+            return
+        self._content.set_exception(UpstreamTimeout("upstream timed out mid-stream"))
+
+
+def default_max_connections() -> int:
+    """Upstream connections one process may hold: half its file descriptors (each proxied
+    request holds a client socket too), less a reserve for the journal, the ledger and logs.
+
+    Every open stream holds one, so a fixed pool smaller than that (aiohttp's default is 100)
+    queues new requests, streams or not, behind the streams already open."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        return 0  # no limit
+    return max(100, (soft - FD_RESERVE) // 2)
 
 
 def _reason(exc: aiohttp.ClientError) -> str:
