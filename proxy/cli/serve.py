@@ -39,6 +39,7 @@ def serve(
     from proxy.simulated.launcher import ENV_BASES, encode_bases, run_simulated
 
     configure_logging(log_level)
+    _raise_open_file_limit()
     os.environ[ENV_LOG_LEVEL] = log_level
     settings = load(config)
     models = effective_models(settings)
@@ -100,6 +101,22 @@ def _http_protocol(settings: Settings) -> object:
     lim = settings.limits
     limits = HeadLimits(lim.max_header_bytes, lim.max_headers, lim.header_timeout_s)
     return functools.partial(LimitedHttpToolsProtocol, limits=limits)
+
+
+def _raise_open_file_limit() -> None:
+    """Each open stream holds two descriptors (client and upstream): at a default soft limit of
+    1,024 one worker would hold under 500 streams. Raise it to the hard limit (workers and the
+    upstream pool, sized from it, inherit it)."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY:
+        hard = max(soft, 1 << 20)
+    if soft < hard:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        except (ValueError, OSError) as exc:
+            log.warning("open-file limit stays at %d (%s)", soft, exc)
 
 
 class _Stopped(Exception):
