@@ -14,25 +14,20 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Engine, Table, func
+from sqlalchemy import Connection, Engine, Table
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.sqlite.pysqlite import SQLiteDialect_pysqlite
 from sqlalchemy.engine import Dialect
 
-from metering.rollups import LABELS, MINUTE_SUMS, SESSION_SUMS, Rollups, summarize
-from metering.tables import (
-    ROLLUP_KEYS,
-    ROLLUP_SUMS,
-    UsageEventRecord,
-    UsageMinuteRecord,
-    UsageRollupRecord,
-    UsageSessionMonthRecord,
-)
+from metering.rollups import MINUTE_SUMS, Rollups, summarize
+from metering.staging import copy_rows
+from metering.tables import EVENTS as EVENTS
+from metering.tables import MINUTES as MINUTES
+from metering.tables import ROLLUP_KEYS, ROLLUP_SUMS
+from metering.tables import ROLLUPS as ROLLUPS
+from metering.tables import SESSIONS as SESSIONS
+from metering.upserts import on_conflict_add, on_conflict_widen
 
-EVENTS: Table = UsageEventRecord.__table__  # type: ignore[attr-defined]
-ROLLUPS: Table = UsageRollupRecord.__table__  # type: ignore[attr-defined]
-MINUTES: Table = UsageMinuteRecord.__table__  # type: ignore[attr-defined]
-SESSIONS: Table = UsageSessionMonthRecord.__table__  # type: ignore[attr-defined]
 _EVENT_TIMES = ("started_at", "finished_at")
 _SESSION_TIMES = ("first_started_at", "last_started_at")
 
@@ -75,24 +70,11 @@ def _sql(stmt: Any, dialect: Dialect, columns: list[str]) -> str:
 def _sum_upsert(
     dml: Any, table: Table, keys: list[str], sums: tuple[str, ...], dialect: Dialect
 ) -> str:
-    stmt = dml.insert(table)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=keys, set_={c: table.c[c] + stmt.excluded[c] for c in sums}
-    )
-    return _sql(stmt, dialect, [*keys, *sums])
+    return _sql(on_conflict_add(dml.insert(table), table, keys, sums), dialect, [*keys, *sums])
 
 
 def _session_upsert(dml: Any, dialect: Dialect, pg: bool) -> str:
-    stmt = dml.insert(SESSIONS)
-    low, high = (func.least, func.greatest) if pg else (func.min, func.max)
-    t, new = SESSIONS.c, stmt.excluded
-    updates: dict[str, Any] = {c: t[c] + new[c] for c in SESSION_SUMS}
-    updates["first_started_at"] = low(t.first_started_at, new.first_started_at)
-    updates["last_started_at"] = high(t.last_started_at, new.last_started_at)
-    for c in LABELS:
-        updates[f"{c}_min"] = low(t[f"{c}_min"], new[f"{c}_min"])
-        updates[f"{c}_max"] = high(t[f"{c}_max"], new[f"{c}_max"])
-    stmt = stmt.on_conflict_do_update(index_elements=["month", "session"], set_=updates)
+    stmt = on_conflict_widen(dml.insert(SESSIONS), pg=pg)
     return _sql(stmt, dialect, [c.name for c in SESSIONS.columns])
 
 
@@ -112,12 +94,16 @@ def insert_rows(engine: Engine, rows: Sequence[Mapping[str, Any]]) -> int:
     Ids already in the table are skipped and left out of the rollups, so a replay changes
     nothing. (Only one writer ever holds a journal segment, so no other transaction inserts the
     same ids concurrently; ``ON CONFLICT DO NOTHING`` guards the events table regardless.)
+    On PostgreSQL the batch is copied (``COPY``) into a staging table and moved on with one
+    ``INSERT ... SELECT`` per table (see ``metering.staging``).
     """
     if not rows:
         return 0
     sql = statements(engine.dialect.name)
     unique = list({r["id"]: r for r in rows}.values())
     with engine.begin() as conn:
+        if sql.pg:
+            return copy_rows(conn, unique)
         existing = sql.existing_ids(conn, [r["id"] for r in unique])
         new = [r for r in unique if r["id"] not in existing]
         if not new:

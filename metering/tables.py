@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, DateTime, Index, Table, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -208,3 +208,9 @@ class UsageSessionMonthRecord(SQLModel, table=True):
     use_case_max: str = Field(max_length=128)
     first_started_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     last_started_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+EVENTS: Table = UsageEventRecord.__table__  # type: ignore[attr-defined]
+ROLLUPS: Table = UsageRollupRecord.__table__  # type: ignore[attr-defined]
+MINUTES: Table = UsageMinuteRecord.__table__  # type: ignore[attr-defined]
+SESSIONS: Table = UsageSessionMonthRecord.__table__  # type: ignore[attr-defined]
