@@ -5,8 +5,8 @@ Why: one statement per row cost PostgreSQL a bind and execute round per event an
 row, and summing the rollups in Python cost the writer more CPU than the database spent
 (``bench/ledger_ingest.py``: 59 µs of writer CPU per event, 27 in the database). ``COPY``
 streams the batch; then ``INSERT ... ON CONFLICT (id) DO NOTHING RETURNING`` moves the events
-and the same statement's later parts group only the rows it returned into the hourly, minute
-and session rollups, so a replayed batch changes nothing. Rollup rows go in sorted by key, so
+and the same statement's later parts group only the rows it returned into the hourly, daily,
+minute and session rollups, so a replayed batch changes nothing. Rollup rows go in sorted by key, so
 concurrent writers lock them in one order. The sums follow ``metering.rollups.summarize``
 (hours, minutes and months in UTC; label bounds in code point order, ``COLLATE "C"``).
 
@@ -29,7 +29,7 @@ from sqlalchemy.dialects import postgresql
 from sqlalchemy.schema import CreateTable
 
 from metering.rollups import LABELS
-from metering.tables import EVENTS, MINUTES, ROLLUP_KEYS, ROLLUP_SUMS, ROLLUPS, SESSIONS
+from metering.tables import DAILY, EVENTS, MINUTES, ROLLUP_KEYS, ROLLUP_SUMS, ROLLUPS, SESSIONS
 
 _DIALECT = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
 _STAGED = "tokenmeter_staging"  # the connection's info key: its staging table exists
@@ -108,6 +108,7 @@ def _names(names: Iterable[str]) -> str:
 def _move_sql(stage: str) -> str:
     hour = "date_trunc('hour', started_at, 'UTC')"
     minute = "date_trunc('minute', started_at, 'UTC')"
+    day = "date_trunc('day', started_at, 'UTC')"
     month = "to_char(started_at AT TIME ZONE 'UTC', 'YYYY-MM')"
     hourly_keys = [hour, *(_q(k) for k in ROLLUP_KEYS[1:])]
     hourly_sums = [
@@ -133,6 +134,7 @@ def _move_sql(stage: str) -> str:
         f"SELECT {_names(_EVENT_COLUMNS)} FROM {stage} "
         f"ON CONFLICT (id) DO NOTHING RETURNING *), "
         f"hourly AS ({_rollup(ROLLUPS, hourly_keys, hourly_sums, len(ROLLUP_KEYS))}), "
+        f"daily AS ({_rollup(DAILY, [day, *hourly_keys[1:]], hourly_sums, len(ROLLUP_KEYS))}), "
         f"minutes AS ({_rollup(MINUTES, [minute], minute_sums, 1)}), "
         f"sessions AS ({_rollup(SESSIONS, session_values[:2], session_values[2:], 2)}) "
         "SELECT COUNT(*) FROM new"

@@ -19,13 +19,13 @@ from sqlalchemy import Engine, Table, func, select
 from cost.sizing import TrafficShape
 from cost.tco import MonthlyTokens
 from cost.usage import TokenUsage
-from metering.tables import UsageEventRecord, UsageMinuteRecord, UsageRollupRecord
+from metering.spans import rollup_rows
+from metering.tables import UsageEventRecord, UsageMinuteRecord
 
 SECONDS_PER_MONTH = 365.25 / 12 * 86_400
 MIN_WINDOW_S = 60.0  # floor of the divisor; the real guard is TcoInputs.min_window_s
 PEAK_BUCKET_S = 300  # p95 of 5-minute windows (tco.md §2.6)
 PEAK_QUANTILE = 0.95
-_ROLLUPS: Table = UsageRollupRecord.__table__  # type: ignore[attr-defined]
 _EVENTS: Table = UsageEventRecord.__table__  # type: ignore[attr-defined]
 _MINUTES: Table = UsageMinuteRecord.__table__  # type: ignore[attr-defined]
 
@@ -145,14 +145,14 @@ def read_window(engine: Engine, *, now: datetime, window_days: float) -> Window 
     """What the ledger saw in the trailing window; None when it saw no request at all."""
     since = now - timedelta(days=window_days)
     hour_since = since.replace(minute=0, second=0, microsecond=0)
-    r = _ROLLUPS.c
+    r = rollup_rows(hour_since, None).c
     keys = [r[k] for k in CELL_KEYS]
     sums = [func.coalesce(func.sum(r[c]), 0) for c in _SUMMED]
     with engine.connect() as conn:
         first = conn.execute(
             select(func.min(_EVENTS.c.started_at)).where(_EVENTS.c.started_at >= since)
         ).scalar_one()
-        rows = conn.execute(select(*keys, *sums).where(r.hour >= hour_since).group_by(*keys)).all()
+        rows = conn.execute(select(*keys, *sums).group_by(*keys)).all()
         start = _aware(first) if first is not None else hour_since
         peaks = traffic_peaks(conn, start=start, end=now)
     if not rows or sum(int(row[len(CELL_KEYS) + 5]) for row in rows) == 0:
