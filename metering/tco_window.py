@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, Float, Integer, Table, cast, extract, func, literal, select
+from sqlalchemy import DateTime, Engine, Float, Integer, Table, cast, func, literal, select
 
 from cost.sizing import TrafficShape
 from cost.tco import MonthlyTokens
@@ -209,7 +209,8 @@ def _bucket(dialect: str, minute: Any, start: datetime) -> Any:
     minutes come back as at most 8,640 sums. Negative (the minute ``start`` falls in) counts
     as bucket 0, as does anything below 0."""
     if dialect == "postgresql":
-        elapsed = extract("epoch", minute - literal(start, DateTime(timezone=True)))
+        # date_part: double precision (EXTRACT answers numeric, ~2x slower to divide and group)
+        elapsed = func.date_part("epoch", minute - literal(start, DateTime(timezone=True)))
         return func.floor(elapsed / PEAK_BUCKET_S)
     # SQLite keeps the minute as UTC text; strftime('%s') reads it as whole seconds
     since = cast(func.strftime("%s", minute), Integer) - literal(start.timestamp(), Float)
