@@ -1,6 +1,7 @@
 """Monthly export benchmark: time and peak memory of each format for a month of N events.
 
     python bench/export_month.py --events 10000000 [--db /tmp/tm-export-10M.db] [--reuse]
+    python bench/export_month.py --url postgresql://postgres@127.0.0.1/bench_ingest --month 2026-11
 
 A month (2026-10) of N events is generated straight into a fresh SQLite ledger: events and
 hourly rollups written with executemany in time order, bypassing the batch writer (whose ingest
@@ -8,7 +9,8 @@ rate bench/ledger_ingest.py measures); the export checks that rollups and events
 users, 40 use cases with a Zipf spread, 5 deployments, ~12 requests per session. Each format is
 then exported in a fresh process, which reports its wall time per step and its peak RSS (VmHWM,
 which includes SQLite's and Arrow's memory, not only Python's) and the baseline RSS after
-imports. --reuse keeps an existing database of the same N.
+imports. --reuse keeps an existing database of the same N. --url exports a ledger as it is (the
+PostgreSQL month bench/ledger_ingest.py --keep leaves) instead; files go beside --db.
 """
 
 from __future__ import annotations
@@ -169,7 +171,7 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def measure(path: Path, fmt: str) -> dict[str, object]:
+def measure(url: str, out: Path, fmt: str, month: Month) -> dict[str, object]:
     """Run in a child process: export one format, report times per step and memory."""
     from metering.export.files import write_export
     from metering.export.month import build_month_export
@@ -177,14 +179,13 @@ def measure(path: Path, fmt: str) -> dict[str, object]:
     from tests.metering.export.month_data import tco_inputs
 
     base_rss = peak_rss_mb()
-    engine = create_db_engine(f"sqlite:///{path}")
+    engine = create_db_engine(url)
     marks: list[tuple[str, float]] = []
     t0 = time.perf_counter()
     export = build_month_export(
-        engine, MONTH, tco=tco_inputs(), progress=lambda s: marks.append((s, time.perf_counter()))
+        engine, month, tco=tco_inputs(), progress=lambda s: marks.append((s, time.perf_counter()))
     )
     t_built = time.perf_counter()
-    out = path.with_name(f"export.{fmt}")
     with out.open("wb") as fh:
         write_export(export, fmt, fh)
     t1 = time.perf_counter()
@@ -208,11 +209,22 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--reuse", action="store_true")
     ap.add_argument("--formats", default="csv,xlsx,parquet")
+    ap.add_argument(
+        "--url",
+        help="export this ledger as it is (no generation), e.g. the "
+        "PostgreSQL database bench/ledger_ingest.py --keep leaves",
+    )
+    ap.add_argument("--month", default=str(MONTH), help="with --url: the month to export")
     ap.add_argument("--measure", help=argparse.SUPPRESS)
     args = ap.parse_args()
     db = args.db or Path(f"/tmp/tm-export-{args.events}.db")
+    url = args.url or f"sqlite:///{db}"
     if args.measure:
-        print(json.dumps(measure(db, args.measure)))
+        out = db.with_name(f"export.{args.measure}")
+        print(json.dumps(measure(url, out, args.measure, Month.parse(args.month))))
+        return
+    if args.url:
+        run_formats(args.formats, ["--url", args.url, "--month", args.month, "--db", str(db)])
         return
     marker = db.with_suffix(".events")
     if args.reuse and db.exists() and marker.exists() and marker.read_text() == str(args.events):
@@ -221,8 +233,12 @@ def main() -> None:
         seconds = build_ledger(db, args.events, args.seed)
         print(f"generated {args.events:,} events in {seconds:.0f} s")
     print(f"database: {db.stat().st_size / 2**20:,.0f} MiB")
-    for fmt in args.formats.split(","):
-        cmd = [sys.executable, __file__, "--db", str(db), "--measure", fmt]
+    run_formats(args.formats, ["--db", str(db)])
+
+
+def run_formats(formats: str, where: list[str]) -> None:
+    for fmt in formats.split(","):
+        cmd = [sys.executable, __file__, *where, "--measure", fmt]
         result = json.loads(subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT).stdout)
         print(json.dumps(result))
 

@@ -1,7 +1,8 @@
 """Aggregations of the ledger for the admin API: exact integer sums.
 
-Answers come from the hourly rollups whenever the grouping and the time window allow it (no
-session or error detail, window on whole hours), and from the raw events otherwise.
+Answers come from the rollups whenever the grouping and the time window allow it (no session
+or error detail, window on whole hours: the daily rollups for whole UTC days, the hourly ones for
+the hours at the edges, see ``metering.spans``), and from the raw events otherwise.
 """
 
 from __future__ import annotations
@@ -10,9 +11,10 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Engine, Table, case, func, select
+from sqlalchemy import ColumnElement, Engine, Subquery, Table, case, func, select
 
-from metering.tables import UsageEventRecord, UsageRollupRecord
+from metering.spans import rollup_rows
+from metering.tables import UsageEventRecord
 
 GROUP_COLUMNS = (
     "user",
@@ -40,7 +42,6 @@ SUM_COLUMNS = (
     "cost_micro_usd",
 )
 _EVENTS: Table = UsageEventRecord.__table__  # type: ignore[attr-defined]
-_ROLLUPS: Table = UsageRollupRecord.__table__  # type: ignore[attr-defined]
 
 
 def usage_summary(
@@ -58,14 +59,16 @@ def usage_summary(
     unknown = [g for g in group_by if g not in GROUP_COLUMNS]
     if unknown:
         raise ValueError(f"cannot group by {', '.join(unknown)}; choose from {GROUP_COLUMNS}")
+    window: tuple[datetime | None, datetime | None] = (since, until)
+    table: Table | Subquery
     if EVENT_ONLY_COLUMNS.isdisjoint(group_by) and _on_the_hour(since) and _on_the_hour(until):
-        table, time_col = _ROLLUPS, _ROLLUPS.c.hour
+        table, window = rollup_rows(since, until), (None, None)
         requests: ColumnElement[Any] = func.sum(table.c.requests)
         errors: ColumnElement[Any] = func.sum(table.c.errors)
         unpriced: ColumnElement[Any] = func.sum(table.c.unpriced_requests)
         source = "rollups"
     else:
-        table, time_col = _EVENTS, _EVENTS.c.started_at
+        table = _EVENTS
         requests = func.count()
         errors = func.sum((table.c.status != "ok").cast(table.c.http_status.type))
         spent = (table.c.input_tokens + table.c.output_tokens) > 0
@@ -80,10 +83,10 @@ def usage_summary(
         func.coalesce(unpriced, 0).label("unpriced_requests"),
         *sums,
     )
-    if since is not None:
-        stmt = stmt.where(time_col >= since)
-    if until is not None:
-        stmt = stmt.where(time_col < until)
+    if window[0] is not None:
+        stmt = stmt.where(_EVENTS.c.started_at >= window[0])
+    if window[1] is not None:
+        stmt = stmt.where(_EVENTS.c.started_at < window[1])
     if keys:
         stmt = stmt.group_by(*keys).order_by(func.sum(table.c.cost_micro_usd).desc(), *keys)
     with engine.connect() as conn:

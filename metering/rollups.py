@@ -1,7 +1,7 @@
 """Rollups kept in the events' transaction, summed in one pass over a batch of event rows.
 
 - hourly: sums per hour, use case, user, agent, key, team, end user, error code, model, backend,
-  deployment and on_prem;
+  deployment and on_prem; daily: the same per UTC day (what windows of weeks and months read);
 - per minute: requests and input/output tokens (the peaks the TCO projection sizes for);
 - per session and UTC month: totals, first/last start, min/max of the labels (export views).
 
@@ -28,6 +28,7 @@ _TOKEN_SUMS = ROLLUP_SUMS[3:]
 @dataclass(slots=True)
 class Rollups:
     hourly: list[dict[str, Any]]
+    daily: list[dict[str, Any]]
     minutes: list[dict[str, Any]]
     sessions: list[dict[str, Any]]
 
@@ -50,6 +51,7 @@ def summarize(rows: Iterable[Mapping[str, Any]]) -> Rollups:
         _add_session(sessions, row, started)
     return Rollups(
         hourly=[hourly[k] for k in sorted(hourly, key=_hour_order)],
+        daily=_daily(hourly),
         minutes=[minutes[k] for k in sorted(minutes)],
         sessions=[sessions[k] for k in sorted(sessions)],
     )
@@ -70,6 +72,19 @@ def _add_hourly(
     acc["unpriced_requests"] += row["cost_micro_usd"] is None and bool(spent)
     for col in _TOKEN_SUMS:
         acc[col] += row[col] or 0
+
+
+def _daily(hourly: dict[tuple[Any, ...], dict[str, Any]]) -> list[dict[str, Any]]:
+    days: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for key, sums in hourly.items():
+        day = (key[0].replace(hour=0), *key[1:])
+        acc = days.get(day)
+        if acc is None:
+            acc = days[day] = {"day": day[0], **dict(zip(ROLLUP_KEYS[1:], key[1:], strict=True))}
+            acc.update(dict.fromkeys(ROLLUP_SUMS, 0))
+        for c in ROLLUP_SUMS:
+            acc[c] += sums[c]
+    return [days[k] for k in sorted(days, key=_hour_order)]
 
 
 def _hour_order(key: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, DateTime, Index, Table, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -209,3 +209,20 @@ class UsageSessionMonthRecord(SQLModel, table=True):
     use_case_max: str = Field(max_length=128)
     first_started_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
     last_started_at: datetime = Field(sa_column=Column(DateTime(timezone=True), nullable=False))
+
+
+ROLLUPS: Table = UsageRollupRecord.__table__  # type: ignore[attr-defined]
+# The hourly rollups summed per UTC day (``day`` at 00:00 UTC): what long windows read.
+DAILY = Table(
+    "usage_rollups_daily",
+    SQLModel.metadata,
+    Column("day", DateTime(timezone=True), primary_key=True),
+    *(
+        Column(c.name, c.type, primary_key=c.primary_key, nullable=c.nullable)
+        for c in ROLLUPS.columns
+        if c.name != "hour"
+    ),
+)
+EVENTS: Table = UsageEventRecord.__table__  # type: ignore[attr-defined]
+MINUTES: Table = UsageMinuteRecord.__table__  # type: ignore[attr-defined]
+SESSIONS: Table = UsageSessionMonthRecord.__table__  # type: ignore[attr-defined]

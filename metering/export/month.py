@@ -1,8 +1,8 @@
 """The monthly finance export: where the tokens and dollars of one calendar month (UTC) went.
 
-Every view but the sessions is built from the hourly rollups, whose size depends on the number of
-distinct (hour, use case, user, agent, model, backend) combinations, not on the number of
-requests; the session views group the month's raw events. Amounts are integer sums, so the
+Every view but the sessions is built from the daily rollups, whose size depends on the number of
+distinct (day, use case, user, agent, model, backend) combinations, not on the number of
+requests; the session views read the per-session monthly rollup. Amounts are integer sums, so the
 totals equal the raw events' to the token and the micro-dollar (``MonthExport.reconciled``).
 Writers for CSV, XLSX and Parquet are in ``metering.export.files``.
 """
@@ -36,6 +36,7 @@ from metering.export.views import (
     zero_sums,
 )
 from metering.live_tco import LiveProjection
+from metering.spans import rollup_rows
 from metering.tables import ROLLUP_SUMS, UsageRollupRecord
 from metering.tco_window import CELL_KEYS
 
@@ -246,15 +247,11 @@ def _scopes(cells: list[Cell]) -> dict[str, Sums]:
 
 def read_cells(engine: Engine, *, start: datetime, end: datetime) -> list[Cell]:
     """Rollup sums of [start, end) per day (UTC), use case, user, agent, model, backend,
-    deployment, on_prem and team: the day is cut in SQL, so a month is read as a few rows per
-    day and combination."""
-    r = _ROLLUPS.c
-    keys = [_utc_day(engine, r.hour), *(r[k] for k in _CELL_KEYS[1:])]
-    stmt = (
-        select(*keys, *(func.coalesce(func.sum(r[c]), 0) for c in ROLLUP_SUMS))
-        .where(r.hour >= start, r.hour < end)
-        .group_by(*keys)
-    )
+    deployment, on_prem and team: whole days come from the daily rollups (the hours at ragged
+    edges from the hourly ones), so a month is read as one row per day and combination."""
+    r = rollup_rows(start, end).c
+    keys = [_utc_day(engine, r.at), *(r[k] for k in _CELL_KEYS[1:])]
+    stmt = select(*keys, *(func.coalesce(func.sum(r[c]), 0) for c in ROLLUP_SUMS)).group_by(*keys)
     n = len(keys)
     with engine.connect() as conn:
         return [

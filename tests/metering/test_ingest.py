@@ -63,3 +63,66 @@ def test_rollup_times_are_bound_as_sqlalchemy_datetimes(db_url):
     assert month == "2026-01"
     for value in (hour, minute, first, started):
         assert value.replace(tzinfo=UTC) == new_year
+
+
+# What COPY's text format escapes or reads specially, and text beyond ASCII.
+ODD_STRINGS = [
+    'say "hi"',
+    "it's",
+    "tab\there",
+    "line\nbreak",
+    "carriage\rreturn",
+    "back\\slash",
+    "\\N",
+    "\\.",
+    "",
+    "naïve — 東京 🚀",
+    "a,b;c|d",
+]
+
+
+def test_strings_copied_into_the_ledger_read_back_unchanged(db_url):
+    engine = create_db_engine(db_url)
+    upgrade_schema(engine)
+    rng = random.Random(9)
+    events = [
+        make_event(rng, user=s, agent=s, session=s, use_case=s, model=s, error_code=s[:60])
+        for s in ODD_STRINGS
+    ]
+    assert insert_rows(engine, [e.flat() for e in events]) == len(events)
+    with engine.connect() as conn:
+        stored = dict(conn.execute(select(EVENTS.c.id, EVENTS.c.user)).tuples().all())
+        agents = set(conn.execute(select(ROLLUPS.c.agent)).scalars())
+        sessions = set(conn.execute(select(SESSIONS.c.session)).scalars())
+        names = set(conn.execute(select(EVENTS.c.model)).scalars())
+    assert stored == {e.id: e.user for e in events}
+    assert agents == sessions == names == set(ODD_STRINGS)
+
+
+def test_a_replayed_batch_changes_nothing(db_url):
+    engine = create_db_engine(db_url)
+    upgrade_schema(engine)
+    rng = random.Random(10)
+    rows = [make_event(rng).flat() for _ in range(30)]
+    assert insert_rows(engine, rows[:20]) == 20
+    before = _rollup_totals(engine)
+    assert insert_rows(engine, rows[:20]) == 0
+    assert _rollup_totals(engine) == before
+    assert insert_rows(engine, rows[10:]) == 10  # half replayed, half new
+    with engine.connect() as conn:
+        events = conn.execute(
+            text("SELECT COUNT(*), SUM(input_tokens), SUM(output_tokens) FROM usage_events")
+        ).one()
+    assert _rollup_totals(engine) == {t: tuple(events) for t in ("hourly", "minutes")}
+
+
+def _rollup_totals(engine) -> dict[str, tuple]:
+    with engine.connect() as conn:
+        return {
+            name: tuple(
+                conn.execute(
+                    text(f"SELECT SUM(requests), SUM(input_tokens), SUM(output_tokens) FROM {t}")
+                ).one()
+            )
+            for name, t in (("hourly", "usage_rollups_hourly"), ("minutes", "usage_minutes"))
+        }

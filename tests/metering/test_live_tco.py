@@ -3,13 +3,15 @@ the TCO gauges it publishes (SQLite and PostgreSQL)."""
 
 from __future__ import annotations
 
+import math
+import random
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
-from sqlalchemy import Engine
+from sqlalchemy import Engine, select
 
 from cost.migration import MigrationTarget
 from cost.scenarios import get_scenario
@@ -18,6 +20,8 @@ from metering.live_tco import LiveProjection, ProjectionStatus, TcoInputs, proje
 from metering.metrics import StateMetrics
 from metering.price_map import load_price_map
 from metering.store import create_db_engine, upgrade_schema
+from metering.tables import MINUTES
+from metering.tco_window import PEAK_BUCKET_S, _p95, traffic_peaks
 from metering.writer import insert_events
 from tests.metering.factories import make_event
 
@@ -166,3 +170,32 @@ def test_list_price_of_a_window_is_the_base_tier_not_one_long_request():
     claude = replace(inputs(), list_prices={"anthropic/x": price})
     [piece] = hosted_slices(window, claude)
     assert piece.list_usd_per_month == pytest.approx(3.0 * window.extrapolation_factor)
+
+
+@pytest.mark.parametrize("offset_s", [0.0, 17.25, 299.999999])
+def test_peaks_cut_in_sql_equal_the_minute_by_minute_reckoning(engine, offset_s):
+    rng = random.Random(int(offset_s) + 1)
+    base = 1_790_000_000.0 - (1_790_000_000.0 % 3600)
+    insert_events(
+        engine, [make_event(rng, started_at=base + rng.uniform(0, 3 * 3600)) for _ in range(400)]
+    )
+    start = datetime.fromtimestamp(base + 600 + offset_s, UTC)
+    end = start + timedelta(hours=2)
+    with engine.connect() as conn:
+        got = traffic_peaks(conn, start=start, end=end)
+        m = MINUTES.c
+        rows = conn.execute(
+            select(m.minute, m.input_tokens, m.output_tokens).where(
+                m.minute >= start.replace(second=0, microsecond=0), m.minute < end
+            )
+        ).all()
+    buckets = math.ceil((end - start).total_seconds() / PEAK_BUCKET_S)
+    sums: dict[int, list[int]] = {}
+    for minute, inp, out in rows:  # each minute into its 5 minutes, as before they were cut in SQL
+        at = minute if minute.tzinfo else minute.replace(tzinfo=UTC)
+        index = int((at - start).total_seconds() // PEAK_BUCKET_S)
+        acc = sums.setdefault(max(0, min(index, buckets - 1)), [0, 0])
+        acc[0], acc[1] = acc[0] + inp, acc[1] + out
+    assert len(sums) > 10
+    assert got.input_tokens_per_s == _p95([v[0] for v in sums.values()], buckets) / PEAK_BUCKET_S
+    assert got.output_tokens_per_s == _p95([v[1] for v in sums.values()], buckets) / PEAK_BUCKET_S

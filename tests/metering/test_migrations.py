@@ -271,3 +271,51 @@ def test_0008_gives_past_events_an_empty_error_detail_and_downgrades(db_url):
     downgrade_schema(engine, "0007")
     assert "error_detail" not in {c["name"] for c in inspect(engine).get_columns("usage_events")}
     engine.dispose()
+
+
+def test_0009_backfills_daily_rollups_and_downgrades(db_url):
+    from alembic import command
+
+    from metering.store import _alembic_config
+
+    engine = create_db_engine(db_url)
+    upgrade_schema(engine, "0001")
+    later = {"request_id", "attempt", "team", "end_user", "user_source", "error_code"}
+    later |= {"error_detail"}
+    rng = random.Random(12)
+    day = 86_400.0
+    start = 1_790_000_000.0 - (1_790_000_000.0 % day) - 3600  # an hour before a UTC midnight
+    events = [make_event(rng, started_at=start + rng.uniform(0, 2 * day)) for _ in range(80)]
+    with engine.begin() as conn:
+        _insert(
+            conn,
+            "usage_events",
+            [{k: v for k, v in event_row(e).items() if k not in later} for e in events],
+        )
+    upgrade_schema(engine, "0008")  # 0002 back-fills the hourly rollups of these events
+    upgrade_schema(engine)
+    per_day: dict[str, list[int]] = {}
+    for e in events:
+        stamp = datetime.fromtimestamp(e.started_at, UTC).strftime("%Y-%m-%d")
+        acc = per_day.setdefault(stamp, [0, 0, 0])
+        acc[0] += 1
+        acc[1] += e.usage.input_tokens
+        acc[2] += e.cost_micro_usd or 0
+    with engine.connect() as conn:
+        daily = conn.execute(
+            text(
+                "SELECT day, SUM(requests), SUM(input_tokens), SUM(cost_micro_usd) "
+                "FROM usage_rollups_daily GROUP BY day"
+            )
+        ).all()
+    backfilled = {
+        (d if isinstance(d, str) else d.astimezone(UTC).isoformat())[:10]: list(map(int, v))
+        for d, *v in daily
+    }
+    assert len(backfilled) == 3 and backfilled == per_day
+    with engine.begin() as conn:
+        command.downgrade(_alembic_config(conn), "0008")
+    assert "usage_rollups_daily" not in inspect(engine).get_table_names()
+    upgrade_schema(engine)
+    assert schema_revision(engine) == head_revision()
+    engine.dispose()
