@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from metering.metrics import exposition
 from proxy import admin
 from proxy.config.catalogue import auth_required, effective_models
+from proxy.config.observability import configure_logging
 from proxy.config.settings import Settings, load_settings
 from proxy.gateway.drain import hook_signals
 from proxy.gateway.reload import watch_config
@@ -36,14 +37,6 @@ log = logging.getLogger("tokenmeter")
 
 ENV_CONFIG = "TOKENMETER_CONFIG"
 ENV_LOG_LEVEL = "TOKENMETER_LOG_LEVEL"  # serve's --log-level, handed to each worker process
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
-def configure_logging(level: str) -> None:
-    """The process's log level and format; the request log's INFO lines follow the level."""
-    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
-    # alembic announces each of its plugins at INFO on every start: noise, not news
-    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
 
 
 def create_app(

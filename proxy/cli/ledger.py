@@ -63,7 +63,7 @@ def ledger_run(
     import asyncio
     import signal
 
-    from proxy.app import configure_logging
+    from proxy.config.observability import configure_logging
 
     configure_logging(log_level)
     settings = load(config)

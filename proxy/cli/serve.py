@@ -33,8 +33,9 @@ def serve(
     """Run the gateway."""
     import uvicorn
 
-    from proxy.app import ENV_CONFIG, ENV_LOG_LEVEL, configure_logging
+    from proxy.app import ENV_CONFIG, ENV_LOG_LEVEL
     from proxy.config.catalogue import auth_required, effective_models
+    from proxy.config.observability import configure_logging
     from proxy.gateway.drain import SERVER_GRACE_S
     from proxy.simulated.launcher import ENV_BASES, encode_bases, run_simulated
 

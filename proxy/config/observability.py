@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import logging
+
 from pydantic import BaseModel, ConfigDict, Field
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class _Strict(BaseModel):
@@ -31,3 +35,10 @@ class TracingSettings(_Strict):
     export_interval_s: float = Field(
         default=5.0, gt=0, description="spans are batched and sent at most this long after"
     )
+
+
+def configure_logging(level: str) -> None:
+    """The process's log level and format; the request log's INFO lines follow the level."""
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
+    # alembic announces each of its plugins at INFO on every start: noise, not news
+    logging.getLogger("alembic.runtime.plugins").setLevel(logging.WARNING)
