@@ -135,6 +135,13 @@ class JournalAppender:
         return self.own_pending_events + orphans
 
     @property
+    def own_backlog_bytes(self) -> int:
+        """Bytes of this process's segments past their checkpoints."""
+        for track in self._tracks:
+            track.refresh()
+        return sum(t.size - t.committed_bytes for t in self._tracks)
+
+    @property
     def backlog_bytes(self) -> int:
         """Every segment's bytes past its checkpoint, ours and others', read from the disk."""
         try:

@@ -260,18 +260,7 @@ class StateMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         r = registry
-        self.backlog_events = Gauge(
-            "tokenmeter_journal_backlog_events",
-            "Usage events journaled but not yet in the database.",
-            registry=r,
-            multiprocess_mode="livesum",
-        )
-        self.backlog_bytes = Gauge(
-            "tokenmeter_journal_backlog_bytes",
-            "Bytes of journal past the database checkpoint.",
-            registry=r,
-            multiprocess_mode="livesum",
-        )
+        self.backlog_events, self.backlog_bytes = backlog_gauges(r)
         self.database_up = Gauge(
             "tokenmeter_database_up",
             "1 if the database answers the ledger writer, else 0.",
@@ -422,6 +411,25 @@ class StateMetrics:
 
 def _or_never(value: float | None) -> float:
     return -1.0 if value is None or math.isinf(value) else value
+
+
+def backlog_gauges(registry: CollectorRegistry) -> tuple[Gauge, Gauge]:
+    """Summed over the processes that set them: each worker its own segments, and with several
+    workers the ledger process the segments of processes gone that it replays."""
+    return (
+        Gauge(
+            "tokenmeter_journal_backlog_events",
+            "Usage events journaled but not yet in the database.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        ),
+        Gauge(
+            "tokenmeter_journal_backlog_bytes",
+            "Bytes of journal past the database checkpoint.",
+            registry=registry,
+            multiprocess_mode="livesum",
+        ),
+    )
 
 
 def quarantined_counter(registry: CollectorRegistry) -> Counter:

@@ -48,7 +48,11 @@ class LedgerService:
         window_interval_s: float = 5.0,
         parent_pid: int | None = None,
         on_quarantined: Callable[[int], None] | None = None,
+        on_backlog: Callable[[int, int], None] | None = None,
     ) -> None:
+        """``on_backlog(events, bytes)``: each flush interval, what the segments of processes
+        gone still hold (the serving processes count their own)."""
+        self._on_backlog = on_backlog
         self._engine = engine
         self.directory = directory
         self._interval_s = flush_interval_s
@@ -139,6 +143,8 @@ class LedgerService:
             orphan_events=w.orphan_events,
             backlog_bytes=pending_bytes_on_disk(self.directory),
         )
+        if self._on_backlog is not None:
+            self._on_backlog(w.orphan_events, w.orphan_bytes)
         try:
             write_status(self.directory, status)
         except OSError as exc:  # a full disk: the serving processes see a stale status

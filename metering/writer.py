@@ -112,6 +112,10 @@ class BatchWriter:
         return sum(o.pending_events for o in self._orphans)
 
     @property
+    def orphan_bytes(self) -> int:
+        return sum(o.pending_bytes() for o in self._orphans)
+
+    @property
     def backlog_bytes(self) -> int:
         segments = [*self._orphans, *self._live.values()]
         if self._journal is not None:

@@ -30,13 +30,20 @@ def ledger_service(settings: Settings, *, parent_pid: int | None = None) -> Ledg
     from metering.store import create_db_engine
 
     storage = settings.storage
-    on_quarantined = None
+    on_quarantined = on_backlog = None
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):  # serve with several workers: they read it
         from prometheus_client import CollectorRegistry
 
-        from metering.metrics import quarantined_counter
+        from metering.metrics import backlog_gauges, quarantined_counter
 
-        on_quarantined = quarantined_counter(CollectorRegistry()).inc
+        registry = CollectorRegistry()
+        on_quarantined = quarantined_counter(registry).inc
+        events, size = backlog_gauges(registry)
+
+        def on_backlog(n: int, nbytes: int) -> None:
+            events.set(n)
+            size.set(nbytes)
+
     return LedgerService(
         create_db_engine(storage.url),
         Path(storage.journal_dir),
@@ -47,6 +54,7 @@ def ledger_service(settings: Settings, *, parent_pid: int | None = None) -> Ledg
         window_interval_s=settings.tco.interval_s,
         parent_pid=parent_pid,
         on_quarantined=on_quarantined,
+        on_backlog=on_backlog,
     )
 
 

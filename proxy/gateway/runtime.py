@@ -205,9 +205,14 @@ def publish_state(rt: Runtime) -> None:
         if status.quarantined > seen:
             rt.usage_metrics.quarantined.inc(status.quarantined - seen)
         rt.quarantined_seen = (status.pid, status.quarantined)
+    if isinstance(rt.writer, JournalAppender) and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        # the gauges sum over processes: each worker its own, the ledger process the orphans'
+        backlog = (rt.writer.own_pending_events, rt.writer.own_backlog_bytes)
+    else:
+        backlog = (rt.ledger.backlog_events, rt.ledger.backlog_bytes)
     rt.state.set_ledger(
-        backlog_events=rt.ledger.backlog_events,
-        backlog_bytes=rt.ledger.backlog_bytes,
+        backlog_events=backlog[0],
+        backlog_bytes=backlog[1],
         database_ok=rt.ledger.database_ok,
         journal_ok=not rt.ledger.journal_failed,
         writer_ok=rt.ledger.writer_stalled is None,

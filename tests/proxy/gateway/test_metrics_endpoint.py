@@ -129,3 +129,26 @@ def test_serve_warns_at_start_about_missing_and_deprecated_price_keys(two_worker
     assert "deployment openai_compatible/some-model" in missing[0]
     assert "is not in the price map" in missing[0]
     assert "prices: deployment 'anthropic/claude-sonnet-4-5' prices at 'claude-sonnet-4-5'" in log
+
+
+def test_two_workers_report_the_journal_backlog_once(two_workers, tmp_path):
+    """With several workers the backlog gauges sum over processes: each worker counts its own
+    segments (the ledger process those of processes gone), so a backlog is not counted twice."""
+    import os
+    import signal
+
+    from metering.status import read_status
+
+    journal = tmp_path / "journal"
+    status = wait_for(lambda: read_status(journal))
+    os.kill(status.pid, signal.SIGSTOP)  # the ledger process holds still: the backlog stays
+    try:
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(lambda i: post(two_workers, i), range(40)))
+        for _ in range(4):  # whichever worker answers the scrape
+            wait_for(lambda: total(scrape(two_workers), "tokenmeter_journal_backlog_events") == 40)
+        assert total(scrape(two_workers), "tokenmeter_journal_backlog_bytes") > 0
+    finally:
+        os.kill(status.pid, signal.SIGCONT)
+    wait_for(lambda: total(scrape(two_workers), "tokenmeter_journal_backlog_events") == 0)
+    assert total(scrape(two_workers), "tokenmeter_journal_backlog_bytes") == 0
