@@ -83,10 +83,10 @@ class Gateway:
         asyncio.run(self._server.serve(sockets=[self._sock]))
 
     def start(self) -> Gateway:
-        if self.ledger is not None:
-            self.ledger.start()
         self._thread.start()
         wait_for(lambda: self._server.started, timeout_s=20)
+        if self.ledger is not None:  # after the app's start-up has migrated the ledger, as serve
+            self.ledger.start()
         return self
 
     def stop(self) -> None:
