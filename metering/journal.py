@@ -161,25 +161,9 @@ def pending_bytes_on_disk(directory: Path) -> int:
     return total
 
 
-def lock_is_held(path: Path) -> bool:
-    """Whether a live process holds an exclusive ``flock`` on ``path``."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return False
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return True
-    finally:
-        os.close(fd)
-    return False
-
-
-def claim_if_orphan(path: Path, offset: int | None = None) -> Segment | None:
-    """The segment at ``path``, locked by us, if no live process holds it (its writer died or
-    rotated away from it); None if one does, or it is gone. ``offset``: where its checkpoint is
-    known to be (else read from the checkpoint file)."""
+def _lock(path: Path) -> int | None:
+    """A descriptor of ``path`` holding its exclusive ``flock``; None if a live process holds
+    it, or the file is gone."""
     try:
         fd = os.open(path, os.O_RDONLY)
     except FileNotFoundError:
@@ -187,7 +171,26 @@ def claim_if_orphan(path: Path, offset: int | None = None) -> Segment | None:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        os.close(fd)  # a live process holds it
+        os.close(fd)
+        return None
+    return fd
+
+
+def lock_is_held(path: Path) -> bool:
+    """Whether a live process holds an exclusive ``flock`` on ``path``."""
+    fd = _lock(path)
+    if fd is None:
+        return path.exists()  # held, unless it is gone
+    os.close(fd)
+    return False
+
+
+def claim_if_orphan(path: Path, offset: int | None = None) -> Segment | None:
+    """The segment at ``path``, locked by us, if no live process holds it (its writer died or
+    rotated away from it); None if one does, or it is gone. ``offset``: where its checkpoint is
+    known to be (else read from the checkpoint file)."""
+    fd = _lock(path)
+    if fd is None:
         return None
     if offset is None:
         offset = read_checkpoint(path)
