@@ -180,10 +180,6 @@ class JournalAppender:
             return f"the ledger process does not move (last seen {status.age_s(now):.0f} s ago)"
         return status.stalled
 
-    @property
-    def quarantined(self) -> int:
-        return self._status.quarantined if self._status is not None else 0
-
     # -- the loop ----------------------------------------------------------------------------
 
     def start(self) -> None:

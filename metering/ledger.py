@@ -48,7 +48,6 @@ class Ledger:
         self._unpriced: set[tuple[str, str]] = set()
         # Called with every priced event, e.g. to count spend against budgets and rate limits.
         self.listeners: list[Callable[[UsageEvent], None]] = []
-        self.recorded = 0  # events recorded by this process, all of them
 
     @property
     def backlog_events(self) -> int:
@@ -101,7 +100,6 @@ class Ledger:
         if event.cost_micro_usd is None and event.backend != "none":
             self._warn_unpriced(event.upstream_model, event.backend)
         journaled = self._writer.submit(event)
-        self.recorded += 1
         for listener in self.listeners:
             listener(event)
         if self._metrics is not None:

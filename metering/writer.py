@@ -101,12 +101,6 @@ class BatchWriter:
         return len(self._memory) + own + sum(o.pending_events for o in self._orphans)
 
     @property
-    def own_pending_events(self) -> int:
-        """Events this process submitted that are not yet committed (they commit in order)."""
-        own = self._journal.appended - self._committed_own if self._journal else 0
-        return len(self._memory) + own
-
-    @property
     def orphan_events(self) -> int:
         """Events of segments whose writers are gone, not yet in the database."""
         return sum(o.pending_events for o in self._orphans)

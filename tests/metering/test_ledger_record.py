@@ -14,7 +14,7 @@ from tests.metering.factories import make_event
 
 class CollectingSink:
     journal_failed = False
-    own_pending_events = backlog_events = backlog_bytes = 0
+    backlog_events = backlog_bytes = 0
     db_ok = True
     stalled = None
 
