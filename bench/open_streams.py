@@ -6,11 +6,17 @@ request still gets its first chunk while they run.
 Starts a slow OpenAI-shaped upstream (one content chunk per ``--interval`` on every open stream,
 for ``--seconds``, then usage and ``[DONE]``), `tokenmeter serve` with one worker on it (SQLite
 ledger, journal on, as bench/run.py configures it), opens ``--streams`` streaming chat
-completions at once, and while they run sends a probe request every ``--probe-every`` seconds,
+completions in bursts of 100, and once every one of them has its first chunk (``all_streaming_s``
+after the first was sent) sends a probe request every ``--probe-every`` seconds while they run,
 timing its first content chunk. Reports: streams completed and failed, probe time to first chunk
 p50/p99, the gateway's RSS before, at its peak and per open stream, and the completed streams
-the ledger holds. Clients and upstream are raw
-asyncio protocols, so their own cost stays small next to the gateway's.
+the ledger holds. Clients and upstream are raw asyncio protocols, so their own cost stays small
+next to the gateway's.
+
+The streams' chunks are spread evenly over each interval (stream i ticks in phase i mod
+``PHASES``), as many users' generations are; ``--synchronized`` sends every stream's chunk at
+the same instant instead, the worst case for a new request, which then waits behind one chunk
+of every open stream.
 """
 
 from __future__ import annotations
@@ -78,8 +84,11 @@ class SlowUpstream(asyncio.Protocol):
     """Answers every request with a stream; a shared ticker writes one chunk to each."""
 
     open: set[SlowUpstream] = set()
+    opened = 0
 
     def __init__(self, chunks: int) -> None:
+        self.phase = SlowUpstream.opened
+        SlowUpstream.opened += 1
         self.left = chunks
         self.sent = 0
         self.buf = b""
@@ -126,11 +135,22 @@ class SlowUpstream(asyncio.Protocol):
         SlowUpstream.open.discard(self)
 
 
-async def ticker(interval: float) -> None:
+PHASES = 10  # ticks per interval when the streams' chunks are spread out
+
+
+async def ticker(interval: float, *, synchronized: bool) -> None:
+    """Each open stream gets one chunk per ``interval``: all at once, or phase by phase."""
+    phases = 1 if synchronized else PHASES
+    loop = asyncio.get_running_loop()
+    due = loop.time()
+    phase = 0
     while True:
-        await asyncio.sleep(interval)
+        due += interval / phases
+        await asyncio.sleep(max(0.0, due - loop.time()))
         for stream in list(SlowUpstream.open):
-            stream.tick()
+            if stream.phase % phases == phase:
+                stream.tick()
+        phase = (phase + 1) % phases
 
 
 class StreamClient(asyncio.Protocol):
@@ -142,6 +162,7 @@ class StreamClient(asyncio.Protocol):
         self.sent_at = 0.0
         self.first_at: float | None = None
         self.done = asyncio.get_running_loop().create_future()
+        self.streaming = asyncio.Event()  # its first content chunk came, or it ended
         self.tail = b""
         self.status = b""
 
@@ -156,6 +177,7 @@ class StreamClient(asyncio.Protocol):
         seen = self.tail + data
         if self.first_at is None and b'"content"' in seen:
             self.first_at = time.perf_counter()
+            self.streaming.set()
             if self.close_after_first:
                 self.transport.close()
         if b"[DONE]" in seen and not self.done.done():
@@ -164,6 +186,7 @@ class StreamClient(asyncio.Protocol):
         self.tail = seen[-64:]
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.streaming.set()
         if not self.done.done():
             self.done.set_result(self.close_after_first and self.first_at is not None)
 
@@ -203,6 +226,9 @@ async def drive(args: argparse.Namespace, port: int, key: str, pid: int) -> dict
         batch = range(i, min(i + 100, args.streams))
         clients += await asyncio.gather(*(open_stream(port, request, probe=False) for _ in batch))
     opened_s = time.perf_counter() - started
+    # probes measure a new request among running streams, not behind the opening burst
+    await asyncio.wait_for(asyncio.gather(*(c.streaming.wait() for c in clients)), args.seconds)
+    streaming_s = time.perf_counter() - started
     probes: list[float] = []
     peak_rss = rss_before
     deadline = started + args.seconds + 30
@@ -222,7 +248,9 @@ async def drive(args: argparse.Namespace, port: int, key: str, pid: int) -> dict
         "streams": args.streams,
         "interval_s": args.interval,
         "seconds": args.seconds,
+        "synchronized": args.synchronized,
         "opened_in_s": round(opened_s, 2),
+        "all_streaming_s": round(streaming_s, 2),
         "completed": ok,
         "failed": args.streams - ok,
         "probes": len(probes),
@@ -253,7 +281,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
     chunks = max(1, round(args.seconds / args.interval))
     upstream = await loop.create_server(lambda: SlowUpstream(chunks), "127.0.0.1", 0, backlog=4096)
     up_port = upstream.sockets[0].getsockname()[1]
-    tick = asyncio.create_task(ticker(args.interval))
+    tick = asyncio.create_task(ticker(args.interval, synchronized=args.synchronized))
     work = Path(tempfile.mkdtemp(prefix="tokenmeter-open-streams-"))
     target = await asyncio.to_thread(
         harness.start_tokenmeter, 1, work, f"http://127.0.0.1:{up_port}", work
@@ -277,6 +305,9 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=0.1, help="s between chunks")
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each stream")
     parser.add_argument("--probe-every", type=float, default=0.5, help="s between probes")
+    parser.add_argument(
+        "--synchronized", action="store_true", help="every stream's chunk at the same instant"
+    )
     args = parser.parse_args()
     import uvloop
 
