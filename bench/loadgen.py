@@ -7,7 +7,10 @@
 with exactly one request in flight, like `wrk -c`. After the warm-up, every response completed
 inside the measurement window counts; the window closes after `--duration` seconds or at
 `--max-requests` responses, whichever comes first. Per request: latency (request written -> last
-byte) and, for streams, TTFC (request written -> first body bytes carrying generated text).
+byte) and, for streams, TTFC (request written -> first body bytes carrying generated text);
+where the target sends tokenmeter's `x-tokenmeter-overhead-ms` header, the gateway's own time
+(`own_ms`: everything but waiting on its upstream), which tells a slow request the gateway made
+slow from one the machine did.
 
 Every response is validated: HTTP 200 and a usage block (JSON), or the terminal `[DONE]` /
 `message_stop` (streams). Failures, connection errors, timeouts and requests still unfinished
@@ -33,6 +36,7 @@ import uvloop
 
 # generated text in a chunk: an OpenAI `"content":"x` or an Anthropic `"text":"x` (not empty)
 CONTENT = re.compile(rb'"(?:content|text|delta)"\s*:\s*"[^"]')
+OWN_HEADER = b"x-tokenmeter-overhead-ms"
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class Tally:
     max_requests: int
     latency: list[float] = field(default_factory=list)
     ttfc: list[float] = field(default_factory=list)
+    own: list[float] = field(default_factory=list)  # x-tokenmeter-overhead-ms, in seconds
     errors: Counter[str] = field(default_factory=Counter)
     samples: list[str] = field(default_factory=list)
 
@@ -63,10 +68,12 @@ class Tally:
         if body and len(self.samples) < 3:
             self.samples.append(body[:300].decode("utf-8", "replace"))
 
-    def record(self, started: float, done: float, first_content: float) -> None:
+    def record(self, started: float, done: float, first_content: float, own: float | None) -> None:
         if not self.window_start <= done <= self.window_end:
             return
         self.latency.append(done - started)
+        if own is not None:
+            self.own.append(own)
         if first_content:
             self.ttfc.append(first_content - started)
         if len(self.latency) >= self.max_requests:
@@ -114,6 +121,7 @@ class Connection(asyncio.Protocol):
         self.waiter: asyncio.Future[float] | None = None
         self.body: list[bytes] = []
         self.first_content = 0.0
+        self.own: float | None = None
         self.keep_alive = True
         self.closed = False
 
@@ -129,6 +137,10 @@ class Connection(asyncio.Protocol):
             self.parser.feed_data(data)
         except httptools.HttpParserError as exc:
             self._settle(exc)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if len(name) == len(OWN_HEADER) and name.lower() == OWN_HEADER:
+            self.own = float(value) / 1e3
 
     def on_headers_complete(self) -> None:
         self.keep_alive = self.parser.should_keep_alive()
@@ -155,7 +167,7 @@ class Connection(asyncio.Protocol):
     async def exchange(self, limit: float) -> tuple[float, float, int, bytes]:
         """(started, done, status, body or its tail) of one request."""
         assert self.transport is not None
-        self.body, self.first_content = [], 0.0
+        self.body, self.first_content, self.own = [], 0.0, None
         self.waiter = asyncio.get_running_loop().create_future()
         started = time.perf_counter()
         self.transport.write(self.shape.request)
@@ -194,7 +206,7 @@ async def client(shape: Shape, tally: Tally, delay: float, limit: float) -> None
         elif shape.marker not in body:
             tally.fail("invalid_body", body)
         else:
-            tally.record(started, done, conn.first_content)
+            tally.record(started, done, conn.first_content, conn.own)
     if conn and conn.transport:
         conn.transport.close()
 
@@ -238,6 +250,7 @@ async def run(args: argparse.Namespace) -> dict[str, object]:
         "rps": round(len(tally.latency) / window, 1),
         "latency_ms": percentiles(tally.latency, (50, 90, 99)),
         "ttfc_ms": percentiles(tally.ttfc, (50, 99)) if args.stream else None,
+        "own_ms": percentiles(tally.own, (50, 99)),
         "errors": sum(tally.errors.values()),
         "error_kinds": dict(tally.errors),
         "error_samples": tally.samples,
