@@ -3,14 +3,15 @@
     python bench/export_month.py --events 10000000 [--db /tmp/tm-export-10M.db] [--reuse]
     python bench/export_month.py --url postgresql://postgres@127.0.0.1/bench_ingest --month 2026-11
 
-A month (2026-10) of N events is generated straight into a fresh SQLite ledger: events and
-hourly rollups written with executemany in time order, bypassing the batch writer (whose ingest
-rate bench/ledger_ingest.py measures); the export checks that rollups and events agree. 200
-users, 40 use cases with a Zipf spread, 5 deployments, ~12 requests per session. Each format is
-then exported in a fresh process, which reports its wall time per step and its peak RSS (VmHWM,
-which includes SQLite's and Arrow's memory, not only Python's) and the baseline RSS after
-imports. --reuse keeps an existing database of the same N. --url exports a ledger as it is (the
-PostgreSQL month bench/ledger_ingest.py --keep leaves) instead; files go beside --db.
+A month (2026-10) of N events is generated straight into a fresh SQLite ledger: events and hourly
+rollups written with executemany in time order (the daily rollups summed from them), bypassing the
+batch writer (whose ingest rate bench/ledger_ingest.py measures); the export checks that rollups
+and events agree. 200 users, 40 use cases with a Zipf spread, 5 deployments, ~12 requests per
+session. Each format is then exported in a fresh process, which reports its wall time per step and
+its peak RSS (VmHWM, which includes SQLite's and Arrow's memory, not only Python's) and the
+baseline RSS after imports. --reuse keeps an existing database of the same N. --url exports a
+ledger as it is (the PostgreSQL month bench/ledger_ingest.py --keep leaves) instead; files go
+beside --db.
 """
 
 from __future__ import annotations
@@ -114,7 +115,8 @@ def generate(con: sqlite3.Connection, n: int, seed: int) -> None:
         ))  # fmt: skip
         hour = stamp.replace(minute=0, second=0, microsecond=0).strftime(_TS)
         acc = rollups.setdefault(
-            (hour, use_case, user, agent, key, model, backend, deployment, on_prem), [0] * 10
+            (hour, use_case, user, agent, key, "", "", "", model, backend, deployment, on_prem),
+            [0] * len(ROLLUP_SUMS),
         )
         for j, v in enumerate((1, status != "ok", 0, inp, read, 0, 0, out, 0, cost)):
             acc[j] += v
@@ -126,7 +128,14 @@ def generate(con: sqlite3.Connection, n: int, seed: int) -> None:
         _insert_sql("usage_rollups_hourly", ROLLUP_COLUMNS),
         [(*key, *sums) for key, sums in sorted(rollups.items())],
     )
-    # The per-minute and per-session rollups the writer keeps, built here in bulk.
+    # The daily, per-minute and per-session rollups the writer keeps, built here in bulk.
+    keys = ", ".join(f'"{k}"' for k in ROLLUP_KEYS[1:])
+    con.execute(
+        f"INSERT INTO usage_rollups_daily (day, {keys}, {', '.join(ROLLUP_SUMS)}) "
+        f"SELECT substr(hour, 1, 10) || ' 00:00:00.000000', {keys}, "
+        f"{', '.join(f'SUM({c})' for c in ROLLUP_SUMS)} FROM usage_rollups_hourly "
+        f"GROUP BY substr(hour, 1, 10), {keys}"
+    )
     con.execute(
         "INSERT INTO usage_minutes (minute, requests, input_tokens, output_tokens) "
         "SELECT substr(started_at, 1, 16) || ':00.000000', COUNT(*), SUM(input_tokens), "

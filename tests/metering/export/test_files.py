@@ -18,6 +18,7 @@ from metering.export.files import write_export
 from metering.export.month import MonthExport, build_month_export
 from metering.export.story import TOP_USE_CASES, pareto_sentence, verdict
 from metering.export.xlsx_page import HEAD_FILL, TOP_ROW
+from metering.export.xlsx_style import NUMBER_FORMATS
 from metering.store import create_db_engine, upgrade_schema
 from metering.writer import insert_events
 from tests.metering.export.month_data import MONTH, money, month_events, tco_inputs
@@ -118,6 +119,21 @@ def test_every_data_sheet_prints_with_its_header_and_totals(export):
                 assert last[at] == pytest.approx(sum(r[at] for r in body)), (view.name, name)
             else:  # integers, and cents that add up exactly
                 assert money(last[at]) == sum(money(r[at]) for r in body), (view.name, name)
+
+
+def test_header_and_totals_rows_are_styled_and_the_columns_sized(export):
+    wb = openpyxl.load_workbook(io.BytesIO(written(export, "xlsx")))
+    for view in (v for v in export.views if v.total_row() is not None and v.rows):
+        ws = wb[view.name]
+        header, first, total = ws[1], ws[2], ws[ws.max_row]
+        assert all(c.font.b for c in header) and not any(c.font.b for c in first), view.name
+        assert all(c.font.b and c.border.top.style == "thin" for c in total), view.name
+        formats = [NUMBER_FORMATS.get(c.kind, "General") for c in view.columns]
+        assert [c.number_format for c in total] == formats, view.name
+        assert ws.auto_filter.ref == f"A1:{total[-1].column_letter}{len(view.rows) + 1}"
+    uses = wb["use_cases"]
+    longest = max(len(r["use_case"]) for r in export.view("use_cases").records())
+    assert uses.column_dimensions["B"].width == min(60, max(len("use_case"), longest) + 2)
 
 
 def test_tco_values_are_formatted_by_their_unit(export):
