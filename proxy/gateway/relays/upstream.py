@@ -58,11 +58,10 @@ class UpstreamResponse:
     """A response whose headers are in; its body is read once, whole or as lines, and then the
     connection goes back to the pool (``release``) or is dropped (``close``)."""
 
-    __slots__ = ("_conn", "_pool", "_timeout_s", "headers", "status")
+    __slots__ = ("_conn", "_timeout_s", "headers", "status")
 
-    def __init__(self, conn: Connection, pool: Pool, timeout_s: float | None = None) -> None:
+    def __init__(self, conn: Connection, timeout_s: float | None = None) -> None:
         self._conn: Connection | None = conn
-        self._pool = pool
         self._timeout_s = timeout_s  # a stream's bound on each read
         self.status = conn.status
         self.headers: Mapping[str, str] = conn.headers
@@ -122,15 +121,11 @@ class UpstreamResponse:
             conn.close()
 
     def release(self) -> None:
-        """Back to the pool if the body was read to the end and both sides keep the
-        connection alive; else dropped."""
+        """Back to the pool if the body was read to the end (or only its end is still in
+        flight) and both sides keep the connection alive; else dropped."""
         conn, self._conn = self._conn, None
-        if conn is None:
-            return
-        if conn.reusable:
-            self._pool.put(conn)
-        else:
-            conn.close()
+        if conn is not None:
+            conn.release()
 
     def __del__(self) -> None:
         conn = self._conn
@@ -201,7 +196,7 @@ class Upstream:
             if isinstance(exc, OSError):
                 raise UpstreamError(f"upstream unreachable ({_reason(exc)})") from exc
             raise
-        return UpstreamResponse(conn, pool, timeout_s)
+        return UpstreamResponse(conn, timeout_s)
 
     def _target(self, url: str) -> Target:
         try:

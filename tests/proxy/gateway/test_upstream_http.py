@@ -195,22 +195,85 @@ async def test_a_new_connection_dropped_unanswered_is_not_sent_again(upstream: U
     await wire.stop()
 
 
-async def test_a_stream_released_before_its_end_is_closed_not_pooled(upstream: Upstream) -> None:
+STREAM_HEAD = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n"
+
+
+def streaming_then(after_release: bytes | None) -> tuple[Reply, asyncio.Event]:
+    """The first request gets a stream's head and one line; ``after_release`` follows once the
+    event is set (None: nothing follows). Later requests get a small JSON answer."""
+    released = asyncio.Event()
+
     async def reply(n: int, head: bytes, writer: asyncio.StreamWriter) -> bool:
-        if len(wire.requests) == 1:
-            writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nline\n\r\n")
+        if n == 0 and not released.is_set():
+            writer.write(STREAM_HEAD + b"e\r\ndata: [DONE]\n\n\r\n")
+            if after_release is None:
+                return True
+            await writer.drain()
+            await released.wait()
+            writer.write(after_release)
         else:
             writer.write(ok(b"{}"))
         return True
 
-    wire = await Wire(reply).start()
+    return reply, released
+
+
+async def released_after_the_first_line(upstream: Upstream, wire: Wire) -> None:
     resp = await post(upstream, wire.url(), stream=True)
-    assert await anext(resp.line_batches()) == [b"line"]
-    resp.release()  # half read: the connection cannot carry another response
+    assert await anext(resp.line_batches()) == [b"data: [DONE]", b""]
+    resp.release()
+
+
+async def test_a_stream_released_with_only_its_end_in_flight_is_pooled_once_it_arrives(
+    upstream: Upstream,
+) -> None:
+    reply, released = streaming_then(b"0\r\n\r\n")
+    wire = await Wire(reply).start()
+    await released_after_the_first_line(upstream, wire)
+    released.set()
+    await until(lambda: len(wire.requests) == 1 and upstream_idle(upstream))
+    assert await body_of(upstream, wire.url()) == b"{}"
+    assert wire.connections == 1
+    await wire.stop()
+
+
+async def test_a_stream_released_with_more_than_its_end_to_come_is_closed(
+    upstream: Upstream,
+) -> None:
+    more = b"%x\r\n%s\r\n" % (32768, b"x" * 32768)
+    reply, released = streaming_then(more)
+    wire = await Wire(reply).start()
+    await released_after_the_first_line(upstream, wire)
+    released.set()
     await until(lambda: wire.hung_up == [0])
     assert await body_of(upstream, wire.url()) == b"{}"
     assert wire.connections == 2
     await wire.stop()
+
+
+async def test_a_stream_released_whose_end_never_comes_is_closed(upstream: Upstream) -> None:
+    reply, _ = streaming_then(None)
+    wire = await Wire(reply).start()
+    started = time.monotonic()
+    await released_after_the_first_line(upstream, wire)
+    await until(lambda: wire.hung_up == [0])
+    assert 0.9 <= time.monotonic() - started < 3  # LINGER_S
+    await wire.stop()
+
+
+async def test_a_closed_stream_drops_its_connection_at_once(upstream: Upstream) -> None:
+    reply, _ = streaming_then(None)
+    wire = await Wire(reply).start()
+    resp = await post(upstream, wire.url(), stream=True)
+    started = time.monotonic()
+    resp.close()
+    await until(lambda: wire.hung_up == [0])
+    assert time.monotonic() - started < 0.5
+    await wire.stop()
+
+
+def upstream_idle(upstream: Upstream) -> bool:
+    return upstream._pool is not None and upstream._pool.idle > 0
 
 
 async def test_a_stream_read_to_its_end_goes_back_to_the_pool(upstream: Upstream) -> None:
@@ -282,6 +345,19 @@ async def test_a_corrupt_gzip_body_is_an_upstream_error(upstream: Upstream) -> N
     wire = await Wire(answer(ok(b"not gzip at all", "content-encoding: gzip"))).start()
     with pytest.raises(UpstreamError, match=r"upstream connection failed \(ClientPayloadError\)"):
         await body_of(upstream, wire.url())
+    await wire.stop()
+
+
+async def test_an_interim_answer_is_skipped_for_the_final_one(upstream: Upstream) -> None:
+    interim = b"HTTP/1.1 103 Early Hints\r\nlink: </a>; rel=preload\r\n\r\n"
+    wire = await Wire(answer(interim + ok(b"{}", "request-id: r1"))).start()
+    resp = await post(upstream, wire.url())
+    assert (resp.status, resp.headers.get("request-id"), resp.headers.get("link")) == (
+        200,
+        "r1",
+        None,
+    )
+    assert await resp.read() == b"{}"
     await wire.stop()
 
 

@@ -25,6 +25,10 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
 HIGH_WATER = 256 * 1024  # buffered body bytes above which a stream's socket is not read
+# A stream released after its last event usually has only the body's terminator (a zero-size
+# chunk) still in flight: the connection waits this long, and for this much, to be reused.
+LINGER_S = 1.0
+LINGER_BYTES = 16 * 1024
 NO_BODY_STATUSES = (204, 304)
 
 # Why an exchange failed, in the words error messages carried when aiohttp was the client, so
@@ -56,7 +60,10 @@ class Decoder(Protocol):
 
 
 class Owner(Protocol):
-    """The pool: told once when a connection closes."""
+    """The pool: takes a connection back once a lingering response ended, and is told once
+    when a connection closes."""
+
+    def put(self, conn: Connection) -> None: ...
 
     def forget(self, conn: Connection) -> None: ...
 
@@ -93,6 +100,8 @@ class Connection(asyncio.Protocol):
         self._whole = False
         self._waiter: asyncio.Future[None] | None = None
         self._trailing = False  # bytes after the response: the connection is not reused
+        self._lingering = False  # released before its end, which is awaited
+        self._linger_bytes = 0  # body bytes it may still see
         self.status = 0
         self.headers = Headers()
         self.complete = False
@@ -167,6 +176,31 @@ class Connection(asyncio.Protocol):
             and not self.closed
         )
 
+    def release(self) -> None:
+        """The reader is done: back to the pool if the response ended and may be followed by
+        another; one whose body's end is only in flight waits for it (``LINGER_S``); any other
+        is closed."""
+        if self.reusable:
+            self._owner.put(self)
+        elif self._may_linger():
+            self._lingering = True
+            self._linger_bytes = LINGER_BYTES
+            self._chunks = []
+            self._arm(self._loop.time() + LINGER_S)
+        else:
+            self.close()
+
+    def _may_linger(self) -> bool:
+        return (
+            self._headers_done
+            and self._framed
+            and self._keep_alive
+            and not self._paused
+            and self.error is None
+            and not self.closed
+            and not self._trailing
+        )
+
     def fail(self, exc: BaseException) -> None:
         """End the exchange with ``exc`` (raised to its reader); the connection stays open."""
         self._fail(exc)
@@ -212,6 +246,10 @@ class Connection(asyncio.Protocol):
             reason = BAD_BODY if self._headers_done else BAD_RESPONSE
             self._fail(ExchangeError(reason, replied=True))
             self.close()
+            return
+        if self._lingering and (self.complete or self.error is not None):
+            self._lingering = False
+            self.release()  # its end arrived: pooled, unless the response said otherwise
 
     def eof_received(self) -> bool | None:
         if self._headers_fut is None or self.complete:
@@ -265,6 +303,11 @@ class Connection(asyncio.Protocol):
 
     def on_body(self, body: bytes) -> None:
         if self.complete:
+            return
+        if self._lingering:
+            self._linger_bytes -= len(body)
+            if self._linger_bytes < 0:
+                self._fail(ExchangeError(BAD_BODY, replied=True))  # more than an end
             return
         if self._decoder is not None:
             body = self._decoder.decompress(body)

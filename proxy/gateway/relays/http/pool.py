@@ -117,6 +117,11 @@ class Pool:
         """Connections open or opening."""
         return len(self._open)
 
+    @property
+    def idle(self) -> int:
+        """Connections waiting in the pool for a request."""
+        return sum(len(idle) for idle in self._idle.values())
+
     def _make_room(self) -> bool:
         """Take a slot for a new connection if the limit allows it, closing an idle
         connection to another host if that is what it takes."""
