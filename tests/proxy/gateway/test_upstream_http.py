@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from proxy.gateway.relays.http.request import parse_target
 from proxy.gateway.relays.upstream import Upstream, UpstreamError, UpstreamTimeout
 
 Reply = Callable[[int, bytes, asyncio.StreamWriter], Awaitable[bool]]
@@ -415,6 +416,44 @@ async def test_the_request_head(upstream: Upstream) -> None:
     await wire.stop()
 
 
+@pytest.mark.parametrize(
+    ("url", "host", "port", "host_header", "path"),
+    [
+        (
+            "http://[::1]:8000/v1/chat/completions",
+            "::1",
+            8000,
+            "[::1]:8000",
+            "/v1/chat/completions",
+        ),
+        (
+            "https://api.example.com/v1/messages",
+            "api.example.com",
+            443,
+            "api.example.com",
+            "/v1/messages",
+        ),
+        (
+            "http://gpu-1:80/v1/embeddings?api-version=2",
+            "gpu-1",
+            80,
+            "gpu-1",
+            "/v1/embeddings?api-version=2",
+        ),
+    ],
+)
+def test_targets_ipv6_default_ports_and_queries(
+    url: str, host: str, port: int, host_header: str, path: str
+) -> None:
+    target = parse_target(url)
+    assert (target.host, target.port, target.host_header, target.path) == (
+        host,
+        port,
+        host_header,
+        path,
+    )
+
+
 async def test_response_headers_are_case_insensitive(upstream: Upstream) -> None:
     wire = await Wire(answer(ok(b"{}", "Retry-After: 7", "X-RateLimit-Remaining: 0"))).start()
     resp = await post(upstream, wire.url())
@@ -452,6 +491,24 @@ async def test_at_the_limit_a_request_waits_for_a_connection_to_free() -> None:
     first.release()
     assert await second == b"[]"
     assert wire.connections == 1 and len(wire.requests) == 2
+    await upstream.stop()
+    await wire.stop()
+
+
+async def test_waiters_are_served_in_the_order_they_came() -> None:
+    upstream = Upstream(max_connections=1)
+    await upstream.start()
+    wire = await Wire(answer(ok(b"{}"))).start()
+    held = await post(upstream, wire.url("/held"), stream=True)
+    waiting = []
+    for name in ("a", "b", "c"):
+        waiting.append(asyncio.ensure_future(body_of(upstream, wire.url(f"/{name}"))))
+        await asyncio.sleep(0)  # each one queued before the next
+    assert [line async for batch in held.line_batches() for line in batch] == [b"{}"]
+    held.release()
+    await asyncio.gather(*waiting)
+    paths = [head.split(b" ")[1] for _, head in wire.requests]
+    assert paths == [b"/held", b"/a", b"/b", b"/c"] and wire.connections == 1
     await upstream.stop()
     await wire.stop()
 
