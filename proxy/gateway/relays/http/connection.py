@@ -69,6 +69,42 @@ class Owner(Protocol):
 
 
 class Connection(asyncio.Protocol):
+    __slots__ = (
+        "_buffered",
+        "_chunks",
+        "_deadline",
+        "_decoder",
+        "_framed",
+        "_fresh_parser",
+        "_head_only",
+        "_headers_done",
+        "_headers_fut",
+        "_interim",
+        "_keep_alive",
+        "_linger_bytes",
+        "_lingering",
+        "_loop",
+        "_owner",
+        "_parser",
+        "_paused",
+        "_replied",
+        "_stream",
+        "_timer",
+        "_timer_due",
+        "_trailing",
+        "_transport",
+        "_waiter",
+        "_whole",
+        "closed",
+        "complete",
+        "error",
+        "headers",
+        "idle_since",
+        "key",
+        "reused",
+        "status",
+    )
+
     def __init__(self, key: PoolKey, owner: Owner) -> None:
         self.key = key
         self._owner = owner
@@ -335,7 +371,7 @@ class Connection(asyncio.Protocol):
             self._trailing = True
             return
         decoder = self._decoder
-        if decoder is not None:
+        if decoder is not None and not self._lingering:
             tail = decoder.flush()
             if tail:
                 self._chunks.append(tail)
