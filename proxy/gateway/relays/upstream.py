@@ -7,7 +7,8 @@ were in it (docs/performance.md, "Where the time goes"): per call ``ClientSessio
 built a request object, a timeout handle and a response object, and its stream reader woke per
 read. Here a request on a pooled connection is one write of a head serialised in one f-string,
 one future for the headers, no timer (one per connection, re-armed lazily), and the body
-handed over as it was parsed.
+handed over as it was parsed: the gateway's instructions per request fell from 1.22 to 0.91 M
+non-streaming and from 2.00 to 1.42 M streaming (callgrind, ``bench/instructions.py``).
 
 What it does: http and https (the default TLS context, SNI, verified), IPv4 and IPv6; a limit
 on all connections with waiters served in order (``http/pool.py``); bodies by Content-Length,
