@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
+import uvloop
 
 from proxy.gateway.relays.http.request import parse_target
 from proxy.gateway.relays.upstream import Upstream, UpstreamError, UpstreamTimeout
@@ -97,6 +98,17 @@ def answer(data: bytes, *, close: bool = False) -> Reply:
         return not close
 
     return reply
+
+
+@pytest.fixture(
+    scope="module",
+    params=[asyncio.DefaultEventLoopPolicy(), uvloop.EventLoopPolicy()],
+    ids=["asyncio", "uvloop"],
+)
+def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLoopPolicy:
+    """Every test on both loops: serve runs on uvloop, whose transports differ in the details."""
+    policy: asyncio.AbstractEventLoopPolicy = request.param
+    return policy
 
 
 @pytest.fixture
