@@ -9,6 +9,7 @@ import gzip
 import ipaddress
 import socket
 import ssl
+import struct
 import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -583,6 +584,47 @@ async def test_a_stream_cut_mid_body_is_a_broken_stream(upstream: Upstream) -> N
     with pytest.raises(UpstreamError, match=r"upstream stream broke \(ClientPayloadError\)"):
         await anext(batches)
     resp.close()
+    await wire.stop()
+
+
+def reset(writer: asyncio.StreamWriter) -> None:
+    """Close with a TCP reset (linger 0), not a FIN."""
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+@pytest.mark.parametrize(
+    ("sent", "stream", "message"),
+    [
+        (b"", False, "upstream unreachable (ClientOSError)"),
+        (ok(b"{}")[:-1], False, "upstream connection failed (ClientPayloadError)"),
+        (STREAM_HEAD + b"8\r\ndata: 1\n\r\n", True, "upstream stream broke (ClientPayloadError)"),
+    ],
+    ids=["before-the-answer", "mid-body", "mid-stream"],
+)
+async def test_a_reset_is_named_by_when_it_came(
+    upstream: Upstream, sent: bytes, stream: bool, message: str
+) -> None:
+    async def reply(n: int, head: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(sent)
+        await writer.drain()
+        await until(lambda: stream is False or consumed)
+        reset(writer)
+        return False
+
+    consumed = False
+    wire = await Wire(reply).start()
+    with pytest.raises(UpstreamError) as info:
+        resp = await post(upstream, wire.url(), stream=stream)
+        if stream:
+            batches = resp.line_batches()
+            assert await anext(batches) == [b"data: 1"]
+            consumed = True
+            await anext(batches)
+        else:
+            await resp.read()
+    assert str(info.value) == message
     await wire.stop()
 
 
