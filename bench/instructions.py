@@ -1,0 +1,142 @@
+"""Instructions per request of one tokenmeter worker, counted by callgrind: the figure that
+stays comparable on a shared machine (docs/performance.md, "The hot path ... in instructions").
+
+    python bench/instructions.py [--mode nonstream|stream] [--requests 200] [--warmup 200]
+                                 [-c 4] [--src DIR]
+
+Starts bench/mock_upstream.py and `python -m proxy serve --workers 1` (the bench config:
+SQLite ledger, journal and request log on) under `valgrind --tool=callgrind
+--instr-atstart=no`. After --warmup requests, instrumentation goes on for exactly --requests
+requests from -c keep-alive clients, the counts are dumped and the summary (every thread of the
+worker) divided by --requests is printed. --src serves from another source tree with this
+interpreter, for a before and after: `git archive main | tar -x -C DIR`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import httpx
+from run import (
+    BENCH,
+    REPO,
+    clean_env,
+    executable,
+    free_port,
+    spawn,
+    stop,
+    tokenmeter_config,
+)
+
+
+def send(base: str, key: str, *, stream: bool, count: int, clients: int) -> None:
+    """Exactly ``count`` chat completions over ``clients`` keep-alive connections."""
+    body = {"model": "mock-gpt", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+    headers = {"authorization": f"Bearer {key}"}
+    failures: list[str] = []
+
+    def client(n: int) -> None:
+        with httpx.Client(base_url=base, headers=headers, timeout=120) as http:
+            for _ in range(n):
+                with http.stream("POST", "/chat/completions", json=body) as resp:
+                    data = resp.read()
+                    if resp.status_code != 200 or (stream and b"[DONE]" not in data):
+                        failures.append(f"{resp.status_code} {data[:200]!r}")
+
+    shares = [count // clients + (i < count % clients) for i in range(clients)]
+    threads = [threading.Thread(target=client, args=(n,)) for n in shares]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    if failures:
+        raise SystemExit(f"{len(failures)} requests failed, first: {failures[0]}")
+
+
+def wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit("the server exited during start-up")
+        try:
+            if httpx.get(base.removesuffix("/v1") + "/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.5)
+    raise SystemExit("the server did not start in time")
+
+
+def measure(args: argparse.Namespace, work: Path) -> dict[str, float]:
+    mock_port = free_port()
+    mock_argv = [sys.executable, str(BENCH / "mock_upstream.py"), "--port", str(mock_port)]
+    mock = spawn(mock_argv, work / "mock.log")
+    try:
+        config = tokenmeter_config(work, "tokenmeter-cg", f"http://127.0.0.1:{mock_port}")
+        create = [executable("tokenmeter") or "tokenmeter", "keys", "create", "--user", "bench"]
+        key = subprocess.run(
+            [*create, "--config", str(config)],
+            capture_output=True,
+            text=True,
+            check=True,
+            env=clean_env(),
+        ).stdout.strip()
+        port = free_port()
+        src = Path(args.src).resolve() if args.src else REPO
+        argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
+        argv += [f"--callgrind-out-file={work}/cg.out.%p", sys.executable, "-m", "proxy"]
+        argv += ["serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
+        argv += ["--workers", "1", "--log-level", "info"]
+        with (work / "server.log").open("ab") as log:  # from src: `-m` imports the cwd's tree
+            server = subprocess.Popen(
+                argv,
+                cwd=src,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=clean_env(PYTHONPATH=str(src)),
+                start_new_session=True,
+            )
+        base = f"http://127.0.0.1:{port}/v1"
+        try:
+            wait_healthy(base, server, timeout_s=300)
+            stream = args.mode == "stream"
+            send(base, key, stream=stream, count=args.warmup, clients=args.c)
+            subprocess.run(["callgrind_control", "-i", "on", str(server.pid)], check=True)
+            send(base, key, stream=stream, count=args.requests, clients=args.c)
+            subprocess.run(["callgrind_control", "-d", str(server.pid)], check=True)
+            dump = work / f"cg.out.{server.pid}.1"
+            summary = next(
+                line for line in dump.read_text().splitlines() if line.startswith("summary:")
+            )
+        finally:
+            stop(server)
+    finally:
+        stop(mock)
+    total = int(summary.split()[1])
+    return {"instructions": total, "per_request": total / args.requests}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mode", choices=("nonstream", "stream"), default="nonstream")
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("-c", type=int, default=4)
+    parser.add_argument("--src", help="source tree to serve from (default: this one)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="tm-cg-") as tmp:
+        result = measure(args, Path(tmp))
+    print(json.dumps({"mode": args.mode, "src": args.src or str(REPO), **result}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
