@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from dataclasses import dataclass, field, fields
 from typing import Any, Literal
@@ -21,16 +22,27 @@ UserSource = Literal["key", "declared", "unknown"]
 MAX_ERROR_DETAIL = 128
 
 _CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_id_lock = threading.Lock()
+_last_id = 0  # the last id made now, as a number: the next sorts after it
 
 
 def new_event_id(now_ns: int | None = None) -> str:
     """A ULID: 48 bits of milliseconds then 80 random bits, Crockford base32, 26 characters.
 
     Time-ordered so the table's primary key grows monotonically (cheap inserts), unique so a
-    replay of the journal can be made idempotent by id.
+    replay of the journal can be made idempotent by id. Made now (no ``now_ns``), ids also
+    strictly increase within the process, as the ULID spec's monotonic variant has it: one that
+    would not sort after the last (the same millisecond, or the clock set back) is the last plus
+    one, so the events of a request's attempts, made within a millisecond when an upstream
+    refuses at once, sort in the order they were made.
     """
-    ms = (now_ns if now_ns is not None else time.time_ns()) // 1_000_000
-    value = (ms << 80) | int.from_bytes(os.urandom(10), "big")
+    global _last_id
+    if now_ns is not None:
+        value = (now_ns // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+    else:
+        with _id_lock:
+            value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
+            value = _last_id = value if value > _last_id else _last_id + 1
     chars = []
     for _ in range(26):
         chars.append(_CROCKFORD[value & 31])
