@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import resource
 import time
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -39,14 +38,6 @@ async def serve(writes: list[tuple[float, bytes]], *, end: bool) -> asyncio.Serv
         writer.close()
 
     return await asyncio.start_server(handle, "127.0.0.1", 0)
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[Upstream]:
-    client = Upstream()
-    await client.start()
-    yield client
-    await client.stop()
 
 
 async def lines_of(

@@ -12,7 +12,7 @@ import ssl
 import struct
 import time
 import zlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -110,14 +110,6 @@ def event_loop_policy(request: pytest.FixtureRequest) -> asyncio.AbstractEventLo
     """Every test on both loops: serve runs on uvloop, whose transports differ in the details."""
     policy: asyncio.AbstractEventLoopPolicy = request.param
     return policy
-
-
-@pytest.fixture
-async def upstream() -> AsyncIterator[Upstream]:
-    client = Upstream()
-    await client.start()
-    yield client
-    await client.stop()
 
 
 async def until(check: Callable[[], object], *, timeout_s: float = 5.0) -> None:
