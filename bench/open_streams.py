@@ -9,9 +9,10 @@ ledger, journal on, as bench/run.py configures it), opens ``--streams`` streamin
 completions in bursts of 100, and once every one of them has its first chunk (``all_streaming_s``
 after the first was sent) sends a probe request every ``--probe-every`` seconds while they run,
 timing its first content chunk. Reports: streams completed and failed, probe time to first chunk
-p50/p99, the gateway's RSS before, at its peak and per open stream, and the completed streams
-the ledger holds. Clients and upstream are raw asyncio protocols, so their own cost stays small
-next to the gateway's.
+p50/p99/max (a probe without a first chunk within 5 s counts in ``probes_failed``) and the
+slowest probes' offsets from ``all_streaming_s``, the gateway's RSS before, at its peak and per
+open stream, and the completed streams the ledger holds. Clients and upstream are raw asyncio
+protocols, so their own cost stays small next to the gateway's.
 
 The streams' chunks are spread evenly over each interval (stream i ticks in phase i mod
 ``PHASES``), as many users' generations are; ``--synchronized`` sends every stream's chunk at
@@ -135,6 +136,8 @@ class SlowUpstream(asyncio.Protocol):
         SlowUpstream.open.discard(self)
 
 
+INTERVAL_S = 0.1  # s between a stream's chunks, by default
+PROBE_TIMEOUT_S = 5.0
 PHASES = 10  # ticks per interval when the streams' chunks are spread out
 
 
@@ -229,20 +232,25 @@ async def drive(args: argparse.Namespace, port: int, key: str, pid: int) -> dict
     # probes measure a new request among running streams, not behind the opening burst
     await asyncio.wait_for(asyncio.gather(*(c.streaming.wait() for c in clients)), args.seconds)
     streaming_s = time.perf_counter() - started
-    probes: list[float] = []
+    probes: list[tuple[float, float]] = []  # (time to first chunk, sent at)
+    failed_probes = 0
     peak_rss = rss_before
     deadline = started + args.seconds + 30
     pending = [c.done for c in clients]
     while pending and time.perf_counter() < deadline:
         probe = await open_stream(port, request, probe=True)
-        await asyncio.wait([probe.done], timeout=5)
+        await asyncio.wait([probe.done], timeout=PROBE_TIMEOUT_S)
         if probe.first_at is not None:
-            probes.append(probe.first_at - probe.sent_at)
+            probes.append((probe.first_at - probe.sent_at, probe.sent_at))
+        else:
+            failed_probes += 1
+            probe.transport.close()
         peak_rss = max(peak_rss, rss_mb(pid))
         _, pending_set = await asyncio.wait(pending, timeout=args.probe_every)
         pending = list(pending_set)
     ok = sum(1 for c in clients if c.done.done() and c.done.result())
-    probes.sort()
+    ttfc = sorted(t for t, _ in probes)
+    slowest = sorted(probes, reverse=True)[:5]
     open_extra = max(0.0, peak_rss - rss_before)
     return {
         "streams": args.streams,
@@ -254,8 +262,14 @@ async def drive(args: argparse.Namespace, port: int, key: str, pid: int) -> dict
         "completed": ok,
         "failed": args.streams - ok,
         "probes": len(probes),
-        "probe_ttfc_p50_ms": round(statistics.median(probes) * 1e3, 2) if probes else None,
-        "probe_ttfc_p99_ms": round(probes[int(len(probes) * 0.99)] * 1e3, 2) if probes else None,
+        "probes_failed": failed_probes,
+        "probe_ttfc_p50_ms": round(statistics.median(ttfc) * 1e3, 2) if ttfc else None,
+        "probe_ttfc_p99_ms": round(ttfc[int(len(ttfc) * 0.99)] * 1e3, 2) if ttfc else None,
+        "probe_ttfc_max_ms": round(ttfc[-1] * 1e3, 2) if ttfc else None,
+        # (ms, s after all streams were streaming): slow probes at the opening or all along
+        "slowest_probes": [
+            (round(t * 1e3, 1), round(at - started - streaming_s, 1)) for t, at in slowest
+        ],
         "rss_before_mb": round(rss_before, 1),
         "rss_peak_mb": round(peak_rss, 1),
         "kb_per_open_stream": round(open_extra * 1024 / args.streams, 1),
@@ -302,9 +316,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, object]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", type=int, default=2000)
-    parser.add_argument("--interval", type=float, default=0.1, help="s between chunks")
+    parser.add_argument("--interval", type=float, default=INTERVAL_S, help="s between chunks")
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each stream")
-    parser.add_argument("--probe-every", type=float, default=0.5, help="s between probes")
+    parser.add_argument("--probe-every", type=float, default=0.25, help="s between probes")
     parser.add_argument(
         "--synchronized", action="store_true", help="every stream's chunk at the same instant"
     )

@@ -139,11 +139,18 @@ def is_anthropic_message(obj: Any) -> bool:
     return isinstance(obj, dict) and isinstance(obj.get("content"), list)
 
 
+def has(data: bytes, sub: bytes) -> bool:
+    """``sub in data``, for the per-chunk paths: CPython 3.11's ``bytes.__contains__`` first
+    tries its argument as an int and raises and clears a formatted TypeError when it is not,
+    ~1,900 instructions per test, 8 % of a relayed chunk's (callgrind); ``find`` does not."""
+    return data.find(sub) >= 0
+
+
 def scrub_event(call: Call, data: bytes) -> bytes:
     """An upstream's in-stream error event, with its key and address redacted (it may echo
     either); other events pass untouched (the check is one substring search)."""
     dep = call.deployment
-    if dep is None or b'"error"' not in data:
+    if dep is None or data.find(b'"error"') < 0:  # not ``in``: see ``has``
         return data
     return dep.redactor.scrub_bytes(data)
 
@@ -167,14 +174,14 @@ class ChatPayloads:
         if self.done:
             raise StopAsyncIteration
         t0 = time.perf_counter()
-        lines = await anext(self._batches, None)
-        self._call.upstream_s += time.perf_counter() - t0
-        if lines is None:
-            raise StopAsyncIteration
+        try:  # not anext(it, None): its wrapper is one more awaitable per chunk
+            lines = await self._batches.__anext__()
+        finally:
+            self._call.upstream_s += time.perf_counter() - t0
         payloads = []
         for line in lines:
-            if not line.startswith(b"data:"):
-                continue
+            if not line or line[:5] != b"data:":  # half are the blank lines between events;
+                continue  # a slice compares in fewer instructions than startswith parses args
             payload = line[5:].strip()
             if payload == b"[DONE]":
                 self.done = True

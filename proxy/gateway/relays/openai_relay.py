@@ -23,6 +23,7 @@ from proxy.gateway.relays.exchange import (
     DRAIN_MESSAGE,
     ChatPayloads,
     error_event,
+    has,
     is_chat_completion,
     is_embeddings,
     parse_answer,
@@ -147,7 +148,7 @@ async def _relay(
         async for batch in payloads:
             out = []
             for payload in batch:
-                if b'"usage"' in payload and b'"usage":null' not in payload:
+                if has(payload, b'"usage"') and not has(payload, b'"usage":null'):
                     payload = view.filter(payload)
                     if not payload:
                         continue

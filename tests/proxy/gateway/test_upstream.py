@@ -73,7 +73,7 @@ async def test_a_stream_that_drips_without_a_line_ends_at_the_idle_deadline(
         started = time.monotonic()
         with pytest.raises(UpstreamTimeout):
             await lines_of(server, upstream, timeout_s=5, idle_s=0.5)
-    assert 0.5 <= time.monotonic() - started < 2.5
+    assert 0.499 <= time.monotonic() - started < 2.5  # libuv counts whole ms
 
 
 async def test_a_stream_that_stops_sending_ends_at_the_read_deadline(upstream: Upstream) -> None:
@@ -82,7 +82,7 @@ async def test_a_stream_that_stops_sending_ends_at_the_read_deadline(upstream: U
         started = time.monotonic()
         with pytest.raises(UpstreamTimeout):
             await lines_of(server, upstream, timeout_s=0.5, idle_s=60)
-    assert 0.7 <= time.monotonic() - started < 2.5
+    assert 0.699 <= time.monotonic() - started < 2.5
 
 
 def test_the_pool_holds_half_the_descriptors_so_open_streams_never_queue_new_requests() -> None:

@@ -562,7 +562,8 @@ async def test_a_body_that_stalls_ends_at_the_exchange_deadline(upstream: Upstre
     resp = await post(upstream, wire.url(), timeout_s=0.3)
     with pytest.raises(UpstreamTimeout, match="upstream timed out"):
         await resp.read()
-    assert 0.3 <= time.monotonic() - started < 2
+    # libuv's clock counts whole milliseconds: its timer may fire a millisecond early by ours
+    assert 0.299 <= time.monotonic() - started < 2
     await until(lambda: wire.hung_up == [0])
     await wire.stop()
 
