@@ -43,11 +43,18 @@ def new_event_id(now_ns: int | None = None) -> str:
         with _id_lock:
             value = (time.time_ns() // 1_000_000) << 80 | int.from_bytes(os.urandom(10), "big")
             value = _last_id = value if value > _last_id else _last_id + 1
-    chars = []
-    for _ in range(26):
-        chars.append(_CROCKFORD[value & 31])
-        value >>= 5
-    return "".join(reversed(chars))
+    return encode_id(value)
+
+
+# Crockford digit pairs, so an id is 13 table lookups: a loop over its 26 digits was 3 % of a
+# request's samples (py-spy, c=64)
+_PAIRS = tuple(a + b for a in _CROCKFORD for b in _CROCKFORD)
+_PAIR_SHIFTS = tuple(range(120, -1, -10))
+
+
+def encode_id(value: int) -> str:
+    """A 128-bit id as 26 Crockford base32 digits, the first holding its top 3 bits."""
+    return "".join([_PAIRS[(value >> shift) & 1023] for shift in _PAIR_SHIFTS])
 
 
 def error_detail(text: str) -> str:

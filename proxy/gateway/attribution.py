@@ -17,13 +17,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from metering.events import UserSource
 from metering.keys import KeyInfo
 from proxy.gateway.errors import ProxyError
 from proxy.gateway.identity import MAX_LEN as MAX_LEN
 from proxy.gateway.identity import bounded, parse_client_identity
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
 
 UNKNOWN = "unknown"
 CLAUDE_CODE_AGENT = "claude-code"
@@ -160,6 +163,13 @@ class _Lenient:
             for reason in result.reasons:
                 self._report(where, reason)
         return result.value
+
+
+def header_map(request: Request) -> dict[str, str]:
+    """A request's headers as a dict, the first of a repeated name winning as with Starlette's
+    ``Headers.get``: each of the twelve attribution lookups was a scan of the header list, and
+    each header absent a KeyError raised and caught (4 % of a request's samples, py-spy c=64)."""
+    return {k.decode("latin-1"): v.decode("latin-1") for k, v in reversed(request.scope["headers"])}
 
 
 def _from_headers(headers: Mapping[str, str], field: str, lenient: _Lenient) -> str | None:

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 from starlette.requests import ClientDisconnect, Request
 
-from proxy.gateway.attribution import UNKNOWN, resolve_attribution
+from proxy.gateway.attribution import UNKNOWN, header_map, resolve_attribution
 from proxy.gateway.auth import bearer_token
 from proxy.gateway.call import Call
 from proxy.gateway.errors import ProxyError, journal_unavailable
@@ -87,7 +87,7 @@ async def read_json(request: Request, rt: Runtime, call: Call) -> dict[str, Any]
     call.model = checked_model(body.get("model"))
     call.stream = body.get("stream") is True
     call.attribution = resolve_attribution(
-        request.headers,
+        header_map(request),
         body,
         key=call.key,
         agent_use_cases=rt.agent_use_cases,
@@ -162,7 +162,7 @@ def attribute_by_headers(request: Request, rt: Runtime, call: Call) -> None:
         return
     with contextlib.suppress(ProxyError):  # a bad header: the key's own attribution stands
         call.attribution = resolve_attribution(
-            request.headers,
+            header_map(request),
             {},
             key=call.key,
             agent_use_cases=rt.agent_use_cases,

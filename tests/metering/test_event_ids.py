@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 
-from metering.events import _CROCKFORD, new_event_id
+from metering.events import _CROCKFORD, encode_id, new_event_id
 
 
 def _number(event_id: str) -> int:
@@ -50,3 +51,11 @@ def test_threads_never_make_the_same_id() -> None:
     every = [i for out in made for i in out]
     assert len(set(every)) == len(every)
     assert all(out == sorted(out) for out in made)
+
+
+def test_the_encoding_is_crockford_base32_digit_by_digit() -> None:
+    edges = [0, 1, 31, 32, 2**127, 2**128 - 1, (2**48 - 1) << 80]
+    for value in edges + [random.getrandbits(128) for _ in range(2_000)]:
+        made = encode_id(value)
+        assert len(made) == 26 and _number(made) == value, value
+        assert made == "".join(_CROCKFORD[(value >> (5 * i)) & 31] for i in reversed(range(26)))
