@@ -129,3 +129,37 @@ def test_append_survives_without_flush(tmp_path):
     event = make_event()
     journal.append(event)
     assert decode_event(journal.active.path.read_bytes().strip()) == event
+
+
+def test_a_flush_takes_what_was_journaled_and_leaves_what_came_meanwhile(tmp_path, monkeypatch):
+    """A live segment is read once per flush (in full batches while a backlog lasts): events
+    appended while its batch was being inserted wait for the next flush, rather than being
+    chased in batches of a few events, one transaction and one checkpoint each."""
+    import metering.writer as writer_module
+
+    engine = migrated(tmp_path)
+    journal = Journal(tmp_path / "journal")
+    journal.open()
+    writer = BatchWriter(engine, journal, max_batch=100, flush_interval_s=10)
+    insert = writer_module.insert_isolating
+    batches: list[int] = []
+
+    def insert_while_appending(engine_, rows, quarantine):
+        batches.append(len(rows))
+        if len(batches) == 3:
+            for _ in range(3):  # the serving process appends during the last batch's insert
+                writer.submit(make_event())
+        return insert(engine_, rows, quarantine)
+
+    monkeypatch.setattr(writer_module, "insert_isolating", insert_while_appending)
+
+    async def go() -> None:
+        for _ in range(250):  # a backlog: full batches until it is taken
+            writer.submit(make_event())
+        await writer.flush()
+        assert batches == [100, 100, 50] and count(engine) == 250  # the 3 wait
+        await writer.flush()
+        assert batches == [100, 100, 50, 3] and count(engine) == 253
+
+    asyncio.run(go())
+    journal.close()
