@@ -17,37 +17,13 @@ import asyncio
 import json
 import socket
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 import open_streams
 import uvloop
-from instructions import wait_healthy
-from run import REPO, clean_env, executable, free_port, stop, tokenmeter_config
-
-
-def start_server(
-    args: argparse.Namespace, work: Path, up_port: int
-) -> tuple[subprocess.Popen[bytes], int, str]:
-    config = tokenmeter_config(work, "tokenmeter-cg", f"http://127.0.0.1:{up_port}")
-    create = [executable("tokenmeter") or "tokenmeter", "keys", "create", "--user", "bench"]
-    key = subprocess.run(
-        [*create, "--config", str(config)], capture_output=True, text=True, check=True,
-        env=clean_env(),
-    ).stdout.strip()  # fmt: skip
-    port = free_port()
-    src = Path(args.src).resolve() if args.src else REPO
-    argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
-    argv += [f"--callgrind-out-file={work}/cg.out.%p", sys.executable, "-m", "proxy"]
-    argv += ["serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
-    argv += ["--workers", "1", "--log-level", "info"]
-    with (work / "server.log").open("ab") as log:  # from src: `-m` imports the cwd's tree
-        server = subprocess.Popen(
-            argv, cwd=src, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            env=clean_env(PYTHONPATH=str(src)), start_new_session=True,
-        )  # fmt: skip
-    return server, port, key
+from instructions import dumped_instructions, start_under_callgrind, wait_healthy
+from run import REPO, stop
 
 
 async def count_chunks(
@@ -82,15 +58,14 @@ async def count_chunks(
 def measure(args: argparse.Namespace, work: Path) -> dict[str, float]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server, port, key = start_server(args, work, sock.getsockname()[1])
+    upstream = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    server, port, key = start_under_callgrind(work, upstream, args.src)
     try:
         wait_healthy(f"http://127.0.0.1:{port}/v1", server, 300)
         chunks = uvloop.run(count_chunks(args, sock, port, key, server.pid))
-        dump = (work / f"cg.out.{server.pid}.1").read_text()
-        summary = next(line for line in dump.splitlines() if line.startswith("summary:"))
+        total = dumped_instructions(work, server.pid)
     finally:
         stop(server)
-    total = int(summary.split()[1])
     return {"chunks": chunks, "instructions": total, "per_chunk": round(total / chunks)}
 
 

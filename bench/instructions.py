@@ -74,36 +74,52 @@ def wait_healthy(base: str, proc: subprocess.Popen[bytes], timeout_s: float) -> 
     raise SystemExit("the server did not start in time")
 
 
+def start_under_callgrind(
+    work: Path, upstream: str, src: str | None
+) -> tuple[subprocess.Popen[bytes], int, str]:
+    """`python -m proxy serve --workers 1` (the bench config, its own key) on ``upstream`` under
+    callgrind with instrumentation off, from ``src`` (default: this tree); returns the server,
+    its port on 127.0.0.1 and the key."""
+    config = tokenmeter_config(work, "tokenmeter-cg", upstream)
+    create = [executable("tokenmeter") or "tokenmeter", "keys", "create", "--user", "bench"]
+    key = subprocess.run(
+        [*create, "--config", str(config)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=clean_env(),
+    ).stdout.strip()
+    port = free_port()
+    tree = Path(src).resolve() if src else REPO
+    argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
+    argv += [f"--callgrind-out-file={work}/cg.out.%p", sys.executable, "-m", "proxy"]
+    argv += ["serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
+    argv += ["--workers", "1", "--log-level", "info"]
+    with (work / "server.log").open("ab") as log:  # from src: `-m` imports the cwd's tree
+        server = subprocess.Popen(
+            argv,
+            cwd=tree,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=clean_env(PYTHONPATH=str(tree)),
+            start_new_session=True,
+        )
+    return server, port, key
+
+
+def dumped_instructions(work: Path, pid: int) -> int:
+    """The instructions in callgrind's first dump of ``pid`` (every thread)."""
+    dump = (work / f"cg.out.{pid}.1").read_text()
+    return int(next(line for line in dump.splitlines() if line.startswith("summary:")).split()[1])
+
+
 def measure(args: argparse.Namespace, work: Path) -> dict[str, float]:
     mock_port = free_port()
     mock_argv = [sys.executable, str(BENCH / "mock_upstream.py"), "--port", str(mock_port)]
     mock = spawn(mock_argv, work / "mock.log")
     try:
-        config = tokenmeter_config(work, "tokenmeter-cg", f"http://127.0.0.1:{mock_port}")
-        create = [executable("tokenmeter") or "tokenmeter", "keys", "create", "--user", "bench"]
-        key = subprocess.run(
-            [*create, "--config", str(config)],
-            capture_output=True,
-            text=True,
-            check=True,
-            env=clean_env(),
-        ).stdout.strip()
-        port = free_port()
-        src = Path(args.src).resolve() if args.src else REPO
-        argv = ["valgrind", "--tool=callgrind", "--instr-atstart=no"]
-        argv += [f"--callgrind-out-file={work}/cg.out.%p", sys.executable, "-m", "proxy"]
-        argv += ["serve", "--config", str(config), "--host", "127.0.0.1", "--port", str(port)]
-        argv += ["--workers", "1", "--log-level", "info"]
-        with (work / "server.log").open("ab") as log:  # from src: `-m` imports the cwd's tree
-            server = subprocess.Popen(
-                argv,
-                cwd=src,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=clean_env(PYTHONPATH=str(src)),
-                start_new_session=True,
-            )
+        server, port, key = start_under_callgrind(work, f"http://127.0.0.1:{mock_port}", args.src)
         base = f"http://127.0.0.1:{port}/v1"
         try:
             wait_healthy(base, server, timeout_s=300)
@@ -112,15 +128,11 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, float]:
             subprocess.run(["callgrind_control", "-i", "on", str(server.pid)], check=True)
             send(base, key, stream=stream, count=args.requests, clients=args.c)
             subprocess.run(["callgrind_control", "-d", str(server.pid)], check=True)
-            dump = work / f"cg.out.{server.pid}.1"
-            summary = next(
-                line for line in dump.read_text().splitlines() if line.startswith("summary:")
-            )
+            total = dumped_instructions(work, server.pid)
         finally:
             stop(server)
     finally:
         stop(mock)
-    total = int(summary.split()[1])
     return {"instructions": total, "per_request": total / args.requests}
 
 

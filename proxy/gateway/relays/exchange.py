@@ -150,7 +150,7 @@ def scrub_event(call: Call, data: bytes) -> bytes:
     """An upstream's in-stream error event, with its key and address redacted (it may echo
     either); other events pass untouched (the check is one substring search)."""
     dep = call.deployment
-    if dep is None or data.find(b'"error"') < 0:  # not ``in``: see ``has``
+    if dep is None or not has(data, b'"error"'):
         return data
     return dep.redactor.scrub_bytes(data)
 
