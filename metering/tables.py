@@ -3,9 +3,12 @@ micro-dollars, so sums are exact on every engine."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from datetime import datetime
+from operator import itemgetter
+from typing import Any
 
-from sqlalchemy import BigInteger, Column, DateTime, Index, Table, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, DateTime, Index, Integer, Table, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -224,5 +227,26 @@ DAILY = Table(
     ),
 )
 EVENTS: Table = UsageEventRecord.__table__  # type: ignore[attr-defined]
+EVENT_COLUMNS = [c.name for c in EVENTS.columns]
 MINUTES: Table = UsageMinuteRecord.__table__  # type: ignore[attr-defined]
 SESSIONS: Table = UsageSessionMonthRecord.__table__  # type: ignore[attr-defined]
+
+
+_event_row = itemgetter(*EVENT_COLUMNS)
+_EVENT_TIMES = [EVENT_COLUMNS.index("started_at"), EVENT_COLUMNS.index("finished_at")]
+_EVENT_INTEGERS = [i for i, c in enumerate(EVENTS.columns) if isinstance(c.type, Integer)]
+
+
+def event_values(row: Mapping[str, Any], time: Callable[[float], Any]) -> list[Any]:
+    """A flat event row's values in ``EVENT_COLUMNS`` order, its Unix times through ``time``.
+
+    TypeError for a count that is not an integer: SQLite's column affinity and PostgreSQL's
+    ``COPY`` text would both read "12" into one, and a bool is not a count either."""
+    values = list(_event_row(row))
+    for i in _EVENT_TIMES:
+        values[i] = time(values[i])
+    for i in _EVENT_INTEGERS:
+        v = values[i]
+        if type(v) is not int and v is not None:
+            raise TypeError(f"{EVENT_COLUMNS[i]} must be an integer, not {type(v).__name__}")
+    return values

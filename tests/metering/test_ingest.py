@@ -126,3 +126,16 @@ def _rollup_totals(engine) -> dict[str, tuple]:
             )
             for name, t in (("hourly", "usage_rollups_hourly"), ("minutes", "usage_minutes"))
         }
+
+
+def test_stored_times_round_as_datetime_fromtimestamp_does():
+    """The SQLite path formats times itself (the second's text cached): half a microsecond
+    rounds to even, up across a second, and before 1970 too, exactly as datetime does."""
+    from metering.ingest import _sqlite_datetime
+
+    rng = random.Random(9)
+    edges = [0.0, 1.5e-6, 2.5e-6, -1.5, -4e-7, 1_767_225_599.9999996, 1_790_000_000.9999995]
+    halves = [1_790_000_000 + k / 128 for k in range(128)]  # frac * 1e6 ends in exactly .5
+    for t in [*edges, *halves, *(rng.uniform(0, 4e9) for _ in range(20_000))]:
+        want = datetime.fromtimestamp(t, UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+        assert _sqlite_datetime(t) == want, t

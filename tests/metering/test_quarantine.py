@@ -33,8 +33,9 @@ POISON = {
     "big-count": {"input_tokens": 2**63},
     "string-count": {"output_tokens": "12"},
     "null-status": {"status": None},
+    "bool-count": {"input_tokens": True},
 }
-PG_ONLY = {"nul-in-model": {"model": "a\x00b"}, "bool-count": {"input_tokens": True}}
+PG_ONLY = {"nul-in-model": {"model": "a\x00b"}}
 
 
 def poisoned(row: dict, change: dict) -> dict:

@@ -1,14 +1,23 @@
-"""Rollups always equal the sum of their events, on both engines."""
+"""Rollups always equal the sum of their events, on both engines; and, summed by the database
+from each batch, they equal sums over the raw events done here in Python: across hour, day,
+month and year edges, for labels outside ASCII (bounds in code point order), unpriced and
+errored requests, and batches replayed or holding an event twice."""
 
 from __future__ import annotations
 
 import random
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import text
+from sqlalchemy import select, text
 
+from metering.ingest import insert_rows
+from metering.rollups import LABELS
 from metering.store import create_db_engine, upgrade_schema
+from metering.tables import DAILY, MINUTES, ROLLUP_KEYS, ROLLUP_SUMS, ROLLUPS, SESSIONS
 from metering.writer import insert_events
 from tests.metering.factories import make_event
 
@@ -141,3 +150,117 @@ def test_minute_and_session_rollups_equal_the_events(db_url):
     assert minutes == by_minute and sum(m[0] for m in minutes) == 400
     assert sessions == by_session
     engine.dispose()
+
+
+NEW_YEAR = datetime(2027, 1, 1, tzinfo=UTC).timestamp()
+NAMES = ["alice", "Bob", "bob", "zoë", "Ωmega", "ärger", "日本", "😀x", "z"]
+TOKENS = ROLLUP_SUMS[3:-1]  # summed as they are (cost_micro_usd may be unknown)
+
+
+def events(rng: random.Random, n: int) -> list[dict[str, Any]]:
+    out = []
+    for i in range(n):
+        started = NEW_YEAR + rng.uniform(-2 * 86400, 86400)
+        if i % 17 == 0:  # rounds up to the next microsecond, minute, hour, day and year
+            started = NEW_YEAR - 0.0000004
+        event = make_event(
+            rng,
+            started_at=started,
+            user=rng.choice(NAMES),
+            agent=rng.choice(NAMES[:4]),
+            use_case=rng.choice(NAMES[3:]),
+            session=f"s{rng.randint(0, 6)}",
+            key_id=rng.choice(["key_a", "key_b"]),
+            on_prem=rng.random() < 0.5,
+            team=rng.choice(["", "platform"]),
+            error_code=rng.choice(["", "", "rate_limited"]),
+            cost_micro_usd=rng.choice([None, 0, rng.randint(1, 9_000)]),
+        )
+        row = event.flat()
+        if i % 11 == 0:  # refused before the upstream counted anything: not unpriced
+            row["input_tokens"] = row["output_tokens"] = 0
+        out.append(row)
+    return out
+
+
+def expected(rows: list[dict[str, Any]]) -> dict[str, list[tuple[Any, ...]]]:
+    hourly: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0] * len(ROLLUP_SUMS))
+    daily: dict[tuple[Any, ...], list[int]] = defaultdict(lambda: [0] * len(ROLLUP_SUMS))
+    minutes: dict[datetime, list[int]] = defaultdict(lambda: [0, 0, 0])
+    sessions: dict[tuple[str, str], dict[str, Any]] = {}
+    for r in rows:
+        t = datetime.fromtimestamp(r["started_at"], UTC).replace(tzinfo=None)
+        labels = tuple(r[k] for k in ROLLUP_KEYS[1:])
+        spent = r["input_tokens"] or r["output_tokens"]
+        sums = [
+            1,
+            r["status"] != "ok",
+            r["cost_micro_usd"] is None and bool(spent),
+            *(r[c] for c in TOKENS),
+            r["cost_micro_usd"] or 0,
+        ]
+        for acc in (
+            hourly[(t.replace(minute=0, second=0, microsecond=0), *labels)],
+            daily[(t.replace(hour=0, minute=0, second=0, microsecond=0), *labels)],
+        ):
+            for i, v in enumerate(sums):
+                acc[i] += v
+        m = minutes[t.replace(second=0, microsecond=0)]
+        m[0], m[1], m[2] = m[0] + 1, m[1] + r["input_tokens"], m[2] + r["output_tokens"]
+        s = sessions.setdefault(
+            (f"{t:%Y-%m}", r["session"]),
+            {"n": 0, "tokens": 0, "cost": 0, "first": t, "last": t, "labels": {}},
+        )
+        s["n"] += 1
+        s["tokens"] += r["input_tokens"] + r["output_tokens"]
+        s["cost"] += r["cost_micro_usd"] or 0
+        s["first"], s["last"] = min(s["first"], t), max(s["last"], t)
+        for c in LABELS:
+            low, high = s["labels"].get(c, (r[c], r[c]))
+            s["labels"][c] = (min(low, r[c]), max(high, r[c]))
+    return {
+        "hourly": sorted((*k, *v) for k, v in hourly.items()),
+        "daily": sorted((*k, *v) for k, v in daily.items()),
+        "minutes": sorted((k, *v) for k, v in minutes.items()),
+        "sessions": sorted(
+            (*k, s["n"], s["tokens"], s["cost"], *bounds(s["labels"]), s["first"], s["last"])
+            for k, s in sessions.items()
+        ),
+    }
+
+
+def bounds(labels: dict[str, tuple[str, str]]) -> list[str]:
+    return [b for c in LABELS for b in labels[c]]
+
+
+def stored(engine) -> dict[str, list[tuple[Any, ...]]]:
+    def naive(v: Any) -> Any:
+        return v.astimezone(UTC).replace(tzinfo=None) if isinstance(v, datetime) and v.tzinfo else v
+
+    with engine.connect() as conn:
+        return {
+            name: sorted(tuple(naive(v) for v in row) for row in conn.execute(select(table)))
+            for name, table in (
+                ("hourly", ROLLUPS),
+                ("daily", DAILY),
+                ("minutes", MINUTES),
+                ("sessions", SESSIONS),
+            )
+        }
+
+
+def test_rollups_equal_sums_over_the_raw_events(db_url):
+    rng = random.Random(11)
+    rows = events(rng, 400)
+    engine = create_db_engine(db_url)
+    upgrade_schema(engine)
+    start, new = 0, 0
+    while start < len(rows):
+        size = rng.randint(1, 90)
+        batch = rows[start : start + size]
+        replayed = rows[max(0, start - 5) : start]  # a crash between commit and checkpoint
+        new += insert_rows(engine, [*replayed, *batch, *batch[:2]])
+        start += size
+    assert new == len(rows)
+    assert insert_rows(engine, rows[:50]) == 0  # a whole batch replayed adds nothing
+    assert stored(engine) == expected(rows)
