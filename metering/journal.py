@@ -49,6 +49,8 @@ def decode_row(line: bytes) -> dict[str, Any]:
     """A journal line as the event's flat row; lines of older versions (fields missing that have
     defaults) are completed, and a line that is not an event raises."""
     row: dict[str, Any] = orjson.loads(line)
+    if type(row) is not dict:
+        raise TypeError(f"a journal line holds a {type(row).__name__}, not an event")
     if row.keys() != FLAT_FIELDS:
         row = decode_event(line).flat()
     return row

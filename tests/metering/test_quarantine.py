@@ -96,18 +96,35 @@ def test_poison_rows_are_quarantined_and_the_rest_committed(engine, tmp_path):
 
 
 def test_unreadable_journal_lines_are_quarantined_not_dropped(engine, tmp_path):
-    good = make_event(random.Random(4)).flat()
+    """Each line that is not an event is quarantined under its byte offset; blank lines are
+    skipped; the events around them all land."""
+    rng = random.Random(4)
+    good = [orjson.dumps(make_event(rng).flat()) for _ in range(3)]
+    lines = [
+        b'{"not": "an event"}',
+        good[0],
+        b"",
+        b"  \t",
+        b"1",
+        b"[1, 2]",
+        good[1],
+        b'{"id": "01J", trunc',
+        good[2],
+    ]
     journal_dir = tmp_path / "journal"
     journal_dir.mkdir()
-    (journal_dir / "seg-00000000000000000000000001-1.jsonl").write_bytes(
-        b'{"not": "an event"}\n' + orjson.dumps(good) + b"\n"
-    )
+    name = "seg-00000000000000000000000001-1.jsonl"
+    (journal_dir / name).write_bytes(b"".join(line + b"\n" for line in lines))
+    offsets = [sum(len(x) + 1 for x in lines[:i]) for i in range(len(lines))]
     journal = Journal(journal_dir)
     journal.open()
-    asyncio.run(drain_once(BatchWriter(engine, journal, max_batch=10, flush_interval_s=0.01)))
-    assert count(engine, "usage_events") == 1
-    [entry] = list_quarantined(engine)
-    assert entry.row == {"not": "an event"} and "unreadable" in entry.error
+    asyncio.run(drain_once(BatchWriter(engine, journal, max_batch=2, flush_interval_s=0.01)))
+    assert count(engine, "usage_events") == 3
+    entries = {e.id: e for e in list_quarantined(engine)}
+    bad = [0, 4, 5, 7]
+    assert set(entries) == {f"{name}@{offsets[i]}" for i in bad}
+    assert entries[f"{name}@0"].row == {"not": "an event"}
+    assert all("unreadable" in e.error for e in entries.values())
 
 
 def test_retry_replays_after_the_fix(engine, db_url, tmp_path, monkeypatch):
