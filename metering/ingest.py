@@ -3,11 +3,12 @@
 On PostgreSQL the batch is copied into a staging table and moved on by one statement
 (``metering.staging``). On SQLite the events go to the driver's ``executemany`` as plain tuples in
 column order, from one statement compiled once; the database then sums the rollups from the rows
-that insert added (``metering.rollups``), found by their rowids. Profiled at c=1, SQLAlchemy's
-per-row parameter processing once cost ~90 µs per event, dict parameters and rollups summed in
-Python ~40 µs; this way ~15 µs (``bench/ledger_ingest.py``). The values are bound as
-SQLAlchemy's own types would bind them, so every other reader (ORM, Core, alembic, Grafana's
-SQL) sees the same columns.
+that insert added (``metering.rollups``), found by their rowids. SQLAlchemy's per-row parameter
+processing once cost ~90 µs per event, dict parameters and rollups summed in Python ~40 µs; a
+360-event flush now costs ~25 µs per event from the journal's read to the commit, of which
+SQLite's insert and rollup statements are ~15 (docs/performance.md, evening of 2026-12-02).
+The values are bound as SQLAlchemy's own types would bind them, so every other reader (ORM,
+Core, alembic, Grafana's SQL) sees the same columns.
 """
 
 from __future__ import annotations
@@ -89,9 +90,7 @@ def _insert_sqlite(conn: Connection, values: list[tuple[Any, ...]]) -> int:
     """On the driver's cursor: SQLAlchemy's result set-up cost more than these statements."""
     sql = _statements()
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    try:
-        if conn.connection.driver_connection.in_transaction is False:  # type: ignore[union-attr]
-            cur.execute("BEGIN")
+    try:  # the driver begins the transaction before the insert
         cur.executemany(sql.events, values)
         new = cur.rowcount
         if new:

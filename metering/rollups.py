@@ -25,8 +25,6 @@ from sqlalchemy.dialects import postgresql, sqlite
 
 from metering.tables import DAILY, MINUTES, ROLLUP_KEYS, ROLLUP_SUMS, ROLLUPS, SESSIONS
 
-MINUTE_SUMS = ("requests", "input_tokens", "output_tokens")
-SESSION_SUMS = ("requests", "total_tokens", "cost_micro_usd")
 LABELS = ("user", "agent", "use_case")
 
 _PG = postgresql.psycopg.dialect()  # type: ignore[no-untyped-call]
