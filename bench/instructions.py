@@ -1,15 +1,19 @@
 """Instructions per request of one tokenmeter worker, counted by callgrind: the figure that
 stays comparable on a shared machine (docs/performance.md, "The hot path ... in instructions").
 
-    python bench/instructions.py [--mode nonstream|stream] [--requests 200] [--warmup 200]
-                                 [-c 4] [--src DIR]
+    python bench/instructions.py [--mode nonstream|stream] [--api openai|responses|anthropic]
+                                 [--model mock-gpt] [--requests 200] [--warmup 200] [-c 4]
+                                 [--src DIR]
 
 Starts bench/mock_upstream.py and `python -m proxy serve --workers 1` (the bench config:
 SQLite ledger, journal and request log on) under `valgrind --tool=callgrind
 --instr-atstart=no`. After --warmup requests, instrumentation goes on for exactly --requests
 requests from -c keep-alive clients, the counts are dumped and the summary (every thread of the
-worker) divided by --requests is printed. --src serves from another source tree with this
-interpreter, for a before and after: `git archive main | tar -x -C DIR`.
+worker) divided by --requests is printed. --api picks the client protocol (Chat Completions,
+/v1/responses or Anthropic Messages) and --model the upstream (mock-gpt: the vLLM-shaped
+deployment, mock-claude: the Anthropic one), so a translation compares with a pass-through.
+--src serves from another source tree with this interpreter, for a before and after:
+`git archive main | tar -x -C DIR`.
 """
 
 from __future__ import annotations
@@ -35,19 +39,43 @@ from run import (
     tokenmeter_config,
 )
 
+# client API -> (path under /v1, the marker a complete stream ends with)
+APIS = {
+    "openai": ("/chat/completions", b"[DONE]"),
+    "responses": ("/responses", b"response.completed"),
+    "anthropic": ("/messages", b"message_stop"),
+}
 
-def send(base: str, key: str, *, stream: bool, count: int, clients: int) -> None:
-    """Exactly ``count`` chat completions over ``clients`` keep-alive connections."""
-    body = {"model": "mock-gpt", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
-    headers = {"authorization": f"Bearer {key}"}
+
+def request_body(api: str, model: str, stream: bool) -> dict[str, object]:
+    if api == "responses":
+        return {"model": model, "input": "hi", "max_output_tokens": 64, "stream": stream}
+    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+    return {**body, "max_tokens": 64} if api == "anthropic" else body
+
+
+def send(
+    base: str,
+    key: str,
+    *,
+    stream: bool,
+    count: int,
+    clients: int,
+    api: str = "openai",
+    model: str = "mock-gpt",
+) -> None:
+    """Exactly ``count`` requests of ``api`` over ``clients`` keep-alive connections."""
+    body = request_body(api, model, stream)
+    path, marker = APIS[api]
+    headers = {"authorization": f"Bearer {key}", "x-api-key": key}
     failures: list[str] = []
 
     def client(n: int) -> None:
         with httpx.Client(base_url=base, headers=headers, timeout=120) as http:
             for _ in range(n):
-                with http.stream("POST", "/chat/completions", json=body) as resp:
+                with http.stream("POST", path, json=body) as resp:
                     data = resp.read()
-                    if resp.status_code != 200 or (stream and b"[DONE]" not in data):
+                    if resp.status_code != 200 or (stream and marker not in data):
                         failures.append(f"{resp.status_code} {data[:200]!r}")
 
     shares = [count // clients + (i < count % clients) for i in range(clients)]
@@ -124,9 +152,10 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, float]:
         try:
             wait_healthy(base, server, timeout_s=300)
             stream = args.mode == "stream"
-            send(base, key, stream=stream, count=args.warmup, clients=args.c)
+            shape = {"stream": stream, "clients": args.c, "api": args.api, "model": args.model}
+            send(base, key, count=args.warmup, **shape)
             subprocess.run(["callgrind_control", "-i", "on", str(server.pid)], check=True)
-            send(base, key, stream=stream, count=args.requests, clients=args.c)
+            send(base, key, count=args.requests, **shape)
             subprocess.run(["callgrind_control", "-d", str(server.pid)], check=True)
             total = dumped_instructions(work, server.pid)
         finally:
@@ -139,6 +168,8 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mode", choices=("nonstream", "stream"), default="nonstream")
+    parser.add_argument("--api", choices=tuple(APIS), default="openai")
+    parser.add_argument("--model", choices=("mock-gpt", "mock-claude"), default="mock-gpt")
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("-c", type=int, default=4)
@@ -146,7 +177,8 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="tm-cg-") as tmp:
         result = measure(args, Path(tmp))
-    print(json.dumps({"mode": args.mode, "src": args.src or str(REPO), **result}))
+    shape = {"mode": args.mode, "api": args.api, "model": args.model}
+    print(json.dumps({**shape, "src": args.src or str(REPO), **result}))
     return 0
 
 

@@ -93,6 +93,7 @@ async def _relay_chat(
         yield b"".join(stream.opening())
         async for batch in payloads:
             out: list[bytes] = []  # what arrived together leaves in one write
+            counted = chunks
             for payload in batch:
                 try:
                     chunk = orjson.loads(payload)
@@ -102,11 +103,11 @@ async def _relay_chat(
                     continue
                 if isinstance(chunk.get("usage"), dict):
                     usage = chunk["usage"]
-                events = stream.on_chunk(chunk)
                 if chunk.get("choices"):
-                    call.mark_first_chunk()
                     chunks += 1
-                out += events
+                stream.on_chunk(chunk, out)
+            if chunks != counted:
+                call.mark_first_chunk()
             if out:
                 yield b"".join(out)
         done = payloads.done
@@ -179,7 +180,7 @@ async def _relay_anthropic(
                 for chunk in translator.on_event(event):
                     call.mark_first_chunk()
                     state.chunks += 1
-                    out += stream.on_chunk(chunk)
+                    stream.on_chunk(chunk, out)
                 if event.get("type") == "message_stop":
                     record_stream(call, body, tracker, state)  # journaled before the client sees it
                     usage = openai_usage_from_anthropic(tracker.fields)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import orjson
 import pytest
 
 from proxy.gateway.errors import ProxyError
@@ -28,6 +29,10 @@ def events_of(
         assert kind == "event: " + event["type"]
         out.append(event)
     return out
+
+
+def plain_shell() -> ResponseShell:
+    return ResponseShell({}, model="m", names=to_chat_request({"input": "x"}).tools)
 
 
 def delta(**fields: Any) -> dict[str, Any]:
@@ -286,3 +291,55 @@ def test_usage_without_details_has_zero_details():
         "total_tokens": 5,
     }
     assert responses_usage(None) is None
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        ["plain", " words"],
+        ['quote " and \\ backslash', "new\nline\ttab", "\x00\x1f control"],
+        ["déjà vu ", "日本語", " 🙂 emoji", "\u2028 separators \u2029"],
+        ["x"] * 150,  # sequence numbers past two digits
+    ],
+)
+def test_text_deltas_are_the_bytes_of_the_event_as_a_json_object(texts):
+    """The per-chunk delta event is assembled from bytes; it must be exactly what encoding the
+    event's object would give, field order included, across escapes and sequence numbers."""
+    stream = ResponseStream(plain_shell())
+    opening = stream.opening()
+    frames = stream.on_chunk(delta(content=texts[0]))
+    for text in texts[1:]:
+        stream.on_chunk(delta(content=text), frames)
+    added = json.loads(frames[0].decode().split("data: ", 1)[1])
+    item_id = added["item"]["id"]
+    deltas = frames[2:]
+    assert len(deltas) == len(texts)
+    for seq, (frame, text) in enumerate(zip(deltas, texts, strict=True), start=len(opening) + 2):
+        event = {
+            "type": "response.output_text.delta",
+            "sequence_number": seq,
+            "item_id": item_id,
+            "output_index": 0,
+            "content_index": 0,
+            "delta": text,
+            "logprobs": [],
+        }
+        assert frame == b"event: response.output_text.delta\ndata: " + orjson.dumps(event) + b"\n\n"
+    done = json.loads(stream.completed(None)[0].decode().split("data: ", 1)[1])
+    assert done["text"] == "".join(texts)
+    assert done["sequence_number"] == len(opening) + 2 + len(texts)
+
+
+def test_a_second_text_item_gets_its_own_id_and_index_in_its_deltas():
+    stream = ResponseStream(plain_shell())
+    events = events_of(
+        stream,
+        [delta(content="a"), call_delta(0, id="c1", name="f", args="{}"), delta(content="b")],
+        USAGE,
+    )
+    deltas = [e for e in events if e["type"] == "response.output_text.delta"]
+    added = [e for e in events if e["type"] == "response.output_item.added"]
+    assert [d["delta"] for d in deltas] == ["a", "b"]
+    assert [d["item_id"] for d in deltas] == [added[0]["item"]["id"], added[2]["item"]["id"]]
+    assert [d["output_index"] for d in deltas] == [0, 2]
+    assert [e["sequence_number"] for e in events] == list(range(len(events)))
