@@ -12,8 +12,11 @@ straight at the mock) is the baseline the added latencies are computed against. 
 paths (OpenAI in, Anthropic upstream; Anthropic in, vLLM upstream; /v1/responses in,
 vLLM upstream) and the Anthropic pass-through are compared with the Chat pass-through at
 c=8 by CPU time per request (--translation-only: just those). The process tree of each
-server is sampled from /proc every 0.5 s (CPU, summed RSS). Writes report.md and
-results.json to --out and prints the report.
+server is sampled from /proc every 0.5 s (CPU, summed RSS). While one server is measured, the
+other servers are paused (SIGSTOP of their process groups, SIGCONT after the window): on a
+2-core machine their idle timers would otherwise share the cores with the one measured, and
+any CPU beside the request chain shows in its c=1 tail (docs/performance.md); --others
+running keeps them running. Writes report.md and results.json to --out and prints the report.
 
 Everything binds to 127.0.0.1 on free ports; only the processes started here are stopped, by
 process group, on exit, Ctrl-C or error. --quick: c = 1 64, 3 s windows after 1 s warm-up.
@@ -26,6 +29,7 @@ import contextlib
 import http.client
 import itertools
 import json
+import math
 import os
 import platform
 import shlex
@@ -37,6 +41,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +56,8 @@ TRANSLATION_CONC = 8
 
 Run = dict[str, Any]
 STARTED: list[subprocess.Popen[bytes]] = []  # stopped on exit, newest first
+SERVERS: list[subprocess.Popen[bytes]] = []  # the proxies, paused while another is measured
+PAUSE_OTHERS = True  # --others paused
 NOTES: list[str] = []  # for the report
 
 
@@ -91,6 +98,7 @@ def spawn(argv: list[str], log: Path, env: dict[str, str] | None = None) -> subp
 def stop(proc: subprocess.Popen[bytes]) -> None:
     """SIGTERM the process group we started; SIGKILL whatever is left of it after 15 s."""
     with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGCONT)  # a paused group would hold the SIGTERM
         os.killpg(proc.pid, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.wait(15)
@@ -143,6 +151,7 @@ def start_server(target: Target, argv: list[str], out: Path, timeout: float, **e
     spawned = time.monotonic()
     target.proc = spawn(argv, log, clean_env(**env))
     STARTED.append(target.proc)
+    SERVERS.append(target.proc)
     target.startup_s = wait_ready(target, spawned, timeout, log)
     print(f"{target.label} serving after {target.startup_s} s", file=sys.stderr)
 
@@ -185,7 +194,10 @@ def tree_usage(root: int, kids: dict[int, list[int]]) -> tuple[int, int]:
 
 
 class Sampler(threading.Thread):
-    """CPU ticks and RSS of every watched process tree, every 0.5 s, on the monotonic clock."""
+    """CPU ticks and RSS of every watched process tree, every 0.5 s, on the monotonic clock; the
+    trees (which processes descend from each server) are mapped again every REMAP_S."""
+
+    REMAP_S = 5.0
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
@@ -193,10 +205,13 @@ class Sampler(threading.Thread):
         self.samples: dict[str, list[tuple[float, int, int]]] = {}
         self.done = threading.Event()
         self.lock = threading.Lock()
+        self.kids: dict[int, list[int]] = {}
+        self.mapped_at = -math.inf
 
     def watch(self, label: str, pid: int) -> None:
         self.samples[label] = []
         self.roots[label] = pid
+        self.mapped_at = -math.inf  # the next sample maps the trees again
 
     def run(self) -> None:
         while not self.done.is_set():
@@ -205,9 +220,11 @@ class Sampler(threading.Thread):
 
     def sample(self) -> None:
         with self.lock:
-            now, kids = time.monotonic(), children_map()
+            now = time.monotonic()
+            if now - self.mapped_at > self.REMAP_S:  # a scan of all of /proc: 1-2 ms of CPU
+                self.kids, self.mapped_at = children_map(), now
             for label, pid in list(self.roots.items()):
-                self.samples[label].append((now, *tree_usage(pid, kids)))
+                self.samples[label].append((now, *tree_usage(pid, self.kids)))
 
     def cpu_s(self, label: str, t0: float, t1: float) -> float:
         """CPU seconds of the tree between t0 and t1, interpolated between samples."""
@@ -228,6 +245,23 @@ class Sampler(threading.Thread):
 # --------------------------------------------------------------------------- measuring
 
 
+@contextlib.contextmanager
+def alone(target: Target) -> Iterator[None]:
+    """The servers other than ``target`` paused for the block (unless --others running)."""
+    others = [p for p in SERVERS if p is not target.proc] if PAUSE_OTHERS else []
+    paused = []
+    try:
+        for proc in others:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGSTOP)
+                paused.append(proc)
+        yield
+    finally:
+        for proc in paused:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGCONT)
+
+
 def measure(
     target: Target,
     model: str,
@@ -242,9 +276,10 @@ def measure(
     argv += ["--key", target.key, "-c", str(conc), "-d", str(args.duration), "--api", api]
     argv += ["-w", str(args.warmup), *(["--stream"] if mode == "stream" else [])]
     print(f"  {mode:<9} c={conc:<3} {target.label:<14} {api:<9} {model}", file=sys.stderr, end=" ")
-    done = subprocess.run(
-        argv, capture_output=True, text=True, timeout=args.warmup + args.duration + 30
-    )
+    with alone(target):
+        done = subprocess.run(
+            argv, capture_output=True, text=True, timeout=args.warmup + args.duration + 30
+        )
     if done.returncode != 0:
         raise RuntimeError(f"loadgen failed:\n{done.stderr[-2000:]}")
     run: Run = {"target": target.label, "mode": mode, "conc": conc, **json.loads(done.stdout)}
@@ -594,7 +629,8 @@ def render(res: dict[str, Any]) -> str:
             "",
             f"{m['date']} · commit {m['commit']} · Python {m['python']} · nproc {m['nproc']} "
             f"({m['cpu']}) · {s['duration']} s windows after {s['warmup']} s warm-up · "
-            f"request log {s.get('request_log', 'off')}",
+            f"request log {s.get('request_log', 'off')} · other servers "
+            f"{s.get('others', 'running')} during a window",
             "",
             "## Targets",
             "",
@@ -667,9 +703,16 @@ def parse_args() -> argparse.Namespace:
         default="process",
         help="storage.ledger: a ledger process (default) or the writer in each worker",
     )
+    parser.add_argument(
+        "--others",
+        choices=["paused", "running"],
+        default="paused",
+        help="the servers not being measured: paused during each window (default) or running",
+    )
     args = parser.parse_args()
-    global LEDGER
+    global LEDGER, PAUSE_OTHERS
     LEDGER = args.ledger
+    PAUSE_OTHERS = args.others == "paused"
     args.duration = args.duration or (3.0 if args.quick else 10.0)
     args.warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0)
     args.conc = [int(c) for c in (args.conc or ("1 64" if args.quick else "1 8 64")).split()]
@@ -715,6 +758,7 @@ def bench(args: argparse.Namespace, work: Path, sampler: Sampler) -> dict[str, A
             "conc": args.conc,
             "request_log": args.request_log,
             "ledger": args.ledger,
+            "others": "paused" if PAUSE_OTHERS else "running",
         },
         "startup_s": {t.label: t.startup_s for t in targets[1:]},
         "runs": runs,
