@@ -1,4 +1,5 @@
-"""Limits on what a client can make the server hold before the app sees a request.
+"""The HTTP/1.1 protocol of ``tokenmeter serve``: uvicorn's httptools protocol with limits on
+what a client can make the server hold before the app sees a request, and one write per answer.
 
 uvicorn's httptools protocol has no bound on a request's head: an 8 MiB header or 50,000 header
 lines are parsed and handed on, and a client sending one byte a second holds its connection
@@ -6,6 +7,12 @@ forever. This protocol, used by ``tokenmeter serve``, answers 431 once a head pa
 ``max_header_bytes`` (counted as it arrives, so memory stays bounded) or ``max_headers`` lines,
 and 408 when a head has not arrived within ``header_timeout_s`` of the connection opening or of
 the previous request ending. The body's own deadline is the app's (``limits.body_timeout_s``).
+
+uvicorn writes a response's head when the app sends ``http.response.start`` and its body at
+``http.response.body``: two sends, and two packets the client wakes up for, per answer. Here
+the head waits for the body's first write and leaves with it in one ``writev``; if the body is
+not ready within the loop iteration (a stream waiting on its upstream), the head goes alone
+then, so a client sees the status as soon as before.
 """
 
 from __future__ import annotations
@@ -26,6 +33,49 @@ class HeadLimits:
 
 class _Refused(Exception):
     pass
+
+
+class HeadWithBody:
+    """The transport as a request's cycle sees it: its first write that is not an interim
+    ``100 Continue`` is the response head, held until the next write (the body) or the end of
+    the loop iteration, whichever comes first; every other call goes to the transport."""
+
+    __slots__ = ("_head", "_loop", "_started", "_transport")
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self._head: bytes | None = None
+        self._started = False
+
+    def write(self, data: bytes) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            self._transport.writelines((head, data))  # one writev
+        elif self._started or data.startswith(b"HTTP/1.1 1"):
+            self._transport.write(data)
+        else:
+            self._started = True
+            self._head = data
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        head = self._head
+        if head is not None:
+            self._head = None
+            if not self._transport.is_closing():  # the client may have gone meanwhile
+                self._transport.write(head)
+
+    def close(self) -> None:
+        self.flush()
+        self._transport.close()
+
+    def is_closing(self) -> bool:
+        return self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
@@ -66,7 +116,10 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._awaiting_head = False
         self._cancel_timer()
+        before = self.cycle
         super().on_headers_complete()
+        if self.cycle is not None and self.cycle is not before:  # a new cycle, its task not run
+            self.cycle.transport = HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
 
     def on_message_complete(self) -> None:
         super().on_message_complete()
