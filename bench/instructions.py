@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 import httpx
+from loadgen import api_request
 from run import (
     BENCH,
     REPO,
@@ -38,20 +39,6 @@ from run import (
     stop,
     tokenmeter_config,
 )
-
-# client API -> (path under /v1, the marker a complete stream ends with)
-APIS = {
-    "openai": ("/chat/completions", b"[DONE]"),
-    "responses": ("/responses", b"response.completed"),
-    "anthropic": ("/messages", b"message_stop"),
-}
-
-
-def request_body(api: str, model: str, stream: bool) -> dict[str, object]:
-    if api == "responses":
-        return {"model": model, "input": "hi", "max_output_tokens": 64, "stream": stream}
-    body = {"model": model, "messages": [{"role": "user", "content": "hi"}], "stream": stream}
-    return {**body, "max_tokens": 64} if api == "anthropic" else body
 
 
 def send(
@@ -64,9 +51,9 @@ def send(
     api: str = "openai",
     model: str = "mock-gpt",
 ) -> None:
-    """Exactly ``count`` requests of ``api`` over ``clients`` keep-alive connections."""
-    body = request_body(api, model, stream)
-    path, marker = APIS[api]
+    """Exactly ``count`` requests of ``api`` (bench/loadgen.py's) over ``clients`` keep-alive
+    connections."""
+    path, body, marker = api_request(api, model, stream)
     headers = {"authorization": f"Bearer {key}", "x-api-key": key}
     failures: list[str] = []
 
@@ -75,7 +62,7 @@ def send(
             for _ in range(n):
                 with http.stream("POST", path, json=body) as resp:
                     data = resp.read()
-                    if resp.status_code != 200 or (stream and marker not in data):
+                    if resp.status_code != 200 or marker not in data:
                         failures.append(f"{resp.status_code} {data[:200]!r}")
 
     shares = [count // clients + (i < count % clients) for i in range(clients)]
@@ -168,7 +155,7 @@ def measure(args: argparse.Namespace, work: Path) -> dict[str, float]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--mode", choices=("nonstream", "stream"), default="nonstream")
-    parser.add_argument("--api", choices=tuple(APIS), default="openai")
+    parser.add_argument("--api", choices=("openai", "responses", "anthropic"), default="openai")
     parser.add_argument("--model", choices=("mock-gpt", "mock-claude"), default="mock-gpt")
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--warmup", type=int, default=200)

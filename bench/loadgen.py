@@ -80,28 +80,39 @@ class Tally:
             self.window_end = done
 
 
+def api_request(api: str, model: str, stream: bool) -> tuple[str, dict[str, object], bytes]:
+    """(path under the API's base, JSON body, what every complete answer contains) of one
+    OpenAI chat completion or response, or Anthropic message."""
+    messages = [{"role": "user", "content": "Write a haiku about metering tokens."}]
+    body: dict[str, object] = {"model": model, "messages": messages, "max_tokens": 64}
+    if api == "responses":
+        path = "/responses"
+        marker = b"response.completed" if stream else b'"output_tokens"'
+        body = {"model": model, "input": messages[0]["content"], "max_output_tokens": 64}
+    elif api == "openai":
+        path = "/chat/completions"
+        marker = b"[DONE]" if stream else b'"completion_tokens"'
+        if stream:
+            body["stream_options"] = {"include_usage": True}
+    else:
+        path = "/messages"
+        marker = b"message_stop" if stream else b'"output_tokens"'
+    if stream:
+        body["stream"] = True
+    return path, body, marker
+
+
 def build_shape(url: str, api: str, model: str, stream: bool, key: str) -> Shape:
     """The request bytes for an OpenAI chat completion or response, or an Anthropic message."""
     parts = urlsplit(url)
     if parts.scheme != "http" or parts.hostname not in ("127.0.0.1", "localhost"):
         raise SystemExit(f"only http:// loopback targets: {url}")
     base = parts.path.rstrip("/")
-    messages = [{"role": "user", "content": "Write a haiku about metering tokens."}]
-    body: dict[str, object] = {"model": model, "messages": messages, "max_tokens": 64}
-    if api == "responses":
-        path = (base or "/v1") + "/responses"
-        marker = b"response.completed" if stream else b'"output_tokens"'
-        body = {"model": model, "input": messages[0]["content"], "max_output_tokens": 64}
-    elif api == "openai":
-        path = (base or "/v1") + "/chat/completions"
-        marker = b"[DONE]" if stream else b'"completion_tokens"'
-        if stream:
-            body["stream_options"] = {"include_usage": True}
+    suffix, body, marker = api_request(api, model, stream)
+    if api == "anthropic":
+        path = (base if base.endswith("/v1") else base + "/v1") + suffix
     else:
-        path = (base if base.endswith("/v1") else base + "/v1") + "/messages"
-        marker = b"message_stop" if stream else b'"output_tokens"'
-    if stream:
-        body["stream"] = True
+        path = (base or "/v1") + suffix
     payload = json.dumps(body, separators=(",", ":")).encode()
     head = (
         f"POST {path} HTTP/1.1\r\nhost: {parts.netloc}\r\ncontent-type: application/json\r\n"

@@ -758,7 +758,7 @@ def bench(args: argparse.Namespace, work: Path, sampler: Sampler) -> dict[str, A
             "conc": args.conc,
             "request_log": args.request_log,
             "ledger": args.ledger,
-            "others": "paused" if PAUSE_OTHERS else "running",
+            "others": args.others,
         },
         "startup_s": {t.label: t.startup_s for t in targets[1:]},
         "runs": runs,

@@ -23,8 +23,8 @@ from proxy.gateway.responses.output import (
 )
 
 # An output_text.delta event, the one sent per chunk, is assembled from bytes: the same bytes as
-# _event's dict through orjson (tests/proxy/gateway/test_responses_translate.py), at a third of
-# the cost
+# _event's dict through orjson (tests/proxy/gateway/test_responses_translate.py), with the
+# item's fields encoded once per item (a stream request 1.99 -> 1.79 M instructions)
 _DELTA_START = (
     b"event: response.output_text.delta\n"
     b'data: {"type":"response.output_text.delta","sequence_number":'
