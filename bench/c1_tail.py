@@ -1,7 +1,7 @@
 """What makes the c=1 tail: added p50/p99 of one 1-worker tokenmeter with its ledger process
 running, stopped (SIGSTOP), or stopped while a CPU burner imitates it.
 
-    python bench/c1_tail.py [--rounds 2] [--duration 8] [COND ...]
+    python bench/c1_tail.py [--rounds 2] [--duration 8] [--placement chain|free] [COND ...]
 
 COND is ``normal`` (the ledger running), ``stopped`` (the ledger SIGSTOPped: nothing but the
 serving path uses the CPU), or ``burn:BUSY:SLEEP[:nice|:idle]`` (the ledger stopped and a process
@@ -10,6 +10,9 @@ spinning BUSY seconds then sleeping SLEEP, at normal priority, nice 19 or SCHED_
 runs bench/loadgen.py at c=1, non-stream then stream, straight at the mock and then through
 tokenmeter, and prints added p50 and p99 (TTFC when streaming) and their ratio. Everything binds
 to 127.0.0.1; the ledger is resumed (SIGCONT) after each condition and all is stopped at the end.
+With ``--placement chain`` (the default, as in bench/run.py) the load generator, the mock and
+tokenmeter's worker run on the first CPU and its ledger process on the last; a burner runs
+where the kernel puts it.
 """
 
 from __future__ import annotations
@@ -43,7 +46,7 @@ def ledger_pid(root: int) -> int:
     kids, todo = bench.children_map(), [root]
     while todo:
         pid = todo.pop()
-        if b"ledger" in Path(f"/proc/{pid}/cmdline").read_bytes():
+        if b"\0ledger\0run\0" in Path(f"/proc/{pid}/cmdline").read_bytes():
             return pid
         todo += kids.get(pid, [])
     raise SystemExit("no ledger process under tokenmeter serve")
@@ -52,6 +55,7 @@ def ledger_pid(root: int) -> int:
 def percentiles(target: bench.Target, stream: bool, duration: float) -> tuple[float, float]:
     argv = [sys.executable, str(bench.BENCH / "loadgen.py"), "--url", target.url]
     argv += ["--key", target.key, "-c", "1", "-d", str(duration), "-w", "1"]
+    argv += ["--cpu", str(bench.CHAIN[0])] if bench.CHAIN else []
     done = subprocess.run(
         [*argv, *(["--stream"] if stream else [])],
         capture_output=True,
@@ -68,10 +72,21 @@ def main() -> int:
     parser.add_argument("conditions", nargs="*", default=["normal", "stopped"])
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--duration", type=float, default=8.0, help="window per run, s")
+    parser.add_argument(
+        "--placement",
+        choices=["chain", "free"],
+        default="chain",
+        help="as bench/run.py's: the load generator, the mock and the worker on the first CPU, "
+        "the ledger on the last (default); free: the kernel places them",
+    )
     args = parser.parse_args()
+    bench.CHAIN = bench.chain_cpus() if args.placement == "chain" else None
     out, work = Path(tempfile.mkdtemp()), Path(tempfile.mkdtemp())
     try:
         direct = bench.start_mock(out)
+        if bench.CHAIN:
+            bench.set_cpus(bench.MOCK[0].pid, {bench.CHAIN[0]})
+        print(f"placement: {bench.placement()}")
         server = bench.start_tokenmeter(1, work, direct.url.removesuffix("/v1"), out)
         assert server.proc is not None
         ledger = ledger_pid(server.proc.pid)

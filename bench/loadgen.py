@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import time
 from collections import Counter
@@ -282,7 +283,10 @@ def main() -> None:
     parser.add_argument("--max-requests", type=int, default=1_000_000, help="closes the window")
     parser.add_argument("--timeout", type=float, default=30.0, help="per request, seconds")
     parser.add_argument("--grace", type=float, default=5.0, help="for in-flight requests")
+    parser.add_argument("--cpu", type=int, help="run on this CPU only (bench/run.py --placement)")
     args = parser.parse_args()
+    if args.cpu is not None:
+        os.sched_setaffinity(0, {args.cpu})
     print(json.dumps(uvloop.run(run(args))))
 
 

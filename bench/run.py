@@ -16,7 +16,11 @@ server is sampled from /proc every 0.5 s (CPU, summed RSS). While one server is 
 other servers are paused (SIGSTOP of their process groups, SIGCONT after the window): on a
 2-core machine their idle timers would otherwise share the cores with the one measured, and
 any CPU beside the request chain shows in its c=1 tail (docs/performance.md); --others
-running keeps them running. Writes report.md and results.json to --out and prints the report.
+running keeps them running. --placement chain (the default on 2+ CPUs) runs the 1-worker
+tokenmeter with `serve --cpus FIRST --ledger-cpus LAST` and, at c=1, the load generator and the
+mock on FIRST too: the request chain on one CPU, the ledger on another (on a 2-vCPU guest, hops
+of the chain across the vCPUs make the c=1 tail; docs/performance.md); --placement free lets
+the kernel place everything. Writes report.md and results.json to --out and prints the report.
 
 Everything binds to 127.0.0.1 on free ports; only the processes started here are stopped, by
 process group, on exit, Ctrl-C or error. --quick: c = 1 64, 3 s windows after 1 s warm-up.
@@ -58,6 +62,9 @@ Run = dict[str, Any]
 STARTED: list[subprocess.Popen[bytes]] = []  # stopped on exit, newest first
 SERVERS: list[subprocess.Popen[bytes]] = []  # the proxies, paused while another is measured
 PAUSE_OTHERS = True  # --others paused
+# --placement chain: (the serving chain's CPU, the ledger's); None when free
+CHAIN: tuple[int, int] | None = None
+MOCK: list[subprocess.Popen[bytes]] = []  # the mock upstream's process
 NOTES: list[str] = []  # for the report
 
 
@@ -262,6 +269,26 @@ def alone(target: Target) -> Iterator[None]:
                 os.killpg(proc.pid, signal.SIGCONT)
 
 
+def set_cpus(pid: int, cpus: set[int]) -> None:
+    """Every thread of ``pid`` onto ``cpus``."""
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(int(task), cpus)
+
+
+@contextlib.contextmanager
+def placed(pid: int | None) -> Iterator[None]:
+    """``pid`` (the mock) on the serving chain's CPU for the block, then back on every CPU."""
+    if pid is None or CHAIN is None:
+        yield
+        return
+    set_cpus(pid, {CHAIN[0]})
+    try:
+        yield
+    finally:
+        set_cpus(pid, os.sched_getaffinity(0))
+
+
 def measure(
     target: Target,
     model: str,
@@ -275,8 +302,10 @@ def measure(
     argv = [sys.executable, str(BENCH / "loadgen.py"), "--url", target.url, "--model", model]
     argv += ["--key", target.key, "-c", str(conc), "-d", str(args.duration), "--api", api]
     argv += ["-w", str(args.warmup), *(["--stream"] if mode == "stream" else [])]
+    on_chain = CHAIN is not None and conc == 1
+    argv += ["--cpu", str(CHAIN[0])] if on_chain and CHAIN else []
     print(f"  {mode:<9} c={conc:<3} {target.label:<14} {api:<9} {model}", file=sys.stderr, end=" ")
-    with alone(target):
+    with alone(target), placed(MOCK[0].pid if on_chain and MOCK else None):
         done = subprocess.run(
             argv, capture_output=True, text=True, timeout=args.warmup + args.duration + 30
         )
@@ -381,6 +410,8 @@ def start_tokenmeter(
     target = Target(f"tokenmeter-{workers}w", f"http://127.0.0.1:{port}/v1", created.stdout.strip())
     argv = [tokenmeter, "serve", "--config", config, "--host", "127.0.0.1", "--port", str(port)]
     argv += ["--log-level", "info", "--workers", str(workers)]
+    if CHAIN is not None and workers == 1:  # tokenmeter's own placement, in every cell
+        argv += ["--cpus", str(CHAIN[0]), "--ledger-cpus", str(CHAIN[1])]
     start_server(target, argv, out, timeout=60)
     return target
 
@@ -422,6 +453,7 @@ def start_mock(out: Path) -> Target:
         [sys.executable, str(BENCH / "mock_upstream.py"), "--port", str(port)], out / "mock.log"
     )
     STARTED.append(proc)
+    MOCK.append(proc)
     for _ in range(200):
         with contextlib.suppress(OSError, http.client.HTTPException):
             if chat_status(f"http://127.0.0.1:{port}/v1", "mock-gpt", "x") == 200:
@@ -630,7 +662,8 @@ def render(res: dict[str, Any]) -> str:
             f"{m['date']} · commit {m['commit']} · Python {m['python']} · nproc {m['nproc']} "
             f"({m['cpu']}) · {s['duration']} s windows after {s['warmup']} s warm-up · "
             f"request log {s.get('request_log', 'off')} · other servers "
-            f"{s.get('others', 'running')} during a window",
+            f"{s.get('others', 'running')} during a window · placement "
+            f"{s.get('placement', 'free')}",
             "",
             "## Targets",
             "",
@@ -709,16 +742,43 @@ def parse_args() -> argparse.Namespace:
         default="paused",
         help="the servers not being measured: paused during each window (default) or running",
     )
+    parser.add_argument(
+        "--placement",
+        choices=["chain", "free"],
+        default="chain",
+        help="chain (default, on 2+ CPUs): the 1-worker tokenmeter serves on the first CPU with "
+        "its ledger process on the last (serve --cpus, --ledger-cpus), and at c=1 the load "
+        "generator and the mock run on that first CPU too; free: the kernel places everything",
+    )
     args = parser.parse_args()
-    global LEDGER, PAUSE_OTHERS
+    global LEDGER, PAUSE_OTHERS, CHAIN
     LEDGER = args.ledger
     PAUSE_OTHERS = args.others == "paused"
+    CHAIN = chain_cpus() if args.placement == "chain" else None
+    if args.placement == "chain" and CHAIN is None:
+        NOTES.append("--placement chain needs two CPUs; this machine gave one: placement free.")
     args.duration = args.duration or (3.0 if args.quick else 10.0)
     args.warmup = args.warmup if args.warmup is not None else (1.0 if args.quick else 2.0)
     args.conc = [int(c) for c in (args.conc or ("1 64" if args.quick else "1 8 64")).split()]
     stamp = time.strftime("%Y%m%d-%H%M%S")
     args.out = args.out or Path(tempfile.gettempdir()) / "tokenmeter-bench" / f"run-{stamp}"
     return args
+
+
+def chain_cpus() -> tuple[int, int] | None:
+    """The serving chain's CPU and the ledger's: the first and the last this process may use."""
+    cpus = sorted(os.sched_getaffinity(0))
+    return (cpus[0], cpus[-1]) if len(cpus) > 1 else None
+
+
+def placement() -> str:
+    if CHAIN is None:
+        return "free (the kernel places every process)"
+    chain, ledger = CHAIN
+    return (
+        f"chain (tokenmeter-1w: workers on CPU {chain}, ledger on CPU {ledger}; at c=1 the load "
+        f"generator and the mock on CPU {chain} too; the other servers free)"
+    )
 
 
 def interrupted(_signum: int, _frame: object) -> None:
@@ -759,6 +819,7 @@ def bench(args: argparse.Namespace, work: Path, sampler: Sampler) -> dict[str, A
             "request_log": args.request_log,
             "ledger": args.ledger,
             "others": args.others,
+            "placement": placement(),
         },
         "startup_s": {t.label: t.startup_s for t in targets[1:]},
         "runs": runs,

@@ -65,15 +65,21 @@ def ledger_run(
         int | None, typer.Option(hidden=True, help="stop when this process is gone (serve)")
     ] = None,
     log_level: Annotated[str, typer.Option(envvar="TOKENMETER_LOG_LEVEL")] = "info",
+    cpus: Annotated[
+        str | None,
+        typer.Option(envvar="TOKENMETER_LEDGER_CPUS", help="its CPUs, as taskset -c: 1 or 2-3"),
+    ] = None,
 ) -> None:
     """Move the journal into the database (serve starts this itself; run it alone to drain a
     journal, or as its own service beside the gateway's workers)."""
     import asyncio
     import signal
 
+    from proxy.cli.cpus import pin, usable_cpus
     from proxy.config.observability import configure_logging
 
     configure_logging(log_level)
+    pin(usable_cpus("--cpus", cpus))  # before any thread starts: they inherit it
     settings = load(config)
     if not settings.storage.journal:
         fail("storage.journal is off: there is no journal for a ledger process to move", code=2)

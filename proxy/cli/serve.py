@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from proxy.cli.common import ConfigOpt, fail, load, open_ledger
+from proxy.cli.cpus import format_cpus, pin, usable_cpus
 from proxy.config.settings import ConfigError, ModelConfig, Settings
 
 if TYPE_CHECKING:
@@ -29,6 +30,17 @@ def serve(
     port: Annotated[int, typer.Option(envvar="TOKENMETER_PORT")] = 4100,
     workers: Annotated[int, typer.Option(min=1, envvar="TOKENMETER_WORKERS")] = 1,
     log_level: Annotated[str, typer.Option(envvar="TOKENMETER_LOG_LEVEL")] = "info",
+    cpus: Annotated[
+        str | None,
+        typer.Option(envvar="TOKENMETER_CPUS", help="the workers' CPUs, as taskset -c: 0 or 0-3,6"),
+    ] = None,
+    ledger_cpus: Annotated[
+        str | None,
+        typer.Option(
+            envvar="TOKENMETER_LEDGER_CPUS",
+            help="the ledger process's CPUs; by default those serve was given",
+        ),
+    ] = None,
 ) -> None:
     """Run the gateway."""
     import uvicorn
@@ -40,6 +52,10 @@ def serve(
     from proxy.simulated.launcher import ENV_BASES, encode_bases, run_simulated
 
     configure_logging(log_level)
+    worker_cpus = usable_cpus("--cpus", cpus)
+    ledger_at = usable_cpus("--ledger-cpus", ledger_cpus)
+    if worker_cpus is not None and ledger_at is None:  # a restarted ledger keeps serve's CPUs
+        ledger_at = frozenset(os.sched_getaffinity(0))
     _raise_open_file_limit()
     os.environ[ENV_LOG_LEVEL] = log_level
     settings = load(config)
@@ -57,9 +73,16 @@ def serve(
         _stops_in_order(),
         _metrics_shared_between(workers),
         run_simulated(models) as bases,
-        _ledger_process(settings, config, log_level),
+        _ledger_process(settings, config, log_level, ledger_at),
     ):
         _announce(settings, models, bases)
+        if worker_cpus is not None or ledger_cpus is not None:
+            log.info(
+                "workers on CPU %s; ledger process on CPU %s",
+                format_cpus(worker_cpus or os.sched_getaffinity(0)),
+                format_cpus(ledger_at or os.sched_getaffinity(0)),
+            )
+        pin(worker_cpus)  # the workers start from this thread, and inherit it
         os.environ[ENV_BASES] = encode_bases(bases)
         if config is not None:
             os.environ[ENV_CONFIG] = str(config.resolve())
@@ -149,7 +172,9 @@ def _stops_in_order() -> Iterator[None]:
 
 
 @contextmanager
-def _ledger_process(settings: Settings, config: Path | None, log_level: str) -> Iterator[None]:
+def _ledger_process(
+    settings: Settings, config: Path | None, log_level: str, cpus: frozenset[int] | None
+) -> Iterator[None]:
     """The ledger process beside the workers (storage.ledger: process), restarted if it dies;
     stopped after the workers, so its last drain takes their last events."""
     if not settings.storage.ledger_process:
@@ -159,6 +184,7 @@ def _ledger_process(settings: Settings, config: Path | None, log_level: str) -> 
 
     cmd = [sys.executable, "-m", "proxy", "ledger", "run", "--parent-pid", str(os.getpid())]
     cmd += ["--log-level", log_level, *(["--config", str(config)] if config else [])]
+    cmd += ["--cpus", format_cpus(cpus)] if cpus is not None else []
     child = Supervised("ledger process", cmd).start()
     try:
         yield

@@ -1,0 +1,212 @@
+"""``serve --cpus`` and ``--ledger-cpus``: the workers and the ledger process run where they are
+told (read back from /proc), a restarted ledger process too, requests are served and metered,
+and a bad value is one line and exit code 2 before anything starts."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from sqlalchemy import text
+
+from metering.store import create_db_engine
+from proxy.cli.cpus import format_cpus, parse_cpus
+from tests.support import free_port, wait_for
+
+SERVE = [sys.executable, "-m", "proxy", "serve", "--log-level", "warning"]
+ALLOWED = sorted(os.sched_getaffinity(0))
+FIRST, LAST = ALLOWED[0], ALLOWED[-1]  # one CPU apart on any machine of two or more
+
+
+@pytest.mark.parametrize(
+    ("spec", "cpus"),
+    [
+        ("0", {0}),
+        ("3", {3}),
+        ("0-3", {0, 1, 2, 3}),
+        ("0-3,6", {0, 1, 2, 3, 6}),
+        (" 1 , 4-5 ", {1, 4, 5}),
+        ("2,2,1-2", {1, 2}),
+        ("7-7", {7}),
+    ],
+)
+def test_cpu_lists_read_as_taskset_writes_them(spec, cpus):
+    assert parse_cpus(spec) == cpus
+
+
+@pytest.mark.parametrize("spec", ["", "x", "1,", ",1", "-1", "1-", "3-1", "1.5", "0x1", "1-2-3"])
+def test_a_malformed_cpu_list_says_what_is_wrong(spec):
+    with pytest.raises(ValueError, match=r"not a CPU number|runs backwards"):
+        parse_cpus(spec)
+
+
+@pytest.mark.parametrize(
+    ("cpus", "text_"), [({0}, "0"), ({0, 1, 2, 5}, "0-2,5"), ({1, 3, 4, 5, 9}, "1,3-5,9")]
+)
+def test_cpu_lists_are_written_as_ranges(cpus, text_):
+    assert format_cpus(cpus) == text_
+    assert parse_cpus(text_) == cpus
+
+
+def config(tmp_path: Path) -> Path:
+    path = tmp_path / "tm.yaml"
+    storage = {"url": f"sqlite:///{tmp_path / 'tm.db'}", "journal_dir": str(tmp_path / "j")}
+    path.write_text(yaml.safe_dump({"storage": storage, "auth": {"required": False}}))
+    return path
+
+
+def env() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("TOKENMETER_")}
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["serve", "--cpus", "99999"], "--cpus '99999': CPU 99999 is not one this process may use"),
+        (["serve", "--ledger-cpus", "0-"], "--ledger-cpus '0-': '0-' is not a CPU number"),
+        (["serve", "--cpus", "2-1"], "--cpus '2-1': the range '2-1' runs backwards"),
+        (["ledger", "run", "--cpus", "99999"], "--cpus '99999': CPU 99999 is not one"),
+    ],
+)
+def test_a_bad_cpu_list_is_one_line_and_exit_2(tmp_path, args, message):
+    done = subprocess.run(
+        [sys.executable, "-m", "proxy", *args, "--config", str(config(tmp_path))],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env(),
+    )
+    assert done.returncode == 2
+    [line] = done.stderr.strip().splitlines()
+    assert line.startswith(f"error: {message}")
+    assert not (tmp_path / "tm.db").exists()  # refused before the ledger was opened
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+def cpus_of(pid: int) -> set[int]:
+    """The CPUs of the process's main thread, as the kernel reports them."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Cpus_allowed_list:"):
+            return set(parse_cpus(line.split(":", 1)[1]))
+    raise AssertionError(f"no Cpus_allowed_list for {pid}")
+
+
+def threads_cpus(pid: int) -> list[set[int]]:
+    return [cpus_of(int(t)) for t in os.listdir(f"/proc/{pid}/task")]
+
+
+def ledger_of(serve: int, not_: int | None = None) -> int | None:
+    """serve's ledger process (not ``not_``); None while there is none."""
+    found = [p for p in children(serve) if p != not_ and " ledger run " in cmdline(p)]
+    assert len(found) <= 1, found
+    return found[0] if found else None
+
+
+def metered(tmp_path: Path) -> int:
+    engine = create_db_engine(f"sqlite:///{tmp_path / 'tm.db'}")
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(text("SELECT count(*) FROM usage_events")).scalar_one())
+    finally:
+        engine.dispose()
+
+
+def serve(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [*SERVE, "--config", str(config(tmp_path)), "--port", str(port), *args],
+        stdout=subprocess.DEVNULL,
+        stderr=(tmp_path / "serve.log").open("w"),
+        env=env(),
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(url + "/healthz", timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_for(healthy, timeout_s=60)
+    return proc, url
+
+
+def ask(url: str) -> None:
+    body = {"model": "claude-haiku", "messages": [{"role": "user", "content": "hi"}]}
+    answer = httpx.post(url + "/v1/chat/completions", json=body, timeout=30)
+    assert answer.status_code == 200, answer.text
+
+
+def test_workers_and_the_ledger_run_on_their_cpus_and_a_restarted_ledger_too(tmp_path):
+    proc, url = serve(tmp_path, "--workers", "2", "--cpus", str(FIRST), "--ledger-cpus", str(LAST))
+    try:
+        workers = wait_for(
+            lambda: [p for p in children(proc.pid) if "spawn_main" in cmdline(p)] or None
+        )
+        assert len(workers) == 2
+        for worker in workers:
+            assert all(cpus == {FIRST} for cpus in threads_cpus(worker)), worker
+        ledger = wait_for(lambda: ledger_of(proc.pid))
+        assert f"--cpus {LAST}" in cmdline(ledger)
+        assert all(cpus == {LAST} for cpus in threads_cpus(ledger))
+        for _ in range(3):
+            ask(url)
+        wait_for(lambda: metered(tmp_path) == 3, timeout_s=20)
+
+        os.kill(ledger, signal.SIGKILL)  # the supervisor starts another, on the same CPUs
+        again = wait_for(lambda: ledger_of(proc.pid, not_=ledger), timeout_s=30)
+        wait_for(lambda: len(threads_cpus(again)) > 1)  # it has started its own threads
+        assert all(cpus == {LAST} for cpus in threads_cpus(again))
+        ask(url)
+        wait_for(lambda: metered(tmp_path) == 4, timeout_s=20)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def test_with_only_the_workers_pinned_the_ledger_keeps_every_cpu_serve_had(tmp_path):
+    proc, url = serve(tmp_path, "--cpus", str(FIRST))
+    try:
+        assert cpus_of(proc.pid) == {FIRST}  # its main thread serves (one worker)
+        ledger = wait_for(lambda: ledger_of(proc.pid))
+        assert all(cpus == set(ALLOWED) for cpus in threads_cpus(ledger))
+        ask(url)
+        wait_for(lambda: metered(tmp_path) == 1, timeout_s=20)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
+def test_unpinned_serve_leaves_every_process_its_cpus(tmp_path):
+    proc, url = serve(tmp_path)
+    try:
+        assert all(cpus == set(ALLOWED) for cpus in threads_cpus(proc.pid))
+        ledger = wait_for(lambda: ledger_of(proc.pid))
+        assert " --cpus " not in cmdline(ledger)
+        assert all(cpus == set(ALLOWED) for cpus in threads_cpus(ledger))
+        ask(url)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
