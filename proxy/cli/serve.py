@@ -76,7 +76,13 @@ def serve(
         _ledger_process(settings, config, log_level, ledger_at),
     ):
         _announce(settings, models, bases)
-        if worker_cpus is not None or ledger_cpus is not None:
+        if ledger_cpus is not None and not settings.storage.ledger_process:
+            log.warning(
+                "--ledger-cpus %s: there is no ledger process to place (storage.ledger is inline "
+                "or the journal is off): the workers write the database, on their CPUs",
+                ledger_cpus,
+            )
+        elif worker_cpus is not None or ledger_cpus is not None:
             log.info(
                 "workers on CPU %s; ledger process on CPU %s",
                 format_cpus(worker_cpus or os.sched_getaffinity(0)),

@@ -54,9 +54,10 @@ def test_cpu_lists_are_written_as_ranges(cpus, text_):
     assert parse_cpus(text_) == cpus
 
 
-def config(tmp_path: Path) -> Path:
+def config(tmp_path: Path, **storage_: str) -> Path:
     path = tmp_path / "tm.yaml"
     storage = {"url": f"sqlite:///{tmp_path / 'tm.db'}", "journal_dir": str(tmp_path / "j")}
+    storage |= storage_
     path.write_text(yaml.safe_dump({"storage": storage, "auth": {"required": False}}))
     return path
 
@@ -133,10 +134,10 @@ def metered(tmp_path: Path) -> int:
         engine.dispose()
 
 
-def serve(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[bytes], str]:
+def serve(tmp_path: Path, *args: str, **storage: str) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
     proc = subprocess.Popen(
-        [*SERVE, "--config", str(config(tmp_path)), "--port", str(port), *args],
+        [*SERVE, "--config", str(config(tmp_path, **storage)), "--port", str(port), *args],
         stdout=subprocess.DEVNULL,
         stderr=(tmp_path / "serve.log").open("w"),
         env=env(),
@@ -210,3 +211,19 @@ def test_unpinned_serve_leaves_every_process_its_cpus(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=60)
+
+
+def test_ledger_cpus_without_a_ledger_process_is_a_warning(tmp_path):
+    proc, url = serve(tmp_path, "--cpus", str(FIRST), "--ledger-cpus", str(LAST), ledger="inline")
+    try:
+        assert ledger_of(proc.pid) is None
+        assert cpus_of(proc.pid) == {FIRST}  # the worker, which writes the database itself
+        ask(url)
+        wait_for(lambda: metered(tmp_path) == 1, timeout_s=20)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+    [warning] = [
+        x for x in (tmp_path / "serve.log").read_text().splitlines() if "--ledger-cpus" in x
+    ]
+    assert "WARNING" in warning and "no ledger process to place" in warning
