@@ -3,6 +3,7 @@ environment under test being the locked one (so the price map is the locked lite
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import tomllib
 from importlib.metadata import PackageNotFoundError, version
@@ -15,10 +16,21 @@ from packaging.utils import canonicalize_name
 
 from metering.price_map import price_map_version
 
+
+def _lock_extras():  # .ci/lock_extras.py, which .ci/relock runs
+    spec = importlib.util.spec_from_file_location("lock_extras", ROOT / ".ci" / "lock_extras.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 ROOT = Path(__file__).resolve().parent.parent
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 LOCKS = {"run": ROOT / "requirements.lock", "test": ROOT / "requirements-test.lock"}
-_PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;\\]+)\s*(?:;\s*([^\\]+?))?\s*\\$", re.M)
+_PIN = re.compile(
+    r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[[^\]]*\])?==([^\s;\\]+)\s*(?:;\s*([^\\]+?))?\s*\\$", re.M
+)
 
 
 def pins(path: Path) -> dict[str, tuple[str, str | None]]:
@@ -69,3 +81,25 @@ def test_installed_versions_are_the_locked_ones() -> None:
 
 def test_price_map_is_the_locked_litellm() -> None:
     assert price_map_version() == pins(LOCKS["run"])["litellm"][0]
+
+
+@pytest.mark.parametrize("lock", sorted(LOCKS))
+def test_pins_carry_the_extras_their_dependents_ask_for(lock: str) -> None:
+    """pip before 23.3 (a new machine's) refuses a hash-checked lock that pins httpx==... when
+    litellm asks for httpx[http2]: the pin must name the extras."""
+    extras = _lock_extras()
+    text = LOCKS[lock].read_text()
+    asked = extras.asked_extras(set(pins(LOCKS[lock])))
+    assert asked.get("httpx", set()) >= {"http2"}  # what litellm asks for, so the check is live
+    assert extras.with_extras(text, asked) == text, "run: python .ci/lock_extras.py LOCK..."
+
+
+def test_extras_are_written_into_pins_once_and_merged() -> None:
+    extras = _lock_extras()
+    text = "a==1 \\\n    --hash=sha256:x\nb[y]==2 \\\nc==3 ; sys_platform == 'linux' \\\n"
+    asked = {"a": {"p", "q"}, "b": {"x"}}
+    out = extras.with_extras(text, asked)
+    assert out.splitlines()[0] == "a[p,q]==1 \\"
+    assert out.splitlines()[2] == "b[x,y]==2 \\"
+    assert out.splitlines()[3] == "c==3 ; sys_platform == 'linux' \\"
+    assert extras.with_extras(out, asked) == out
