@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from functools import cache
 from typing import Any
 
-import psycopg
 from sqlalchemy import Column, Connection, MetaData, Table
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.dialects import postgresql
@@ -37,6 +36,8 @@ _STAGED = "tokenmeter_staging"  # the connection's info key: its staging table e
 def copy_rows(conn: Connection, rows: Sequence[Mapping[str, Any]]) -> int:
     """Insert flat event rows (unique ids) and their rollups in ``conn``'s transaction; returns
     how many were new."""
+    import psycopg  # here: a SQLite ledger never pays its import (~170 ms of every start)
+
     sql = _statements()
     info = conn.connection.info
     cur = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
