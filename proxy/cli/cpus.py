@@ -3,8 +3,8 @@
 
 The ledger process exists so that its database work stays off the serving path; on a host of few
 cores it still shares their CPUs unless it is placed apart. On a 2-vCPU machine the serving path's
-c=1 tail was 3-6x its median with the ledger free to run anywhere and 1.3-2.2x with the serving
-chain on one CPU and the ledger on the other (docs/performance.md). Linux only
+c=1 tail was 3-6.6x its median with every process free to run anywhere, 1.25-2.2x with the
+serving chain on one CPU and the ledger on the other (docs/performance.md). Linux only
 (``sched_setaffinity``); nothing is pinned unless asked.
 """
 
