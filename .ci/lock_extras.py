@@ -22,7 +22,7 @@ from packaging.utils import canonicalize_name
 PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)(?:\[([^\]]*)\])?==", re.M)
 
 
-def asked_extras(locked: set[str], skip: str = "tokenmeter") -> dict[str, set[str]]:
+def asked_extras(locked: set[str]) -> dict[str, set[str]]:
     """name -> the extras locked packages ask of it, following the extras asked in turn
     (``a[x]`` may ask for ``b[y]``), with the markers evaluated here."""
     requires = {
@@ -34,7 +34,7 @@ def asked_extras(locked: set[str], skip: str = "tokenmeter") -> dict[str, set[st
     while changed:
         changed = False
         for name, reqs in requires.items():
-            if name not in locked or name == skip:
+            if name not in locked:  # the project itself is installed, never locked
                 continue
             active = {"", *asked.get(name, ())}
             for req in reqs:
@@ -66,14 +66,13 @@ def main(argv: list[str]) -> int:
     texts = {p: p.read_text() for p in paths}
     locked = {canonicalize_name(m.group(1)) for t in texts.values() for m in PIN.finditer(t)}
     asked = asked_extras(locked)
-    stale = [p for p, t in texts.items() if with_extras(t, asked) != t]
-    if check:
-        for path in stale:
+    stale = {p: new for p, t in texts.items() if (new := with_extras(t, asked)) != t}
+    for path, text in stale.items():
+        if check:
             print(f"{path}: pins without the extras their dependents ask for", file=sys.stderr)
-        return 1 if stale else 0
-    for path in stale:
-        path.write_text(with_extras(texts[path], asked))
-    return 0
+        else:
+            path.write_text(text)
+    return 1 if check and stale else 0
 
 
 if __name__ == "__main__":

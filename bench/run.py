@@ -277,12 +277,12 @@ def set_cpus(pid: int, cpus: set[int]) -> None:
 
 
 @contextlib.contextmanager
-def placed(pid: int | None) -> Iterator[None]:
-    """``pid`` (the mock) on the serving chain's CPU for the block, then back on every CPU."""
-    if pid is None or CHAIN is None:
+def placed(pid: int, cpu: int | None) -> Iterator[None]:
+    """``pid`` (the mock) on ``cpu`` for the block, then back on every CPU; None: left alone."""
+    if cpu is None:
         yield
         return
-    set_cpus(pid, {CHAIN[0]})
+    set_cpus(pid, {cpu})
     try:
         yield
     finally:
@@ -302,10 +302,10 @@ def measure(
     argv = [sys.executable, str(BENCH / "loadgen.py"), "--url", target.url, "--model", model]
     argv += ["--key", target.key, "-c", str(conc), "-d", str(args.duration), "--api", api]
     argv += ["-w", str(args.warmup), *(["--stream"] if mode == "stream" else [])]
-    on_chain = CHAIN is not None and conc == 1
-    argv += ["--cpu", str(CHAIN[0])] if on_chain and CHAIN else []
+    chain_cpu = CHAIN[0] if CHAIN is not None and conc == 1 else None  # --placement chain
+    argv += ["--cpu", str(chain_cpu)] if chain_cpu is not None else []
     print(f"  {mode:<9} c={conc:<3} {target.label:<14} {api:<9} {model}", file=sys.stderr, end=" ")
-    with alone(target), placed(MOCK[0].pid if on_chain and MOCK else None):
+    with alone(target), placed(MOCK[0].pid, chain_cpu):
         done = subprocess.run(
             argv, capture_output=True, text=True, timeout=args.warmup + args.duration + 30
         )

@@ -13,7 +13,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,8 +117,11 @@ def descendants(pid: int) -> list[int]:
 class ServerProcess:
     """``tokenmeter serve`` in a subprocess on a free loopback port, output to files."""
 
-    def __init__(self, config: Path, log_dir: Path, name: str = "server") -> None:
+    def __init__(
+        self, config: Path, log_dir: Path, name: str = "server", args: Sequence[str] = ()
+    ) -> None:
         self.config = config
+        self.args = list(args)  # more of serve's options
         self.log_dir = log_dir
         self.name = name
         self.port = 0
@@ -157,6 +160,7 @@ class ServerProcess:
                         str(self.port),
                         "--log-level",
                         "warning",
+                        *self.args,
                     ],
                     cwd=REPO,
                     env=_clean_env(),

@@ -8,6 +8,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -17,9 +19,9 @@ from sqlalchemy import text
 
 from metering.store import create_db_engine
 from proxy.cli.cpus import format_cpus, parse_cpus
-from tests.support import free_port, wait_for
+from tests.durability_support import ServerProcess, _clean_env
+from tests.support import wait_for
 
-SERVE = [sys.executable, "-m", "proxy", "serve", "--log-level", "warning"]
 ALLOWED = sorted(os.sched_getaffinity(0))
 FIRST, LAST = ALLOWED[0], ALLOWED[-1]  # one CPU apart on any machine of two or more
 
@@ -62,10 +64,6 @@ def config(tmp_path: Path, **storage_: str) -> Path:
     return path
 
 
-def env() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.startswith("TOKENMETER_")}
-
-
 @pytest.mark.parametrize(
     ("args", "message"),
     [
@@ -81,25 +79,12 @@ def test_a_bad_cpu_list_is_one_line_and_exit_2(tmp_path, args, message):
         capture_output=True,
         text=True,
         timeout=60,
-        env=env(),
+        env=_clean_env(),
     )
     assert done.returncode == 2
     [line] = done.stderr.strip().splitlines()
     assert line.startswith(f"error: {message}")
     assert not (tmp_path / "tm.db").exists()  # refused before the ledger was opened
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                stat = Path(f"/proc/{entry}/stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                found.append(int(entry))
-    return found
 
 
 def cmdline(pid: int) -> str:
@@ -118,9 +103,9 @@ def threads_cpus(pid: int) -> list[set[int]]:
     return [cpus_of(int(t)) for t in os.listdir(f"/proc/{pid}/task")]
 
 
-def ledger_of(serve: int, not_: int | None = None) -> int | None:
+def ledger_of(server: ServerProcess, not_: int | None = None) -> int | None:
     """serve's ledger process (not ``not_``); None while there is none."""
-    found = [p for p in children(serve) if p != not_ and " ledger run " in cmdline(p)]
+    found = [p for p in server.children() if p != not_ and " ledger run " in cmdline(p)]
     assert len(found) <= 1, found
     return found[0] if found else None
 
@@ -134,24 +119,14 @@ def metered(tmp_path: Path) -> int:
         engine.dispose()
 
 
-def serve(tmp_path: Path, *args: str, **storage: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    proc = subprocess.Popen(
-        [*SERVE, "--config", str(config(tmp_path, **storage)), "--port", str(port), *args],
-        stdout=subprocess.DEVNULL,
-        stderr=(tmp_path / "serve.log").open("w"),
-        env=env(),
-    )
-    url = f"http://127.0.0.1:{port}"
-
-    def healthy() -> bool:
-        try:
-            return httpx.get(url + "/healthz", timeout=1).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    wait_for(healthy, timeout_s=60)
-    return proc, url
+@contextmanager
+def serving(tmp_path: Path, *args: str, **storage: str) -> Iterator[ServerProcess]:
+    """``tokenmeter serve ARGS`` on the simulated backends, stopped after the block."""
+    server = ServerProcess(config(tmp_path, **storage), tmp_path, args=args).start(timeout_s=60)
+    try:
+        yield server
+    finally:
+        server.stop()
 
 
 def ask(url: str) -> None:
@@ -161,69 +136,54 @@ def ask(url: str) -> None:
 
 
 def test_workers_and_the_ledger_run_on_their_cpus_and_a_restarted_ledger_too(tmp_path):
-    proc, url = serve(tmp_path, "--workers", "2", "--cpus", str(FIRST), "--ledger-cpus", str(LAST))
-    try:
+    args = ("--workers", "2", "--cpus", str(FIRST), "--ledger-cpus", str(LAST))
+    with serving(tmp_path, *args) as server:
         workers = wait_for(
-            lambda: [p for p in children(proc.pid) if "spawn_main" in cmdline(p)] or None
+            lambda: [p for p in server.children() if "spawn_main" in cmdline(p)] or None
         )
         assert len(workers) == 2
         for worker in workers:
             assert all(cpus == {FIRST} for cpus in threads_cpus(worker)), worker
-        ledger = wait_for(lambda: ledger_of(proc.pid))
+        ledger = wait_for(lambda: ledger_of(server))
         assert f"--cpus {LAST}" in cmdline(ledger)
         assert all(cpus == {LAST} for cpus in threads_cpus(ledger))
         for _ in range(3):
-            ask(url)
+            ask(server.url)
         wait_for(lambda: metered(tmp_path) == 3, timeout_s=20)
 
         os.kill(ledger, signal.SIGKILL)  # the supervisor starts another, on the same CPUs
-        again = wait_for(lambda: ledger_of(proc.pid, not_=ledger), timeout_s=30)
+        again = wait_for(lambda: ledger_of(server, not_=ledger), timeout_s=30)
         wait_for(lambda: len(threads_cpus(again)) > 1)  # it has started its own threads
         assert all(cpus == {LAST} for cpus in threads_cpus(again))
-        ask(url)
+        ask(server.url)
         wait_for(lambda: metered(tmp_path) == 4, timeout_s=20)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
 
 
 def test_with_only_the_workers_pinned_the_ledger_keeps_every_cpu_serve_had(tmp_path):
-    proc, url = serve(tmp_path, "--cpus", str(FIRST))
-    try:
-        assert cpus_of(proc.pid) == {FIRST}  # its main thread serves (one worker)
-        ledger = wait_for(lambda: ledger_of(proc.pid))
+    with serving(tmp_path, "--cpus", str(FIRST)) as server:
+        assert cpus_of(server.pid) == {FIRST}  # its main thread serves (one worker)
+        ledger = wait_for(lambda: ledger_of(server))
         assert all(cpus == set(ALLOWED) for cpus in threads_cpus(ledger))
-        ask(url)
+        ask(server.url)
         wait_for(lambda: metered(tmp_path) == 1, timeout_s=20)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
 
 
 def test_unpinned_serve_leaves_every_process_its_cpus(tmp_path):
-    proc, url = serve(tmp_path)
-    try:
-        assert all(cpus == set(ALLOWED) for cpus in threads_cpus(proc.pid))
-        ledger = wait_for(lambda: ledger_of(proc.pid))
+    with serving(tmp_path) as server:
+        assert all(cpus == set(ALLOWED) for cpus in threads_cpus(server.pid))
+        ledger = wait_for(lambda: ledger_of(server))
         assert " --cpus " not in cmdline(ledger)
         assert all(cpus == set(ALLOWED) for cpus in threads_cpus(ledger))
-        ask(url)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
+        ask(server.url)
 
 
 def test_ledger_cpus_without_a_ledger_process_is_a_warning(tmp_path):
-    proc, url = serve(tmp_path, "--cpus", str(FIRST), "--ledger-cpus", str(LAST), ledger="inline")
-    try:
-        assert ledger_of(proc.pid) is None
-        assert cpus_of(proc.pid) == {FIRST}  # the worker, which writes the database itself
-        ask(url)
+    args = ("--cpus", str(FIRST), "--ledger-cpus", str(LAST))
+    with serving(tmp_path, *args, ledger="inline") as server:
+        assert ledger_of(server) is None
+        assert cpus_of(server.pid) == {FIRST}  # the worker, which writes the database itself
+        ask(server.url)
         wait_for(lambda: metered(tmp_path) == 1, timeout_s=20)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=60)
-    [warning] = [
-        x for x in (tmp_path / "serve.log").read_text().splitlines() if "--ledger-cpus" in x
-    ]
+        logs = server.logs()
+    [warning] = [x for x in logs.splitlines() if "--ledger-cpus" in x]
     assert "WARNING" in warning and "no ledger process to place" in warning
