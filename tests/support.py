@@ -21,6 +21,7 @@ from sqlalchemy import Engine, text
 from metering.store import create_db_engine
 from proxy.app import create_app
 from proxy.cli.ledger import ledger_service
+from proxy.cli.serve import http_protocol
 from proxy.config.settings import Settings, load_settings
 
 ADMIN_KEY = "admin-test-key"
@@ -42,9 +43,18 @@ def wait_for(check: Callable[[], T], *, timeout_s: float = 10.0, interval_s: flo
 class Gateway:
     """tokenmeter's real app under uvicorn in a thread, on a free loopback port."""
 
-    def __init__(self, db_path: Path, config: dict[str, Any], *, db_url: str | None = None) -> None:
+    def __init__(
+        self,
+        db_path: Path,
+        config: dict[str, Any],
+        *,
+        db_url: str | None = None,
+        http: str = "serve",
+    ) -> None:
         """A gateway on the SQLite file ``db_path``, or on ``db_url`` (its journal is still
-        beside ``db_path``, so replicas on one PostgreSQL each have their own)."""
+        beside ``db_path``, so replicas on one PostgreSQL each have their own). ``http`` is
+        uvicorn's protocol: ``serve``'s own (the default), or another, such as ``"h11"``: the
+        app under an ASGI server that offers it nothing of its own."""
         self.db_url = db_url or f"sqlite:///{db_path}"
         self.journal_dir = db_path.parent / "journal"
         defaults = {
@@ -69,8 +79,8 @@ class Gateway:
             uvicorn.Config(
                 self.app,
                 log_level="warning",
-                loop="asyncio",
-                http="h11",
+                loop="uvloop",
+                http=http_protocol(self.settings) if http == "serve" else http,  # type: ignore[arg-type]
                 lifespan="on",
                 timeout_graceful_shutdown=2,
             )

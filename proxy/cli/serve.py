@@ -113,7 +113,7 @@ def serve(
             port=port,
             workers=workers,
             loop="uvloop",
-            http=_http_protocol(settings),  # type: ignore[arg-type]
+            http=http_protocol(settings),  # type: ignore[arg-type]
             log_level=log_level,
             access_log=False,
             # the app cuts (and meters) streams at its drain deadline: the server waits longer
@@ -121,7 +121,7 @@ def serve(
         )
 
 
-def _http_protocol(settings: Settings) -> object:
+def http_protocol(settings: Settings) -> object:
     """httptools with bounded request heads (proxy/gateway/http_limits.py); a partial pickles, so
     ``--workers`` processes get the same limits."""
     import functools

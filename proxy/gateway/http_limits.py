@@ -13,6 +13,12 @@ uvicorn writes a response's head when the app sends ``http.response.start`` and 
 the head waits for the body's first write and leaves with it in one ``writev``; if the body is
 not ready within the loop iteration (a stream waiting on its upstream), the head goes alone
 then, so a client sees the status as soon as before.
+
+A streamed answer's chunks can skip the ASGI ``send`` (a message dict and uvicorn's checks per
+chunk): each request's scope carries a ``ChunkWriter`` under ``extensions[CHUNK_WRITER]``,
+which writes a chunk in the framing uvicorn's ``send`` writes, from wherever the relay runs (a
+protocol callback of its upstream connection, bench/open_streams.py). The response's start
+and end still go through ``send``.
 """
 
 from __future__ import annotations
@@ -21,7 +27,13 @@ import asyncio
 from dataclasses import dataclass
 from typing import Any
 
-from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
+from uvicorn.protocols.http.httptools_impl import (
+    STATUS_LINE,
+    HttpToolsProtocol,
+    RequestResponseCycle,
+)
+
+CHUNK_WRITER = "tokenmeter.chunk_writer"  # the scope's extension: a ChunkWriter
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +90,42 @@ class HeadWithBody:
         return getattr(self._transport, name)
 
 
+class ChunkWriter:
+    """Writes a streamed response's body chunks to its client, as ``send`` would write an
+    ``http.response.body`` with ``more_body``, for a response already started with chunked
+    framing (``usable``). Nothing is written once the client is gone (the response's
+    disconnect watcher ends the relay); ``paused`` says the client's buffer is full, and
+    ``drain`` waits until it is not (as ``send`` does before its next write)."""
+
+    __slots__ = ("_cycle",)
+
+    def __init__(self, cycle: RequestResponseCycle) -> None:
+        self._cycle = cycle
+
+    @property
+    def usable(self) -> bool:
+        cycle = self._cycle
+        return (
+            cycle.response_started
+            and cycle.chunked_encoding is True
+            and not cycle.response_complete
+            and cycle.scope["method"] != "HEAD"
+        )
+
+    def write(self, body: bytes) -> None:
+        cycle = self._cycle
+        if body and not cycle.disconnected:
+            cycle.transport.write(b"%x\r\n%b\r\n" % (len(body), body))
+
+    @property
+    def paused(self) -> bool:
+        return self._cycle.flow.write_paused and not self._cycle.disconnected
+
+    async def drain(self) -> None:
+        if self.paused:
+            await self._cycle.flow.drain()
+
+
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, limits: HeadLimits, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -118,8 +166,11 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._cancel_timer()
         before = self.cycle
         super().on_headers_complete()
-        if self.cycle is not None and self.cycle is not before:  # a new cycle, its task not run
-            self.cycle.transport = HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
+        cycle = self.cycle
+        if cycle is not None and cycle is not before:  # a new cycle, its task not run
+            cycle.transport = HeadWithBody(self.transport, self.loop)  # type: ignore[assignment]
+            extensions: dict[str, Any] = cycle.scope.setdefault("extensions", {})
+            extensions[CHUNK_WRITER] = ChunkWriter(cycle)
 
     def on_message_complete(self) -> None:
         super().on_message_complete()

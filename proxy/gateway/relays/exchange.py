@@ -178,16 +178,22 @@ class ChatPayloads:
             lines = await self._batches.__anext__()
         finally:
             self._call.upstream_s += time.perf_counter() - t0
-        payloads = []
-        for line in lines:
-            if not line or line[:5] != b"data:":  # half are the blank lines between events;
-                continue  # a slice compares in fewer instructions than startswith parses args
-            payload = line[5:].strip()
-            if payload == b"[DONE]":
-                self.done = True
-                break
-            payloads.append(payload)
+        payloads, self.done = chat_payloads(lines)
         return payloads
+
+
+def chat_payloads(lines: list[bytes]) -> tuple[list[bytes], bool]:
+    """The ``data:`` payloads of a batch of event-stream lines, and whether ``[DONE]`` came
+    (what follows it is dropped)."""
+    payloads: list[bytes] = []
+    for line in lines:
+        if not line or line[:5] != b"data:":  # half are the blank lines between events;
+            continue  # a slice compares in fewer instructions than startswith parses args
+        payload = line[5:].strip()
+        if payload == b"[DONE]":
+            return payloads, True
+        payloads.append(payload)
+    return payloads, False
 
 
 def idle_timeout_s(call: Call) -> float | None:

@@ -9,6 +9,10 @@ records the event as cancelled.
 The same path serves a shutdown: ``cut`` (the drain deadline passed) and a cancellation of the
 request task by the server both stop the relay, so the generator's ``finally`` records the
 stream with its tokens so far; a cut stream also gets ``on_cut`` (its family's error event).
+
+A body may write its chunks itself (``Direct``): once the head is sent, ``direct.writer`` is
+the server's ``ChunkWriter`` (proxy/gateway/http_limits.py), when the server offers one, and
+the body yields only what ends the stream; hang-up, cut and cancellation stop it the same way.
 """
 
 from __future__ import annotations
@@ -20,7 +24,19 @@ from collections.abc import AsyncIterator, Callable, Mapping
 
 from starlette.types import Receive, Scope, Send
 
+from proxy.gateway.http_limits import CHUNK_WRITER, ChunkWriter
+
 log = logging.getLogger(__name__)
+
+
+class Direct:
+    """Where a response puts the client's chunk writer for its body, once the head is sent:
+    None when the server has none (another ASGI server) or the framing is not chunked."""
+
+    __slots__ = ("writer",)
+
+    def __init__(self) -> None:
+        self.writer: ChunkWriter | None = None
 
 
 class EventStreamResponse:
@@ -30,8 +46,11 @@ class EventStreamResponse:
         *,
         headers: Mapping[str, str] | None = None,
         on_cut: bytes = b"",
+        direct: Direct | None = None,
     ) -> None:
         self._body = body
+        self._direct = direct
+        self._writer: ChunkWriter | None = None
         raw = [
             (b"content-type", b"text/event-stream; charset=utf-8"),
             (b"cache-control", b"no-cache"),
@@ -64,6 +83,8 @@ class EventStreamResponse:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # The body is relayed in the request's own task; the watcher only waits for a hang-up.
         task = self._task = asyncio.current_task()
+        if self._direct is not None:
+            self._writer = scope.get("extensions", {}).get(CHUNK_WRITER)
         watcher = asyncio.ensure_future(self._watch(receive))
         cut = self._cut
         try:
@@ -107,6 +128,9 @@ class EventStreamResponse:
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self._headers})
             self._started = True
+            writer = self._writer
+            if self._direct is not None and writer is not None and writer.usable:
+                self._direct.writer = writer
             async for chunk in body:
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -37,7 +37,7 @@ import re
 import resource
 import socket
 import ssl
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 from proxy.gateway.relays.http.connection import Connection, ExchangeError
 from proxy.gateway.relays.http.pool import Pool
@@ -59,11 +59,11 @@ class UpstreamResponse:
     """A response whose headers are in; its body is read once, whole or as lines, and then the
     connection goes back to the pool (``release``) or is dropped (``close``)."""
 
-    __slots__ = ("_conn", "_timeout_s", "headers", "status")
+    __slots__ = ("_conn", "headers", "status", "timeout_s")
 
     def __init__(self, conn: Connection, timeout_s: float | None = None) -> None:
         self._conn: Connection | None = conn
-        self._timeout_s = timeout_s  # a stream's bound on each read
+        self.timeout_s = timeout_s  # a stream's bound on each read
         self.status = conn.status
         self.headers: Mapping[str, str] = conn.headers
 
@@ -92,7 +92,7 @@ class UpstreamResponse:
         conn = self._conn
         if conn is None:
             raise UpstreamError("upstream stream broke (released)")
-        timer = _IdleTimer(self, read_s=self._timeout_s, line_s=idle_timeout_s)
+        timer = _IdleTimer(self, read_s=self.timeout_s, line_s=idle_timeout_s)
         tail = b""
         try:
             while data := await conn.next_data():
@@ -109,6 +109,14 @@ class UpstreamResponse:
             timer.cancel()
         if tail:
             yield [tail]
+
+    def feed(self, idle_timeout_s: float | None = None) -> LineFeed:
+        """The body's lines as ``line_batches`` yields them, handed to a callback as each read
+        arrives instead (``LineFeed``), under the same two deadlines."""
+        conn = self._conn
+        if conn is None:
+            raise UpstreamError("upstream stream broke (released)")
+        return LineFeed(self, conn, idle_timeout_s)
 
     def fail(self, exc: BaseException) -> None:
         """The body's reader raises ``exc`` (a stream's deadline passed)."""
@@ -132,6 +140,50 @@ class UpstreamResponse:
         conn = self._conn
         if conn is not None and not conn.closed:
             conn.close_soon()  # a response nobody finished: its connection must not leak
+
+
+class LineFeed:
+    """A stream's lines handed to a sink from the connection's own read callback, in the
+    batches the network delivered them (``line_batches``' batches, a last line without its
+    newline last): a relay that writes each batch on to its client at once, in the same
+    callback, costs no task wake-up, future or generator step per read.
+
+    ``pump(sink)`` runs until the body ended (True) or ``sink`` returned True to stop (False:
+    pump again to go on; a client that must drain first, say). ``sink`` must not raise (it runs
+    inside the parser): it keeps its error for its caller. ``close`` when done."""
+
+    __slots__ = ("_conn", "_sink", "_tail", "_timer")
+
+    def __init__(
+        self, resp: UpstreamResponse, conn: Connection, idle_timeout_s: float | None
+    ) -> None:
+        self._conn = conn
+        self._sink: Callable[[list[bytes]], bool] | None = None
+        self._tail = b""
+        self._timer = _IdleTimer(resp, read_s=resp.timeout_s, line_s=idle_timeout_s)
+
+    async def pump(self, sink: Callable[[list[bytes]], bool]) -> bool:
+        self._sink = sink
+        try:
+            ended = await self._conn.pump(self._on_data)
+        except TimeoutError as exc:
+            raise UpstreamTimeout("upstream timed out mid-stream") from exc
+        except ExchangeError as exc:
+            raise UpstreamError(f"upstream stream broke ({exc.reason})") from exc
+        if ended and self._tail:
+            tail, self._tail = self._tail, b""
+            sink([tail])
+        return ended
+
+    def _on_data(self, data: bytes) -> bool:
+        lines = (self._tail + data).split(b"\n")
+        self._tail = lines.pop()
+        self._timer.touch(line=bool(lines))
+        sink = self._sink
+        return bool(lines) and sink is not None and sink(lines)
+
+    def close(self) -> None:
+        self._timer.cancel()
 
 
 class Upstream:

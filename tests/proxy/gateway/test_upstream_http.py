@@ -347,6 +347,94 @@ async def test_a_gzip_stream_is_decoded_as_it_arrives(upstream: Upstream) -> Non
     await wire.stop()
 
 
+class Collect:
+    """A LineFeed sink that keeps the batches and asks to stop after ``stop_after`` of them."""
+
+    def __init__(self, stop_after: int | None = None) -> None:
+        self.batches: list[list[bytes]] = []
+        self.stop_after = stop_after
+
+    def __call__(self, lines: list[bytes]) -> bool:
+        self.batches.append(lines)
+        return len(self.batches) == self.stop_after
+
+
+@pytest.mark.parametrize("gzipped", [False, True], ids=["plain", "gzip"])
+async def test_a_fed_stream_hands_over_what_line_batches_yields(
+    upstream: Upstream, gzipped: bool
+) -> None:
+    parts = [b"data: 1\ndata: 2\n", b"data: 3", b"\ndata: 4\n", b"data: [DONE]"]
+    squeeze = zlib.compressobj(wbits=16 + zlib.MAX_WBITS)
+    sent = asyncio.Event()
+
+    async def reply(n: int, head: bytes, writer: asyncio.StreamWriter) -> bool:
+        encoding = b"content-encoding: gzip\r\n" if gzipped else b""
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n" + encoding + b"\r\n")
+        for i, part in enumerate(parts):
+            if gzipped:
+                part = squeeze.compress(part) + squeeze.flush(
+                    zlib.Z_SYNC_FLUSH if i < len(parts) - 1 else zlib.Z_FINISH
+                )
+            writer.write(b"%x\r\n%s\r\n" % (len(part), part))
+            await writer.drain()
+            await sent.wait()
+        writer.write(b"0\r\n\r\n")
+        return True
+
+    wire = await Wire(reply).start()
+    resp = await post(upstream, wire.url(), stream=True)
+    feed = resp.feed()
+    sink = Collect(stop_after=1)
+    assert await feed.pump(sink) is False  # the sink asked to stop after the first read
+    assert sink.batches == [[b"data: 1", b"data: 2"]]
+    sent.set()  # the rest arrives while nobody pumps: buffered, handed over by the next pump
+    await until(lambda: resp._conn is not None and resp._conn._buffered > 0)
+    sink.stop_after = None
+    assert await feed.pump(sink) is True
+    feed.close()
+    got = [line for batch in sink.batches for line in batch]
+    assert got == [b"data: 1", b"data: 2", b"data: 3", b"data: 4", b"data: [DONE]"]
+    assert sink.batches[-1] == [b"data: [DONE]"]  # the line without its newline, last
+    resp.release()
+    await wire.stop()
+
+
+async def test_a_fed_stream_that_breaks_raises_upstream_error(upstream: Upstream) -> None:
+    async def reply(n: int, head: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n8\r\ndata: 1\n\r\n")
+        await writer.drain()
+        return False  # closed mid-body
+
+    wire = await Wire(reply).start()
+    resp = await post(upstream, wire.url(), stream=True)
+    feed = resp.feed()
+    sink = Collect()
+    with pytest.raises(UpstreamError, match="upstream stream broke"):
+        await feed.pump(sink)
+    feed.close()
+    assert sink.batches == [[b"data: 1"]]
+    resp.close()
+    await wire.stop()
+
+
+async def test_a_fed_stream_that_goes_quiet_ends_at_its_read_deadline(upstream: Upstream) -> None:
+    async def reply(n: int, head: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n8\r\ndata: 1\n\r\n")
+        await asyncio.sleep(3)
+        return False
+
+    wire = await Wire(reply).start()
+    resp = await post(upstream, wire.url(), stream=True, timeout_s=0.3)
+    feed = resp.feed()
+    started = time.monotonic()
+    with pytest.raises(UpstreamTimeout):
+        await feed.pump(Collect())
+    assert time.monotonic() - started < 2
+    feed.close()
+    resp.close()
+    await wire.stop()
+
+
 async def test_a_corrupt_gzip_body_is_an_upstream_error(upstream: Upstream) -> None:
     wire = await Wire(answer(ok(b"not gzip at all", "content-encoding: gzip"))).start()
     with pytest.raises(UpstreamError, match=r"upstream connection failed \(ClientPayloadError\)"):

@@ -3,7 +3,9 @@ with httptools, one exchange at a time, buffering the body for its one reader.
 
 Memory stays bounded: a stream's reader slower than its upstream stops the socket being read
 (``pause_reading``) above ``HIGH_WATER`` buffered bytes, and it is read again once the reader
-took what was buffered; only a reader of the whole body (``body()``) buffers it all.
+took what was buffered; only a reader of the whole body (``body()``) buffers it all. A reader
+that ``pump``s the body gets it in the protocol's own callback instead, as it is parsed, with
+nothing buffered and no task woken per read, until it asks to stop.
 
 The deadline of an exchange is a float on the connection; one loop timer per connection
 re-arms itself lazily when it fires before it, so a request on a pooled connection schedules
@@ -22,7 +24,7 @@ import httptools
 from proxy.gateway.relays.http.request import Headers, PoolKey
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
 HIGH_WATER = 256 * 1024  # buffered body bytes above which a stream's socket is not read
 # A stream released after its last event usually has only the body's terminator (a zero-size
@@ -88,6 +90,7 @@ class Connection(asyncio.Protocol):
         "_parser",
         "_paused",
         "_replied",
+        "_sink",
         "_stream",
         "_timer",
         "_timer_due",
@@ -135,6 +138,7 @@ class Connection(asyncio.Protocol):
         self._paused = False
         self._whole = False
         self._waiter: asyncio.Future[None] | None = None
+        self._sink: Callable[[bytes], bool] | None = None  # a pump's, while it runs
         self._trailing = False  # bytes after the response: the connection is not reused
         self._lingering = False  # released before its end, which is awaited
         self._linger_bytes = 0  # body bytes it may still see
@@ -183,6 +187,41 @@ class Connection(asyncio.Protocol):
         if self._paused:
             self._resume()
         return data
+
+    async def pump(self, sink: Callable[[bytes], bool]) -> bool:
+        """Hand the body to ``sink`` as it arrives, from the protocol's callback (no buffering,
+        no task woken per read): what was buffered first, then each parsed piece, until the
+        body ended (True) or ``sink`` returned True to stop (False: what arrives meanwhile is
+        buffered as for ``next_data``, where a later ``pump`` or ``next_data`` finds it).
+        Raises the exchange's error. ``sink`` must not raise: it runs inside the parser."""
+        if self._chunks and self._hand(sink):
+            return False
+        if self._paused:
+            self._resume()
+        self._sink = sink
+        try:
+            while self._sink is not None:
+                if self.error is not None:
+                    raise self.error
+                if self.complete:
+                    self._sink = None
+                    return not (self._chunks and self._hand(sink))  # a decoder's last bytes
+                waiter = self._waiter = self._loop.create_future()
+                try:
+                    await waiter
+                finally:
+                    self._waiter = None
+        finally:
+            self._sink = None
+        return False
+
+    def _hand(self, sink: Callable[[bytes], bool]) -> bool:
+        """What is buffered, to ``sink``; its answer."""
+        chunks = self._chunks
+        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        self._chunks = []
+        self._buffered = 0
+        return sink(data)
 
     async def body(self) -> bytes:
         """The whole body, once it ended."""
@@ -349,6 +388,12 @@ class Connection(asyncio.Protocol):
             body = self._decoder.decompress(body)
             if not body:
                 return
+        sink = self._sink
+        if sink is not None:
+            if sink(body):  # it asked to stop: its pump returns, and the rest is buffered
+                self._sink = None
+                self._wake()
+            return
         self._chunks.append(body)
         self._buffered += len(body)
         if self._whole:

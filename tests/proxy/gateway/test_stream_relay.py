@@ -1,0 +1,281 @@
+"""The OpenAI pass-through stream relay on both of its paths: under ``serve``'s own HTTP
+protocol, which writes each upstream read on to the client from the upstream connection's
+callback (``ChunkWriter``), and under another ASGI server (uvicorn's h11), where the body is
+yielded to ``send``. Same bytes to the client, same back-pressure, same metering, either way.
+
+The upstream here is a raw socket server, so a test controls exactly what arrives and when,
+and sees how far the gateway let it write.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from tests.support import Gateway, wait_for
+
+HEAD = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+
+
+def chunk(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def event(payload: dict[str, Any] | str) -> bytes:
+    data = payload.encode() if isinstance(payload, str) else orjson.dumps(payload)
+    return b"data: " + data + b"\n\n"
+
+
+def content(text: str, i: int = 0) -> dict[str, Any]:
+    delta = {"content": text}
+    return {"id": f"c{i}", "object": "chat.completion.chunk", "model": "m", "choices": [
+        {"index": 0, "delta": delta, "finish_reason": None}
+    ]}  # fmt: skip
+
+
+USAGE = {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10}
+FINAL = {"id": "c9", "object": "chat.completion.chunk", "model": "m", "choices": [], "usage": USAGE}
+
+
+class RawUpstream:
+    """An OpenAI-shaped upstream on a loopback port, in a thread of its own: each request gets
+    the writes a test scripted for it (bytes, or a float: a pause of that many seconds), as
+    fast as the socket takes them. Counts the bytes the gateway accepted, and whether it hung
+    up before the end."""
+
+    def __init__(self) -> None:
+        self.script: list[bytes | float] = []
+        self.written = 0
+        self.hung_up = threading.Event()
+        self._sock = socket.socket()
+        self._sock.bind(("127.0.0.1", 0))
+        self._sock.listen(16)
+        self.url = f"http://127.0.0.1:{self._sock.getsockname()[1]}/v1"
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+
+    def _answer(self, conn: socket.socket) -> None:
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 256 * 1024)
+        with conn:
+            head = b""
+            while b"\r\n\r\n" not in head:
+                head += conn.recv(65536)
+            length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0])
+            body = head.split(b"\r\n\r\n", 1)[1]
+            while len(body) < length:
+                body += conn.recv(65536)
+            try:
+                for step in [HEAD, *self.script]:
+                    if isinstance(step, float):
+                        time.sleep(step)
+                        continue
+                    conn.sendall(step)
+                    self.written += len(step)
+                conn.recv(1)  # until the gateway closes or reuses the connection
+            except OSError:
+                self.hung_up.set()
+
+    def close(self) -> None:
+        self._sock.close()
+
+
+@pytest.fixture
+def raw() -> Iterator[RawUpstream]:
+    upstream = RawUpstream()
+    yield upstream
+    upstream.close()
+
+
+@pytest.fixture(params=["serve", "h11"], ids=["direct", "asgi"])
+def relay_gw(request, raw: RawUpstream, tmp_path: Path) -> Iterator[Gateway]:
+    # the same upstream, once with the idle deadline short enough for a test to reach
+    models = [
+        {"name": name, "deployments": [{**deployment, "stream_idle_timeout_s": idle_s}]}
+        for name, idle_s in (("raw", 30), ("raw-drip", 1))
+        for deployment in [{"backend": "vllm", "model": "m", "api_base": raw.url}]
+    ]
+    gw = Gateway(tmp_path / "tokenmeter.db", {"models": models}, http=request.param).start()
+    yield gw
+    gw.stop()
+
+
+def post_stream(gw: Gateway, key: str, **extra: Any) -> httpx.Response:
+    body = {"model": "raw", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    r = httpx.post(
+        gw.url + "/v1/chat/completions",
+        json=body | extra,
+        headers={"Authorization": f"Bearer {key}"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    return r
+
+
+def payloads(r: httpx.Response) -> list[str]:
+    return [line[6:] for line in r.text.split("\n") if line.startswith("data: ")]
+
+
+@pytest.mark.parametrize("include_usage", [False, True])
+def test_events_arriving_in_one_read_or_apart_reach_the_client_whole_and_in_order(
+    relay_gw: Gateway, raw: RawUpstream, include_usage: bool
+) -> None:
+    events = [event(content(f"w{i}", i)) for i in range(6)]
+    together = b"".join(events[:3])
+    # three events in one read; one split mid-line across reads; a usage-only chunk, [DONE]
+    split = events[4]
+    raw.script = [
+        chunk(together),
+        0.05,
+        chunk(events[3] + split[:9]),
+        0.05,
+        chunk(split[9:] + events[5]),
+        chunk(event(FINAL) + event("[DONE]")),
+        chunk(b""),
+    ]
+    key = relay_gw.create_key(user="alice")
+    options = {"stream_options": {"include_usage": True}} if include_usage else {}
+    got = payloads(post_stream(relay_gw, key, **options))
+    texts = [json.loads(p)["choices"][0]["delta"]["content"] for p in got[:6]]
+    assert texts == [f"w{i}" for i in range(6)]
+    assert got[-1] == "[DONE]"
+    usage_chunks = [json.loads(p) for p in got[6:-1]]
+    assert usage_chunks == ([{**FINAL}] if include_usage else [])
+    [row] = relay_gw.wait_events(1)
+    assert (row["status"], row["input_tokens"], row["output_tokens"]) == ("ok", 7, 3)
+    assert row["usage_source"] == "upstream"
+
+
+def test_a_last_line_without_its_newline_still_ends_the_stream(
+    relay_gw: Gateway, raw: RawUpstream
+) -> None:
+    raw.script = [chunk(event(content("a")) + event(FINAL) + b"data: [DONE]"), chunk(b"")]
+    got = payloads(post_stream(relay_gw, relay_gw.create_key(user="alice")))
+    assert got[-1] == "[DONE]" and json.loads(got[0])["choices"][0]["delta"]["content"] == "a"
+    [row] = relay_gw.wait_events(1)
+    assert row["status"] == "ok"
+
+
+def test_an_upstream_that_ends_without_done_gets_an_error_event_and_an_estimate(
+    relay_gw: Gateway, raw: RawUpstream
+) -> None:
+    raw.script = [chunk(event(content("a")) + event(content("b"))), chunk(b"")]
+    got = payloads(post_stream(relay_gw, relay_gw.create_key(user="alice")))
+    assert "closed the stream before it finished" in got[-2] and got[-1] == "[DONE]"
+    [row] = relay_gw.wait_events(1)
+    assert (row["status"], row["usage_source"], row["output_tokens"]) == (
+        "upstream_error",
+        "estimated",
+        2,
+    )
+
+
+def test_an_upstream_that_drips_without_a_line_times_out_mid_stream(
+    relay_gw: Gateway, raw: RawUpstream
+) -> None:
+    raw.script = [chunk(event(content("a")))] + [0.2, chunk(b"x")] * 15  # 3 s, no newline
+    got = payloads(post_stream(relay_gw, relay_gw.create_key(user="alice"), model="raw-drip"))
+    assert "timed out mid-stream" in got[-1]
+    [row] = relay_gw.wait_events(1)
+    assert (row["status"], row["output_tokens"]) == ("timeout", 1)
+    assert raw.hung_up.wait(5)  # the gateway dropped the upstream
+
+
+def still(raw: RawUpstream) -> int:
+    """What the upstream has written, once it wrote nothing more for half a second (socket
+    buffers on the way fill for a second or two first); 0 until then."""
+    before = raw.written
+    time.sleep(0.5)
+    return before if before and raw.written == before else 0
+
+
+def test_a_client_that_stops_reading_stops_the_upstream_and_then_gets_every_byte(
+    relay_gw: Gateway, raw: RawUpstream
+) -> None:
+    text = "w" * 1000
+    n = 30_000  # 30 MB: several times what the socket buffers on the way hold
+    batch = b"".join(event(content(text, i)) for i in range(100))
+    raw.script = [chunk(batch)] * (n // 100) + [chunk(event(FINAL) + event("[DONE]")), chunk(b"")]
+    key = relay_gw.create_key(user="alice")
+    body = orjson.dumps({"model": "raw", "stream": True, "messages": [{"role": "user"}]})
+    client = socket.create_connection(("127.0.0.1", relay_gw.port))
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+    )
+    with client:
+        client.sendall(head.encode() + body)
+        held = wait_for(lambda: still(raw), timeout_s=20)  # the client reads nothing meanwhile
+        assert held < len(batch) * n / 100 / 3  # held back, not read into the gateway's memory
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)  # now read it quickly
+        received = bytearray()
+        client.settimeout(20)
+        while not received.endswith(b"0\r\n\r\n"):
+            data = client.recv(1 << 20)
+            assert data, "the gateway closed before the end"
+            received += data
+    assert received.count(b'"content":"' + text.encode()) == n
+    assert received.count(b"data: [DONE]") == 1
+    [row] = relay_gw.wait_events(1)
+    assert (row["status"], row["output_tokens"]) == ("ok", 3)
+
+
+def test_a_client_hang_up_drops_the_upstream_and_meters_the_chunks_so_far(
+    relay_gw: Gateway, raw: RawUpstream
+) -> None:
+    raw.script = [chunk(event(content("a", i))) for i in range(3)] + [
+        x for i in range(100) for x in (0.05, chunk(event(content("b", i))))
+    ]
+    key = relay_gw.create_key(user="alice")
+    body = {"model": "raw", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+    with (
+        httpx.Client(timeout=10) as http,
+        http.stream(
+            "POST",
+            relay_gw.url + "/v1/chat/completions",
+            json=body,
+            headers={"Authorization": f"Bearer {key}"},
+        ) as r,
+    ):
+        seen = 0
+        for line in r.iter_lines():
+            seen += line.startswith("data: ")
+            if seen == 5:
+                break
+    assert raw.hung_up.wait(5)
+    [row] = relay_gw.wait_events(1)
+    assert (row["status"], row["usage_source"]) == ("cancelled", "estimated")
+    assert 5 <= row["output_tokens"] < 103
+
+
+def test_a_bug_in_the_relay_ends_the_stream_in_shape_and_is_metered(
+    relay_gw: Gateway, raw: RawUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from proxy.gateway.relays import openai_relay
+
+    def boom(self: object, payloads: list[bytes]) -> list[bytes]:
+        raise LookupError("boom")
+
+    raw.script = [chunk(event(content("a"))), 0.05, chunk(event(FINAL) + event("[DONE]"))]
+    monkeypatch.setattr(openai_relay._Frames, "frame", boom)
+    got = payloads(post_stream(relay_gw, relay_gw.create_key(user="alice")))
+    assert "internal error (LookupError)" in got[-1]
+    [row] = relay_gw.wait_events(1)
+    assert (row["status"], row["error_detail"]) == ("internal_error", "LookupError")
