@@ -4,9 +4,9 @@ upstream errors recorded and turned into the client's status, the error event of
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -15,6 +15,10 @@ from proxy.gateway.call import Call
 from proxy.gateway.deployments import Deployment
 from proxy.gateway.errors import ProxyError, upstream_message
 from proxy.gateway.relays.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
+
+if TYPE_CHECKING:
+    from proxy.gateway.http_limits import ChunkWriter
+    from proxy.gateway.relays.streaming import Direct
 
 
 @contextmanager
@@ -158,14 +162,19 @@ def scrub_event(call: Call, data: bytes) -> bytes:
 class ChatPayloads:
     """The ``data:`` payloads of an OpenAI-shaped event stream, in the batches the network
     delivered them (what arrived together leaves in one write); the wait counts as upstream
-    time, and ``done`` is set once ``[DONE]`` arrived (nothing after it is read)."""
+    time, and ``done`` is set once ``[DONE]`` arrived (nothing after it is read).
 
-    __slots__ = ("_batches", "_call", "done")
+    ``relayed`` runs a relay's per-batch ``handle`` over them, writing its output to the client
+    from the upstream connection's read callback when the response has a chunk writer."""
+
+    __slots__ = ("_batches", "_call", "_resp", "done", "last")
 
     def __init__(self, resp: UpstreamResponse, call: Call) -> None:
-        self._batches = resp.line_batches(idle_timeout_s(call))
+        self._resp = resp
+        self._batches: AsyncIterator[list[bytes]] | None = None
         self._call = call
         self.done = False
+        self.last = b""  # what ``relayed``'s handle made of the batch that ended in [DONE]
 
     def __aiter__(self) -> ChatPayloads:
         return self
@@ -173,13 +182,96 @@ class ChatPayloads:
     async def __anext__(self) -> list[bytes]:
         if self.done:
             raise StopAsyncIteration
+        batches = self._batches
+        if batches is None:
+            batches = self._batches = self._resp.line_batches(idle_timeout_s(self._call))
         t0 = time.perf_counter()
         try:  # not anext(it, None): its wrapper is one more awaitable per chunk
-            lines = await self._batches.__anext__()
+            lines = await batches.__anext__()
         finally:
             self._call.upstream_s += time.perf_counter() - t0
         payloads, self.done = chat_payloads(lines)
         return payloads
+
+    async def relayed(self, handle: Handle, direct: Direct) -> AsyncIterator[bytes]:
+        """What ``handle`` makes of each batch, for the client: yielded, or written by
+        ``direct.writer`` from the read callback (nothing yielded) when the response has one.
+        Ends at ``[DONE]`` (``done``; what ``handle`` made of that last batch is kept in
+        ``last``, to leave once the stream is journaled), at the upstream's end, or when
+        ``handle`` returned None (it keeps what to send). Raises what ``handle`` raised."""
+        writer = direct.writer
+        if writer is None:
+            async for batch in self:
+                out = handle(batch)
+                if out is None:
+                    return
+                if self.done:
+                    self.last = out
+                    return
+                if out:
+                    yield out
+            return
+        sink = _Sink(handle, writer)
+        feed = self._resp.feed(idle_timeout_s(self._call))
+        try:
+            while True:
+                t0 = time.perf_counter()
+                try:
+                    ended = await feed.pump(sink)
+                finally:
+                    self._call.upstream_s += time.perf_counter() - t0 - sink.spent_s
+                    sink.spent_s = 0.0
+                if sink.error is not None:
+                    raise sink.error
+                if sink.done:
+                    self.done, self.last = True, sink.held
+                if sink.stopped or ended:
+                    return
+                await writer.drain()  # the client reads slower than the upstream writes
+        finally:
+            feed.close()
+
+
+Handle = Callable[[list[bytes]], bytes | None]
+"""A relay's work on one batch of payloads: the bytes for the client, or None to stop."""
+
+
+class _Sink:
+    """``ChatPayloads.relayed``'s work per upstream read, in the connection's read callback:
+    the batch's payloads through ``handle`` and on to the client. Asks the pump to stop at
+    ``[DONE]`` (keeping the last output), when ``handle`` returned None, when the client's
+    buffer is full, or on an error (kept: a sink must not raise inside the parser)."""
+
+    __slots__ = ("done", "error", "handle", "held", "spent_s", "stopped", "writer")
+
+    def __init__(self, handle: Handle, writer: ChunkWriter) -> None:
+        self.handle = handle
+        self.writer = writer
+        self.done = False
+        self.stopped = False
+        self.held = b""
+        self.error: Exception | None = None
+        self.spent_s = 0.0  # time in here: the gateway's, not the upstream's
+
+    def __call__(self, lines: list[bytes]) -> bool:
+        t0 = time.perf_counter()
+        try:
+            payloads, done = chat_payloads(lines)
+            out = self.handle(payloads)
+            if out is None:
+                self.stopped = True
+                return True
+            if done:
+                self.done, self.held = True, out
+                return True
+            if out:
+                self.writer.write(out)
+            return self.writer.paused
+        except Exception as exc:
+            self.error = exc
+            return True
+        finally:
+            self.spent_s += time.perf_counter() - t0
 
 
 def chat_payloads(lines: list[bytes]) -> tuple[list[bytes], bool]:

@@ -17,7 +17,7 @@ from proxy.gateway.deployments import Deployment
 from proxy.gateway.errors import ProxyError, journal_unavailable, upstream_message
 from proxy.gateway.relays.exchange import ChatPayloads, raise_for_upstream, read_timed, send_timed
 from proxy.gateway.relays.openai_relay import finish_stream
-from proxy.gateway.relays.streaming import EventStreamResponse
+from proxy.gateway.relays.streaming import Direct, EventStreamResponse
 from proxy.gateway.relays.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
 from proxy.gateway.relays.upstream_usage import estimate_tokens, openai_usage, prompt_chars
 from proxy.gateway.translation.messages_chat import to_chat_request, to_messages_response
@@ -35,7 +35,8 @@ async def messages_via_chat(
     await raise_for_upstream(resp, call, dep)
     if call.stream:
         translator = MessagesStream(model=call.model, stop_sequences=stops)
-        return EventStreamResponse(_relay(resp, call, request, translator))
+        direct = Direct()
+        return EventStreamResponse(_relay(resp, call, request, translator, direct), direct=direct)
     data = _json_object(await read_timed(resp, call, dep))
     if data is None:
         call.finish("upstream_error", 502)
@@ -52,43 +53,66 @@ async def messages_via_chat(
     return Response(orjson.dumps(message), media_type="application/json")
 
 
+class _Translate:
+    """One stream's chat chunks translated into Messages events, batch by batch (the handle of
+    ``ChatPayloads.relayed``); an upstream's in-stream error stops it, with its error event kept
+    in ``failed``."""
+
+    __slots__ = ("call", "chunks", "failed", "started", "translator")
+
+    def __init__(self, call: Call, translator: MessagesStream) -> None:
+        self.call = call
+        self.translator = translator
+        self.chunks = 0
+        self.started = False
+        self.failed = b""
+
+    def __call__(self, batch: list[bytes]) -> bytes | None:
+        out: list[bytes] = []  # what arrived together leaves in one write
+        translator = self.translator
+        for payload in batch:
+            chunk = _json_object(payload)
+            if chunk is None:
+                continue  # a keep-alive comment or garbage: nothing to translate
+            if chunk.get("error") and not chunk.get("choices"):
+                # vLLM reports a failure mid-stream this way
+                self.failed = b"".join(out) + stream_error(upstream_message(payload))
+                return None
+            if not self.started:
+                self.started = True
+                out.append(translator.start(str(chunk.get("id") or "")))
+            produced = list(translator.on_chunk(chunk))
+            if produced:
+                self.call.mark_first_chunk()
+                self.chunks += 1
+                out.extend(produced)
+        return b"".join(out)
+
+
 async def _relay(
-    resp: UpstreamResponse, call: Call, request: dict[str, Any], translator: MessagesStream
+    resp: UpstreamResponse,
+    call: Call,
+    request: dict[str, Any],
+    translator: MessagesStream,
+    direct: Direct,
 ) -> AsyncIterator[bytes]:
     status: Status = "cancelled"
     detail = ""
-    chunks = 0
-    started = False
+    translate = _Translate(call, translator)
     payloads = ChatPayloads(resp, call)
     try:
-        async for batch in payloads:
-            out: list[bytes] = []  # what arrived together leaves in one write
-            for payload in batch:
-                chunk = _json_object(payload)
-                if chunk is None:
-                    continue  # a keep-alive comment or garbage: nothing to translate
-                if chunk.get("error") and not chunk.get("choices"):
-                    status = "upstream_error"  # vLLM reports a failure mid-stream this way
-                    yield b"".join(out) + stream_error(upstream_message(payload))
-                    return
-                if not started:
-                    started = True
-                    out.append(translator.start(str(chunk.get("id") or "")))
-                produced = list(translator.on_chunk(chunk))
-                if produced:
-                    call.mark_first_chunk()
-                    chunks += 1
-                    out.extend(produced)
-            if payloads.done:
-                status = "ok"
-                # Journal before the client sees the end: a whole response is always recorded.
-                finish_stream(call, status, translator.usage, request, chunks)
-                if not started:
-                    out.append(translator.start(""))
-                out.append(translator.end())
-            if out:
-                yield b"".join(out)
-        if not payloads.done:
+        async for out in payloads.relayed(translate, direct):
+            yield out
+        if translate.failed:
+            status = "upstream_error"
+            yield translate.failed
+        elif payloads.done:
+            status = "ok"
+            # Journal before the client sees the end: a whole response is always recorded.
+            finish_stream(call, status, translator.usage, request, translate.chunks)
+            start = b"" if translate.started else translator.start("")
+            yield payloads.last + start + translator.end()
+        else:
             status = "upstream_error"
             yield stream_error("upstream closed the stream before it finished")
     except UpstreamTimeout:
@@ -106,6 +130,7 @@ async def _relay(
             resp.release()
         else:
             resp.close()
+        chunks = translate.chunks
         finish_stream(call, status, translator.usage, request, chunks, detail=detail)
 
 

@@ -8,7 +8,6 @@ except that on streams we always ask the upstream for usage and hide the usage-o
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -20,14 +19,11 @@ from metering.events import Status
 from proxy.gateway.call import Call
 from proxy.gateway.deployments import Deployment
 from proxy.gateway.errors import journal_unavailable
-from proxy.gateway.http_limits import ChunkWriter
 from proxy.gateway.relays.exchange import (
     DRAIN_MESSAGE,
     ChatPayloads,
-    chat_payloads,
     error_event,
     has,
-    idle_timeout_s,
     is_chat_completion,
     is_embeddings,
     parse_answer,
@@ -154,7 +150,7 @@ class _Frames:
         self.view = view
         self.chunks = 0
 
-    def frame(self, payloads: list[bytes]) -> list[bytes]:
+    def frame(self, payloads: list[bytes]) -> bytes:
         call = self.call
         out = []
         for payload in payloads:
@@ -165,42 +161,7 @@ class _Frames:
             call.mark_first_chunk()
             self.chunks += 1
             out.append(b"data: " + scrub_event(call, payload) + b"\n\n")
-        return out
-
-
-class _Sink:
-    """The relay for a client that is written directly (``Direct``): each network read of the
-    upstream framed and written on in the upstream connection's own callback. Stops the pump
-    at ``[DONE]`` (its last events are kept, to leave after the journal has the stream), when
-    the client's buffer is full, or on an error of ours (kept for the relay to raise)."""
-
-    __slots__ = ("done", "error", "frames", "held", "spent_s", "writer")
-
-    def __init__(self, frames: _Frames, writer: ChunkWriter) -> None:
-        self.frames = frames
-        self.writer = writer
-        self.done = False
-        self.held: list[bytes] = []
-        self.error: Exception | None = None
-        self.spent_s = 0.0  # time in here: the gateway's, not the upstream's
-
-    def __call__(self, lines: list[bytes]) -> bool:
-        t0 = time.perf_counter()
-        try:
-            payloads, done = chat_payloads(lines)
-            out = self.frames.frame(payloads)
-            if done:
-                self.done = True
-                self.held = out
-                return True
-            if out:
-                self.writer.write(b"".join(out))
-            return self.writer.paused
-        except Exception as exc:
-            self.error = exc
-            return True
-        finally:
-            self.spent_s += time.perf_counter() - t0
+        return b"".join(out)
 
 
 async def _relay(
@@ -209,25 +170,17 @@ async def _relay(
     status: Status = "cancelled"
     detail = ""
     frames = _Frames(call, view)
-    done = False
+    payloads = ChatPayloads(resp, call)
     try:
-        writer = direct.writer
-        if writer is not None:
-            done, last = await _pump(resp, call, _Sink(frames, writer))
-        else:
-            payloads = ChatPayloads(resp, call)
-            last = []
-            async for batch in payloads:
-                last = frames.frame(batch)
-                if last and not payloads.done:  # what arrived together leaves in one write
-                    yield b"".join(last)
-            done = payloads.done
+        async for out in payloads.relayed(frames.frame, direct):
+            yield out
+        done = payloads.done
         status = "ok" if done else "upstream_error"
         # Journal before the client sees the end: a response received whole is always recorded.
         finish_stream(call, status, view.last, body, frames.chunks, broken=view.broken)
         if not done:
             yield error_event("upstream closed the stream before it finished")
-        yield (b"".join(last) if done else b"") + view.closing_chunk() + _DONE
+        yield (payloads.last if done else b"") + view.closing_chunk() + _DONE
     except UpstreamTimeout:
         status = "timeout"
         yield error_event("upstream timed out mid-stream")
@@ -239,33 +192,12 @@ async def _relay(
         status, detail = "internal_error", type(exc).__name__
         yield error_event(f"internal error ({detail})")
     finally:
-        if done:
+        if payloads.done:
             resp.release()
         else:
             resp.close()
         chunks = frames.chunks
         finish_stream(call, status, view.last, body, chunks, broken=view.broken, detail=detail)
-
-
-async def _pump(resp: UpstreamResponse, call: Call, sink: _Sink) -> tuple[bool, list[bytes]]:
-    """Relay the stream through ``sink`` until ``[DONE]`` or its end; whether ``[DONE]`` came,
-    and the events that came with it. The wait counts as upstream time, as ``ChatPayloads``."""
-    feed = resp.feed(idle_timeout_s(call))
-    try:
-        while True:
-            t0 = time.perf_counter()
-            try:
-                ended = await feed.pump(sink)
-            finally:
-                call.upstream_s += time.perf_counter() - t0 - sink.spent_s
-                sink.spent_s = 0.0
-            if sink.error is not None:
-                raise sink.error
-            if sink.done or ended:
-                return sink.done, sink.held
-            await sink.writer.drain()  # the client reads slower than the upstream writes
-    finally:
-        feed.close()
 
 
 def finish_stream(

@@ -37,7 +37,7 @@ from proxy.gateway.relays.exchange import (
     send_timed,
 )
 from proxy.gateway.relays.openai_relay import finish_stream, usage_of
-from proxy.gateway.relays.streaming import EventStreamResponse
+from proxy.gateway.relays.streaming import Direct, EventStreamResponse
 from proxy.gateway.relays.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
 from proxy.gateway.relays.upstream_usage import AnthropicUsageTracker, read_anthropic_usage
 from proxy.gateway.responses.events import ResponseStream
@@ -72,7 +72,9 @@ async def _via_chat(
     resp = await send_timed(upstream, call, dep, "/chat/completions", orjson.dumps(out))
     await raise_for_upstream(resp, call, dep)
     if call.stream:
-        return EventStreamResponse(_relay_chat(resp, call, out, ResponseStream(shell)))
+        direct = Direct()
+        relay = _relay_chat(resp, call, out, ResponseStream(shell), direct)
+        return EventStreamResponse(relay, direct=direct)
     data = await read_timed(resp, call, dep)
     parsed = parse_answer(data, call, dep, valid=is_chat_completion, what="a chat completion")
     usage, source = usage_of(parsed, out)
@@ -81,40 +83,59 @@ async def _via_chat(
     return _json(from_chat_completion(shell, parsed))
 
 
+class _ChatEvents:
+    """One stream's chat chunks as Responses events, batch by batch (the handle of
+    ``ChatPayloads.relayed``), with the upstream's last usage and the content chunks counted."""
+
+    __slots__ = ("call", "chunks", "stream", "usage")
+
+    def __init__(self, call: Call, stream: ResponseStream) -> None:
+        self.call = call
+        self.stream = stream
+        self.usage: dict[str, Any] | None = None
+        self.chunks = 0
+
+    def __call__(self, batch: list[bytes]) -> bytes:
+        out: list[bytes] = []  # what arrived together leaves in one write
+        counted = self.chunks
+        for payload in batch:
+            try:
+                chunk = orjson.loads(payload)
+            except orjson.JSONDecodeError:
+                continue  # a garbage line: skipped, as the chat relay does
+            if not isinstance(chunk, dict):
+                continue
+            if isinstance(chunk.get("usage"), dict):
+                self.usage = chunk["usage"]
+            if chunk.get("choices"):
+                self.chunks += 1
+            self.stream.on_chunk(chunk, out)
+        if self.chunks != counted:
+            self.call.mark_first_chunk()
+        return b"".join(out)
+
+
 async def _relay_chat(
-    resp: UpstreamResponse, call: Call, body: dict[str, Any], stream: ResponseStream
+    resp: UpstreamResponse,
+    call: Call,
+    body: dict[str, Any],
+    stream: ResponseStream,
+    direct: Direct,
 ) -> AsyncIterator[bytes]:
     status: Status = "cancelled"
     detail = ""
-    usage: dict[str, Any] | None = None
-    chunks = 0
+    events = _ChatEvents(call, stream)
     payloads = ChatPayloads(resp, call)
     try:
         yield b"".join(stream.opening())
-        async for batch in payloads:
-            out: list[bytes] = []  # what arrived together leaves in one write
-            counted = chunks
-            for payload in batch:
-                try:
-                    chunk = orjson.loads(payload)
-                except orjson.JSONDecodeError:
-                    continue  # a garbage line: skipped, as the chat relay does
-                if not isinstance(chunk, dict):
-                    continue
-                if isinstance(chunk.get("usage"), dict):
-                    usage = chunk["usage"]
-                if chunk.get("choices"):
-                    chunks += 1
-                stream.on_chunk(chunk, out)
-            if chunks != counted:
-                call.mark_first_chunk()
-            if out:
-                yield b"".join(out)
+        async for out in payloads.relayed(events, direct):
+            yield out
         done = payloads.done
         status = "ok" if done else "upstream_error"
-        finish_stream(call, status, usage, body, chunks)  # journaled before the client sees it
+        # journaled before the client sees it
+        finish_stream(call, status, events.usage, body, events.chunks)
         if done:
-            yield b"".join(stream.completed(usage))
+            yield payloads.last + b"".join(stream.completed(events.usage))
         else:
             yield stream.failed("upstream closed the stream before it finished")
     except UpstreamTimeout:
@@ -132,7 +153,7 @@ async def _relay_chat(
             resp.release()
         else:
             resp.close()
-        finish_stream(call, status, usage, body, chunks, detail=detail)
+        finish_stream(call, status, events.usage, body, events.chunks, detail=detail)
 
 
 async def _via_anthropic(
