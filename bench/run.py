@@ -346,13 +346,27 @@ TRANSLATION_PATHS = {
 }
 
 
+TRANSLATION_ROUNDS = 3  # rounds of every path, interleaved; the table takes each one's median
+
+
 def run_translation(target: Target, args: argparse.Namespace, sampler: Sampler) -> list[Run]:
-    """Each translation beside the pass-through of the same upstream call, at c=8."""
-    return [
-        measure(target, model, mode, TRANSLATION_CONC, args, sampler, api)
-        for mode in MODES
-        for api, model in TRANSLATION_PATHS
-    ]
+    """Each translation beside the pass-through of the same upstream call, at c=8, in rounds
+    (every path once, then again), so the machine's drift over the minutes this takes hits every
+    path alike; each path's round of median CPU per request, with every round's figure."""
+    rounds: dict[tuple[str, str, str], list[Run]] = {}
+    for mode in MODES:
+        for _ in range(TRANSLATION_ROUNDS):
+            for api, model in TRANSLATION_PATHS:
+                run = measure(target, model, mode, TRANSLATION_CONC, args, sampler, api)
+                rounds.setdefault((mode, api, model), []).append(run)
+    return [median_round(runs) for runs in rounds.values()]
+
+
+def median_round(runs: list[Run]) -> Run:
+    ranked = sorted(runs, key=lambda r: r.get("cpu_ms_per_request") or math.inf)
+    median = dict(ranked[len(ranked) // 2])
+    median["rounds_cpu_ms_per_request"] = [r.get("cpu_ms_per_request") for r in runs]
+    return median
 
 
 # --------------------------------------------------------------------------- the servers
@@ -536,8 +550,8 @@ def matrix_table(runs: list[Run]) -> list[str]:
 def translation_table(runs: list[Run]) -> list[str]:
     lines = [
         f"| mode (c={TRANSLATION_CONC}) | path | rps | CPU ms / request | vs pass-through "
-        "| errors |",
-        "|---|---|---|---|---|---|",
+        "| rounds (CPU ms / request) | errors |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         api = r.get("api", "openai")
@@ -545,7 +559,8 @@ def translation_table(runs: list[Run]) -> list[str]:
         path = TRANSLATION_PATHS[(api, r["model"])]
         vs = ratio(r.get("cpu_ms_per_request"), base and base.get("cpu_ms_per_request"))
         cells = [r["mode"], path, num(r["rps"], 0), num(r.get("cpu_ms_per_request"), 3)]
-        lines.append("| " + " | ".join([*cells, f"{num(vs)}×", str(r["errors"])]) + " |")
+        each = ", ".join(num(x, 3) for x in r.get("rounds_cpu_ms_per_request", []))
+        lines.append("| " + " | ".join([*cells, f"{num(vs)}×", each, str(r["errors"])]) + " |")
     return lines
 
 
@@ -681,7 +696,8 @@ def render(res: dict[str, Any]) -> str:
             "",
             "## Translations vs the Chat pass-through",
             "",
-            "CPU of the server's process tree per request, each path against the same mock; "
+            "CPU of the server's process tree per request, each path against the same mock, "
+            f"in {TRANSLATION_ROUNDS} interleaved rounds (each path's median round shown); "
             "`vs pass-through` divides by the Chat pass-through (OpenAI in, vLLM upstream).",
             "",
             *translation_table(res["translation"]),
