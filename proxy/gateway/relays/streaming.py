@@ -50,7 +50,6 @@ class EventStreamResponse:
     ) -> None:
         self._body = body
         self._direct = direct
-        self._writer: ChunkWriter | None = None
         raw = [
             (b"content-type", b"text/event-stream; charset=utf-8"),
             (b"cache-control", b"no-cache"),
@@ -83,15 +82,13 @@ class EventStreamResponse:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # The body is relayed in the request's own task; the watcher only waits for a hang-up.
         task = self._task = asyncio.current_task()
-        if self._direct is not None:
-            self._writer = scope.get("extensions", {}).get(CHUNK_WRITER)
         watcher = asyncio.ensure_future(self._watch(receive))
         cut = self._cut
         try:
             try:
                 if not cut:
                     self._pumping = True
-                    await self._pump(send)
+                    await self._pump(send, scope.get("extensions", {}).get(CHUNK_WRITER))
             finally:
                 self._pumping = False
                 watcher.cancel()
@@ -123,12 +120,11 @@ class EventStreamResponse:
         with contextlib.suppress(OSError):
             await send({"type": "http.response.body", "body": self._on_cut, "more_body": False})
 
-    async def _pump(self, send: Send) -> None:
+    async def _pump(self, send: Send, writer: ChunkWriter | None) -> None:
         body = self._body
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self._headers})
             self._started = True
-            writer = self._writer
             if self._direct is not None and writer is not None and writer.usable:
                 self._direct.writer = writer
             async for chunk in body:

@@ -180,10 +180,7 @@ class Connection(asyncio.Protocol):
                 await waiter
             finally:
                 self._waiter = None
-        chunks = self._chunks
-        data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
-        self._chunks = []
-        self._buffered = 0
+        data = self._take()
         if self._paused:
             self._resume()
         return data
@@ -194,7 +191,7 @@ class Connection(asyncio.Protocol):
         body ended (True) or ``sink`` returned True to stop (False: what arrives meanwhile is
         buffered as for ``next_data``, where a later ``pump`` or ``next_data`` finds it).
         Raises the exchange's error. ``sink`` must not raise: it runs inside the parser."""
-        if self._chunks and self._hand(sink):
+        if self._chunks and sink(self._take()):
             return False
         if self._paused:
             self._resume()
@@ -204,8 +201,7 @@ class Connection(asyncio.Protocol):
                 if self.error is not None:
                     raise self.error
                 if self.complete:
-                    self._sink = None
-                    return not (self._chunks and self._hand(sink))  # a decoder's last bytes
+                    return not (self._chunks and sink(self._take()))  # a decoder's last bytes
                 waiter = self._waiter = self._loop.create_future()
                 try:
                     await waiter
@@ -215,13 +211,13 @@ class Connection(asyncio.Protocol):
             self._sink = None
         return False
 
-    def _hand(self, sink: Callable[[bytes], bool]) -> bool:
-        """What is buffered, to ``sink``; its answer."""
+    def _take(self) -> bytes:
+        """What is buffered, taken."""
         chunks = self._chunks
         data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         self._chunks = []
         self._buffered = 0
-        return sink(data)
+        return data
 
     async def body(self) -> bytes:
         """The whole body, once it ended."""
