@@ -8,7 +8,9 @@ for ``--seconds``, then usage and ``[DONE]``), `tokenmeter serve` with one worke
 ledger, journal on, as bench/run.py configures it), opens ``--streams`` streaming chat
 completions in bursts of 100, and once every one of them has its first chunk (``all_streaming_s``
 after the first was sent) sends a probe request every ``--probe-every`` seconds while they run,
-timing its first content chunk. Reports: streams completed and failed, probe time to first chunk
+timing its first content chunk. ``--api messages`` makes every stream a Messages stream of
+Claude Code's shape (``/v1/messages`` to an Anthropic-shaped upstream: the native pass-through)
+instead of a chat completion. Reports: streams completed and failed, probe time to first chunk
 p50/p99/max (a probe without a first chunk within 5 s counts in ``probes_failed``) and the
 slowest probes' offsets from ``all_streaming_s``, the gateway's RSS before, at its peak and per
 open stream, and the completed streams the ledger holds. Clients and upstream are raw asyncio
@@ -31,7 +33,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import cast
+from typing import NamedTuple, cast
 
 import orjson
 
@@ -81,6 +83,40 @@ def closing(chunks: int) -> bytes:
     return frame({**end, "usage": usage}) + b"%x\r\n%s\r\n" % (len(done), done) + b"0\r\n\r\n"
 
 
+def anthropic_frame(kind: str, **fields: object) -> bytes:
+    event = b"event: " + kind.encode() + b"\ndata: " + orjson.dumps({"type": kind, **fields})
+    event += b"\n\n"
+    return b"%x\r\n%s\r\n" % (len(event), event)
+
+
+_MESSAGE: dict[str, object] = {
+    "id": "msg_slow",
+    "type": "message",
+    "role": "assistant",
+    "model": "mock-claude",
+    "content": [],
+    "stop_reason": None,
+    "usage": {"input_tokens": 42, "output_tokens": 1},
+}
+DELTA = anthropic_frame("content_block_delta", index=0, delta={"type": "text_delta", "text": " w"})
+MESSAGE_OPENING = (
+    anthropic_frame("message_start", message=_MESSAGE)
+    + anthropic_frame("content_block_start", index=0, content_block={"type": "text", "text": ""})
+    + DELTA
+)
+
+
+def message_closing(chunks: int) -> bytes:
+    return (
+        anthropic_frame("content_block_stop", index=0)
+        + anthropic_frame(
+            "message_delta", delta={"stop_reason": "end_turn"}, usage={"output_tokens": chunks}
+        )
+        + anthropic_frame("message_stop")
+        + b"0\r\n\r\n"
+    )
+
+
 class SlowUpstream(asyncio.Protocol):
     """Answers every request with a stream; a shared ticker writes one chunk to each."""
 
@@ -92,6 +128,7 @@ class SlowUpstream(asyncio.Protocol):
         SlowUpstream.opened += 1
         self.left = chunks
         self.sent = 0
+        self.messages = False  # an Anthropic Messages stream, not a chat completion
         self.buf = b""
         self.transport: asyncio.Transport | None = None
 
@@ -117,7 +154,8 @@ class SlowUpstream(asyncio.Protocol):
         if b'"stream":true' not in body[:length].replace(b" ", b""):
             self.transport.write(ANSWER)  # the harness's readiness check
             return
-        self.transport.write(HEAD + CHUNK)
+        self.messages = head.startswith(b"POST /v1/messages")
+        self.transport.write(HEAD + (MESSAGE_OPENING if self.messages else CHUNK))
         self.sent = 1
         SlowUpstream.open.add(self)
 
@@ -126,10 +164,11 @@ class SlowUpstream(asyncio.Protocol):
         if self.transport.is_closing():
             SlowUpstream.open.discard(self)
         elif self.sent >= self.left:
-            self.transport.write(closing(self.sent))
+            end = message_closing if self.messages else closing
+            self.transport.write(end(self.sent))
             SlowUpstream.open.discard(self)
         else:
-            self.transport.write(CHUNK)
+            self.transport.write(DELTA if self.messages else CHUNK)
             self.sent += 1
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -159,8 +198,9 @@ async def ticker(interval: float, *, synchronized: bool) -> None:
 class StreamClient(asyncio.Protocol):
     """One streaming request: when its first content chunk came and whether [DONE] did."""
 
-    def __init__(self, request: bytes, *, close_after_first: bool) -> None:
-        self.request = request
+    def __init__(self, request: Request, *, close_after_first: bool) -> None:
+        self.request = request.data
+        self.first, self.end = request.first, request.end
         self.close_after_first = close_after_first
         self.sent_at = 0.0
         self.first_at: float | None = None
@@ -178,12 +218,12 @@ class StreamClient(asyncio.Protocol):
         if not self.status:
             self.status = data[9:12]
         seen = self.tail + data
-        if self.first_at is None and b'"content"' in seen:
+        if self.first_at is None and self.first in seen:
             self.first_at = time.perf_counter()
             self.streaming.set()
             if self.close_after_first:
                 self.transport.close()
-        if b"[DONE]" in seen and not self.done.done():
+        if self.end in seen and not self.done.done():
             self.done.set_result(b"error" not in seen)
             self.transport.close()
         self.tail = seen[-64:]
@@ -194,18 +234,31 @@ class StreamClient(asyncio.Protocol):
             self.done.set_result(self.close_after_first and self.first_at is not None)
 
 
-def request_bytes(port: int, key: str) -> bytes:
-    body = orjson.dumps(
-        {"model": "mock-gpt", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+class Request(NamedTuple):
+    """A streaming request's bytes, and what marks its first content and its end."""
+
+    data: bytes
+    first: bytes
+    end: bytes
+
+
+def request_bytes(port: int, key: str, api: str = "chat") -> Request:
+    if api == "messages":  # Claude Code's shape
+        path, model, marks = "/v1/messages", "mock-claude", (b'"text_delta"', b"message_stop")
+        auth = f"x-api-key: {key}\r\nanthropic-version: 2023-06-01"
+    else:
+        path, model, marks = "/v1/chat/completions", "mock-gpt", (b'"content"', b"[DONE]")
+        auth = f"authorization: Bearer {key}"
+    messages = [{"role": "user", "content": "hi"}]
+    body = orjson.dumps({"model": model, "stream": True, "max_tokens": 1024, "messages": messages})
+    head = (
+        f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n{auth}\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
     )
-    return (
-        f"POST /v1/chat/completions HTTP/1.1\r\nhost: 127.0.0.1:{port}\r\n"
-        f"authorization: Bearer {key}\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(body)}\r\n\r\n"
-    ).encode() + body
+    return Request(head.encode() + body, *marks)
 
 
-async def open_stream(port: int, request: bytes, *, probe: bool) -> StreamClient:
+async def open_stream(port: int, request: Request, *, probe: bool) -> StreamClient:
     loop = asyncio.get_running_loop()
     _, client = await loop.create_connection(
         lambda: StreamClient(request, close_after_first=probe), "127.0.0.1", port
@@ -221,7 +274,7 @@ def rss_mb(pid: int) -> float:
 
 
 async def drive(args: argparse.Namespace, port: int, key: str, pid: int) -> dict[str, object]:
-    request = request_bytes(port, key)
+    request = request_bytes(port, key, args.api)
     rss_before = rss_mb(pid)
     started = time.perf_counter()
     clients: list[StreamClient] = []
@@ -253,6 +306,7 @@ async def drive(args: argparse.Namespace, port: int, key: str, pid: int) -> dict
     slowest = sorted(probes, reverse=True)[:5]
     open_extra = max(0.0, peak_rss - rss_before)
     return {
+        "api": args.api,
         "streams": args.streams,
         "interval_s": args.interval,
         "seconds": args.seconds,
@@ -319,6 +373,12 @@ def main() -> None:
     parser.add_argument("--interval", type=float, default=INTERVAL_S, help="s between chunks")
     parser.add_argument("--seconds", type=float, default=60.0, help="length of each stream")
     parser.add_argument("--probe-every", type=float, default=0.25, help="s between probes")
+    parser.add_argument(
+        "--api",
+        choices=["chat", "messages"],
+        default="chat",
+        help="chat completions, or Messages streams (Claude Code's) to an Anthropic upstream",
+    )
     parser.add_argument(
         "--synchronized", action="store_true", help="every stream's chunk at the same instant"
     )

@@ -4,8 +4,7 @@ Messages API passed through (for the Anthropic SDK and coding tools)."""
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
 import orjson
@@ -18,8 +17,8 @@ from proxy.gateway.deployments import ANTHROPIC_VERSION, Deployment
 from proxy.gateway.errors import journal_unavailable
 from proxy.gateway.relays.exchange import (
     DRAIN_MESSAGE,
+    EventFeed,
     error_event,
-    idle_timeout_s,
     is_anthropic_message,
     parse_answer,
     raise_for_upstream,
@@ -27,7 +26,7 @@ from proxy.gateway.relays.exchange import (
     scrub_event,
     send_timed,
 )
-from proxy.gateway.relays.streaming import EventStreamResponse
+from proxy.gateway.relays.streaming import Direct, EventStreamResponse
 from proxy.gateway.relays.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
 from proxy.gateway.relays.upstream_usage import (
     AnthropicUsageTracker,
@@ -78,54 +77,28 @@ async def chat_via_anthropic(
     options = body.get("stream_options")
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
     translator = translation.stream_translator(model=alias, include_usage=include_usage)
+    chunks = Translated(call, translator, _frame_chunk, _chat_failure)
+
+    def end() -> bytes:
+        final = translator.usage_chunk(chunks.tracker.fields)
+        return (b"" if final is None else _frame_chunk(final, [])) + b"data: [DONE]\n\n"
+
+    direct = Direct()
     return EventStreamResponse(
-        _translate_stream(resp, call, body, translator), on_cut=error_event(DRAIN_MESSAGE)
+        relay_events(resp, call, body, chunks, direct, end=end, fail=_chat_failure),
+        on_cut=error_event(DRAIN_MESSAGE),
+        direct=direct,
     )
 
 
-async def _translate_stream(
-    resp: UpstreamResponse, call: Call, body: dict[str, Any], translator: StreamTranslator
-) -> AsyncIterator[bytes]:
-    tracker = AnthropicUsageTracker()
-    state = StreamState()
-    try:
-        async for batch in event_batches(resp, call, state):
-            out: list[bytes] = []  # what arrived together leaves in one write
-            for event, _raw in batch:
-                if event is None:
-                    continue
-                tracker.on_event(event)
-                if event.get("type") == "error":
-                    state.status = "upstream_error"
-                    yield b"".join(out) + error_event(event_message(event, call))
-                    return
-                for chunk in translator.on_event(event):
-                    call.mark_first_chunk()
-                    state.chunks += 1
-                    out.append(b"data: " + orjson.dumps(chunk) + b"\n\n")
-                if event.get("type") == "message_stop":
-                    # journaled before the client sees the end
-                    record_stream(call, body, tracker, state)
-                    final = translator.usage_chunk(tracker.fields)
-                    if final is not None:
-                        out.append(b"data: " + orjson.dumps(final) + b"\n\n")
-                    yield b"".join(out) + b"data: [DONE]\n\n"
-                    return
-            if out:
-                yield b"".join(out)
-        yield error_event("upstream closed the stream before it finished")
-    except UpstreamTimeout:
-        state.status = "timeout"
-        yield error_event("upstream timed out mid-stream")
-    except UpstreamError as exc:
-        state.status = "upstream_error"
-        yield error_event(str(exc))
-    except Exception as exc:  # a bug of ours: the stream ends in shape and is still metered
-        log.exception("internal error translating a stream")
-        state.fail(exc)
-        yield error_event(f"internal error ({state.detail})")
-    finally:
-        release_upstream(resp, call, body, tracker, state)
+def _frame_chunk(chunk: Mapping[str, Any], out: list[bytes]) -> bytes:
+    framed = b"data: " + orjson.dumps(chunk) + b"\n\n"
+    out.append(framed)
+    return framed
+
+
+def _chat_failure(message: str, _code: str = "") -> bytes:
+    return error_event(message)
 
 
 async def messages_native(
@@ -141,10 +114,12 @@ async def messages_native(
         await raise_for_upstream(resp, call, dep)  # recorded; a fallback may take over
     if resp.status >= 400 or not call.stream:
         return await _native_json(resp, call, dep, body)
+    direct = Direct()
     return EventStreamResponse(
-        _relay_native(resp, call, body),
+        relay_events(resp, call, body, Native(call), direct, end=bytes, fail=native_failure),
         headers=_response_headers(resp),
         on_cut=native_error_event(DRAIN_MESSAGE),
+        direct=direct,
     )
 
 
@@ -168,44 +143,8 @@ async def _native_json(
     return Response(data, media_type="application/json", headers=_response_headers(resp))
 
 
-async def _relay_native(
-    resp: UpstreamResponse, call: Call, body: dict[str, Any]
-) -> AsyncIterator[bytes]:
-    tracker = AnthropicUsageTracker()
-    state = StreamState()
-    try:
-        async for batch in event_batches(resp, call, state):
-            out: list[bytes] = []  # what arrived together leaves in one write
-            for event, raw in batch:
-                out.append(scrub_event(call, raw))
-                if event is None:
-                    continue
-                tracker.on_event(event)
-                kind = event.get("type")
-                if kind == "content_block_delta":
-                    call.mark_first_chunk()
-                    state.chunks += 1
-                elif kind == "error":
-                    state.status = "upstream_error"
-                elif kind == "message_stop":
-                    # journaled before the client sees the end
-                    record_stream(call, body, tracker, state)
-                    yield b"".join(out)
-                    return
-            if out:
-                yield b"".join(out)
-    except UpstreamTimeout:
-        state.status = "timeout"
-        yield native_error_event("upstream timed out mid-stream")
-    except UpstreamError as exc:
-        state.status = "upstream_error"
-        yield native_error_event(str(exc))
-    except Exception as exc:  # a bug of ours: the stream ends in shape and is still metered
-        log.exception("internal error relaying a stream")
-        state.fail(exc)
-        yield native_error_event(f"internal error ({state.detail})")
-    finally:
-        release_upstream(resp, call, body, tracker, state)
+def native_failure(message: str, _code: str = "") -> bytes:
+    return native_error_event(message)
 
 
 def native_error_event(message: str) -> bytes:
@@ -230,45 +169,166 @@ class StreamState:
 
 
 Event = tuple[dict[str, Any] | None, bytes]
+"""One event of an Anthropic stream: its parsed data (None if it had none) and its raw bytes."""
 
 
-async def event_batches(
-    resp: UpstreamResponse, call: Call, state: StreamState
-) -> AsyncIterator[list[Event]]:
-    """(parsed data, raw event bytes) per SSE event, in the batches the network delivered them;
-    the stream's status is set on the way."""
-    batches = resp.line_batches(idle_timeout_s(call))
-    buf: list[bytes] = []
-    event: dict[str, Any] | None = None
-    while True:
-        t0 = time.perf_counter()
-        lines = await anext(batches, None)
-        call.upstream_s += time.perf_counter() - t0
-        if lines is None:
-            if buf:
-                yield [(event, b"\n".join(buf) + b"\n\n")]
-            if not state.done:
-                state.status = "upstream_error"
-            return
+class AnthropicEvents:
+    """An Anthropic event stream's lines as events (the ``Split`` of an ``EventFeed``), done
+    at ``message_stop``; a data line that is not JSON is dropped (the SDK would fail on it) and
+    marks the stream's counts as estimates. An event the stream ends inside is dropped, as a
+    client's SSE parser would drop it."""
+
+    __slots__ = ("_buf", "_event", "_state")
+
+    def __init__(self, state: StreamState) -> None:
+        self._state = state
+        self._buf: list[bytes] = []
+        self._event: dict[str, Any] | None = None
+
+    def __call__(self, lines: list[bytes]) -> tuple[list[Event], bool]:
         events: list[Event] = []
+        buf, event = self._buf, self._event
         for line in lines:
             if line in (b"", b"\r"):
                 events.append((event, b"\n".join([*buf, line]) + b"\n"))
                 buf, event = [], None
                 continue
             buf.append(line)
-            if line.startswith(b"data:"):
-                try:
-                    parsed = orjson.loads(line[5:])
-                except orjson.JSONDecodeError:
-                    state.broken = True
-                    buf.pop()  # the broken line is not forwarded: the SDK would fail on it
-                    continue
-                event = parsed if isinstance(parsed, dict) else None
-                if event is not None and event.get("type") == "message_stop":
-                    state.status, state.done = "ok", True
-        if events:
-            yield events
+            if line[:5] != b"data:":
+                continue
+            try:
+                parsed = orjson.loads(line[5:])
+            except orjson.JSONDecodeError:
+                self._state.broken = True
+                buf.pop()  # the broken line is not forwarded
+                continue
+            event = parsed if isinstance(parsed, dict) else None
+            if event is not None and event.get("type") == "message_stop":
+                # the last event: it leaves whole now, nothing after it is read
+                blank = b"\r\n" if line[-1:] == b"\r" else b"\n"
+                events.append((event, b"\n".join(buf) + b"\n" + blank))
+                self._buf, self._event = [], None
+                return events, True
+        self._buf, self._event = buf, event
+        return events, False
+
+
+class Native:
+    """The native Messages stream passed through batch by batch (the ``Handle`` of an
+    ``EventFeed``): in-stream errors scrubbed, usage tracked, content deltas counted; an
+    upstream's error event is relayed and marks the stream ``upstream_error``."""
+
+    __slots__ = ("call", "failed", "state", "tracker")
+
+    def __init__(self, call: Call) -> None:
+        self.call = call
+        self.tracker = AnthropicUsageTracker()
+        self.state = StreamState()
+        self.failed = b""  # never set: the upstream's error event goes to the client as it came
+
+    def __call__(self, batch: list[Event]) -> bytes:
+        call, state, tracker = self.call, self.state, self.tracker
+        out: list[bytes] = []  # what arrived together leaves in one write
+        for event, raw in batch:
+            out.append(scrub_event(call, raw))
+            if event is None:
+                continue
+            tracker.on_event(event)
+            kind = event.get("type")
+            if kind == "content_block_delta":
+                call.mark_first_chunk()
+                state.chunks += 1
+            elif kind == "error":
+                state.status = "upstream_error"
+        return b"".join(out)
+
+
+Emit = Callable[[Mapping[str, Any], list[bytes]], object]
+"""Frames one translated chat chunk for the client onto a batch's output."""
+
+Fail = Callable[[str, str], bytes]
+"""The client's error event for a message and a code (``timeout`` when the upstream went
+silent, else ``server_error``), in the stream's own protocol."""
+
+
+class Translated:
+    """An Anthropic stream translated into chat chunks batch by batch (the ``Handle`` of an
+    ``EventFeed``), each framed by ``emit``; an upstream's error event stops it, with the
+    client's error event (``fail``) kept in ``failed``."""
+
+    __slots__ = ("call", "emit", "fail", "failed", "state", "tracker", "translator")
+
+    def __init__(self, call: Call, translator: StreamTranslator, emit: Emit, fail: Fail) -> None:
+        self.call = call
+        self.translator = translator
+        self.emit = emit
+        self.fail = fail
+        self.tracker = AnthropicUsageTracker()
+        self.state = StreamState()
+        self.failed = b""
+
+    def __call__(self, batch: list[Event]) -> bytes | None:
+        call, state, emit = self.call, self.state, self.emit
+        out: list[bytes] = []  # what arrived together leaves in one write
+        for event, _raw in batch:
+            if event is None:
+                continue
+            self.tracker.on_event(event)
+            if event.get("type") == "error":
+                state.status = "upstream_error"
+                self.failed = b"".join(out) + self.fail(event_message(event, call), "server_error")
+                return None
+            if event.get("type") == "content_block_delta":
+                state.chunks += 1  # the output estimate of a stream cut short
+            for chunk in self.translator.on_event(event):
+                call.mark_first_chunk()
+                emit(chunk, out)
+        return b"".join(out)
+
+
+async def relay_events(
+    resp: UpstreamResponse,
+    call: Call,
+    body: dict[str, Any],
+    handle: Native | Translated,
+    direct: Direct,
+    *,
+    end: Callable[[], bytes],
+    fail: Fail,
+) -> AsyncIterator[bytes]:
+    """An Anthropic upstream's stream relayed through ``handle`` (``EventFeed.relayed``: from
+    the connection's read callback where the server offers a chunk writer); ``end()`` follows
+    the last event, once the stream is journaled. A stream cut short ends with ``fail``'s
+    event and is recorded with what was counted so far."""
+    state, tracker = handle.state, handle.tracker
+    feed = EventFeed(resp, call, AnthropicEvents(state))
+    try:
+        async for out in feed.relayed(handle, direct):
+            yield out
+        if handle.failed:
+            yield handle.failed
+        elif feed.done:
+            state.done = True
+            if state.status == "cancelled":  # no error event on the way
+                state.status = "ok"
+            record_stream(call, body, tracker, state)  # journaled before the client sees the end
+            yield feed.last + end()
+        else:
+            if state.status != "upstream_error":  # else its error event was relayed
+                yield fail("upstream closed the stream before it finished", "server_error")
+            state.status = "upstream_error"
+    except UpstreamTimeout:
+        state.status = "timeout"
+        yield fail("upstream timed out mid-stream", "timeout")
+    except UpstreamError as exc:
+        state.status = "upstream_error"
+        yield fail(str(exc), "server_error")
+    except Exception as exc:  # a bug of ours: the stream ends in shape and is still metered
+        log.exception("internal error relaying a stream")
+        state.fail(exc)
+        yield fail(f"internal error ({state.detail})", "server_error")
+    finally:
+        release_upstream(resp, call, body, tracker, state)
 
 
 def event_message(event: Mapping[str, Any], call: Call) -> str:

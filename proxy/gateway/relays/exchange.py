@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import orjson
 
@@ -15,6 +15,8 @@ from proxy.gateway.call import Call
 from proxy.gateway.deployments import Deployment
 from proxy.gateway.errors import ProxyError, upstream_message
 from proxy.gateway.relays.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from proxy.gateway.http_limits import ChunkWriter
@@ -159,27 +161,29 @@ def scrub_event(call: Call, data: bytes) -> bytes:
     return dep.redactor.scrub_bytes(data)
 
 
-class ChatPayloads:
-    """The ``data:`` payloads of an OpenAI-shaped event stream, in the batches the network
-    delivered them (what arrived together leaves in one write); the wait counts as upstream
-    time, and ``done`` is set once ``[DONE]`` arrived (nothing after it is read).
+class EventFeed(Generic[T]):
+    """The events of an upstream's stream, as ``split`` makes them of its lines, in the
+    batches the network delivered them (what arrived together leaves in one write); the wait
+    counts as upstream time, and ``done`` is set once ``split`` saw the stream's last event
+    (nothing after it is read).
 
     ``relayed`` runs a relay's per-batch ``handle`` over them, writing its output to the client
     from the upstream connection's read callback when the response has a chunk writer."""
 
-    __slots__ = ("_batches", "_call", "_resp", "done", "last")
+    __slots__ = ("_batches", "_call", "_resp", "_split", "done", "last")
 
-    def __init__(self, resp: UpstreamResponse, call: Call) -> None:
+    def __init__(self, resp: UpstreamResponse, call: Call, split: Split[T]) -> None:
         self._resp = resp
         self._batches: AsyncIterator[list[bytes]] | None = None
         self._call = call
+        self._split = split
         self.done = False
-        self.last = b""  # what ``relayed``'s handle made of the batch that ended in [DONE]
+        self.last = b""  # what ``relayed``'s handle made of the batch that ended the stream
 
-    def __aiter__(self) -> ChatPayloads:
+    def __aiter__(self) -> EventFeed[T]:
         return self
 
-    async def __anext__(self) -> list[bytes]:
+    async def __anext__(self) -> list[T]:
         if self.done:
             raise StopAsyncIteration
         batches = self._batches
@@ -190,15 +194,15 @@ class ChatPayloads:
             lines = await batches.__anext__()
         finally:
             self._call.upstream_s += time.perf_counter() - t0
-        payloads, self.done = chat_payloads(lines)
-        return payloads
+        events, self.done = self._split(lines)
+        return events
 
-    async def relayed(self, handle: Handle, direct: Direct) -> AsyncIterator[bytes]:
+    async def relayed(self, handle: Handle[T], direct: Direct) -> AsyncIterator[bytes]:
         """What ``handle`` makes of each batch, for the client: yielded, or written by
         ``direct.writer`` from the read callback (nothing yielded) when the response has one.
-        Ends at ``[DONE]`` (``done``; what ``handle`` made of that last batch is kept in
-        ``last``, to leave once the stream is journaled), at the upstream's end, or when
-        ``handle`` returned None (it keeps what to send). Raises what ``handle`` raised."""
+        Ends at the stream's last event (``done``; what ``handle`` made of that last batch is
+        kept in ``last``, to leave once the stream is journaled), at the upstream's end, or
+        when ``handle`` returned None (it keeps what to send). Raises what ``handle`` raised."""
         writer = direct.writer
         if writer is None:
             async for batch in self:
@@ -211,7 +215,7 @@ class ChatPayloads:
                 if out:
                     yield out
             return
-        sink = _Sink(handle, writer)
+        sink = _Sink(self._split, handle, writer)
         feed = self._resp.feed(idle_timeout_s(self._call))
         try:
             while True:
@@ -232,19 +236,33 @@ class ChatPayloads:
             feed.close()
 
 
-Handle = Callable[[list[bytes]], bytes | None]
-"""A relay's work on one batch of payloads: the bytes for the client, or None to stop."""
+class ChatPayloads(EventFeed[bytes]):
+    """The ``data:`` payloads of an OpenAI-shaped event stream (``chat_payloads``); ``done``
+    once ``[DONE]`` arrived."""
+
+    __slots__ = ()
+
+    def __init__(self, resp: UpstreamResponse, call: Call) -> None:
+        super().__init__(resp, call, chat_payloads)
 
 
-class _Sink:
-    """``ChatPayloads.relayed``'s work per upstream read, in the connection's read callback:
-    the batch's payloads through ``handle`` and on to the client. Asks the pump to stop at
-    ``[DONE]`` (keeping the last output), when ``handle`` returned None, when the client's
-    buffer is full, or on an error (kept: a sink must not raise inside the parser)."""
+Split = Callable[[list[bytes]], tuple[list[T], bool]]
+"""A stream's lines as events: a batch's complete events, and whether the last one came."""
 
-    __slots__ = ("done", "error", "handle", "held", "spent_s", "stopped", "writer")
+Handle = Callable[[list[T]], bytes | None]
+"""A relay's work on one batch of events: the bytes for the client, or None to stop."""
 
-    def __init__(self, handle: Handle, writer: ChunkWriter) -> None:
+
+class _Sink(Generic[T]):
+    """``EventFeed.relayed``'s work per upstream read, in the connection's read callback: the
+    batch's events through ``handle`` and on to the client. Asks the pump to stop at the last
+    event (keeping the last output), when ``handle`` returned None, when the client's buffer is
+    full, or on an error (kept: a sink must not raise inside the parser)."""
+
+    __slots__ = ("done", "error", "handle", "held", "spent_s", "split", "stopped", "writer")
+
+    def __init__(self, split: Split[T], handle: Handle[T], writer: ChunkWriter) -> None:
+        self.split = split
         self.handle = handle
         self.writer = writer
         self.done = False
@@ -256,8 +274,8 @@ class _Sink:
     def __call__(self, lines: list[bytes]) -> bool:
         t0 = time.perf_counter()
         try:
-            payloads, done = chat_payloads(lines)
-            out = self.handle(payloads)
+            events, done = self.split(lines)
+            out = self.handle(events)
             if out is None:
                 self.stopped = True
                 return True

@@ -118,6 +118,11 @@ class UpstreamResponse:
             raise UpstreamError("upstream stream broke (released)")
         return LineFeed(self, conn, idle_timeout_s)
 
+    @property
+    def unread(self) -> bool:
+        """Part of the body arrived and waits for the reader (``Connection.unread``)."""
+        return self._conn is not None and self._conn.unread
+
     def fail(self, exc: BaseException) -> None:
         """The body's reader raises ``exc`` (a stream's deadline passed)."""
         if self._conn is not None:
@@ -267,7 +272,12 @@ class _IdleTimer:
     whole stream: a read moves them (a float or two stored) rather than cancelling and
     scheduling a timer per read, as a per-read timeout would; a timer that fires before the
     nearer deadline sleeps on to it. At a deadline the body's reader fails with UpstreamTimeout,
-    waking the relay wherever it waits for the next read."""
+    waking the relay wherever it waits for the next read.
+
+    The deadlines are the upstream's, not the client's: while what the upstream sent waits
+    unread (the relay waits on a client that reads slower, and the socket is not read
+    meanwhile), a passed deadline is looked at again one span later instead of failing the
+    stream; the reader's next read moves it as usual."""
 
     __slots__ = ("_handle", "_line_s", "_loop", "_read_s", "_resp", "line_due", "read_due")
 
@@ -296,8 +306,12 @@ class _IdleTimer:
 
     def _expire(self) -> None:
         due = min(self.read_due, self.line_due)
-        if self._loop.time() < due:
+        now = self._loop.time()
+        if now < due:
             self._handle = self._loop.call_at(due, self._expire)
+            return
+        if self._resp.unread:  # the reader is behind its upstream, held up by its client
+            self._handle = self._loop.call_at(now + min(self._read_s, self._line_s), self._expire)
             return
         self._resp.fail(UpstreamTimeout("upstream timed out mid-stream"))
 

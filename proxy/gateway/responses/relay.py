@@ -19,14 +19,7 @@ from metering.events import Status
 from proxy.gateway.call import Call
 from proxy.gateway.deployments import Deployment
 from proxy.gateway.errors import journal_unavailable
-from proxy.gateway.relays.anthropic_relay import (
-    StreamState,
-    event_batches,
-    event_message,
-    native_headers,
-    record_stream,
-    release_upstream,
-)
+from proxy.gateway.relays.anthropic_relay import Translated, native_headers, relay_events
 from proxy.gateway.relays.exchange import (
     ChatPayloads,
     is_anthropic_message,
@@ -39,7 +32,7 @@ from proxy.gateway.relays.exchange import (
 from proxy.gateway.relays.openai_relay import finish_stream, usage_of
 from proxy.gateway.relays.streaming import Direct, EventStreamResponse
 from proxy.gateway.relays.upstream import Upstream, UpstreamError, UpstreamResponse, UpstreamTimeout
-from proxy.gateway.relays.upstream_usage import AnthropicUsageTracker, read_anthropic_usage
+from proxy.gateway.relays.upstream_usage import read_anthropic_usage
 from proxy.gateway.responses.events import ResponseStream
 from proxy.gateway.responses.output import ResponseShell, from_chat_completion
 from proxy.gateway.responses.request import ChatRequest
@@ -165,8 +158,9 @@ async def _via_anthropic(
     resp = await send_timed(upstream, call, dep, "/v1/messages", raw, headers)
     await raise_for_upstream(resp, call, dep)
     if call.stream:
-        stream = ResponseStream(shell)
-        return EventStreamResponse(_relay_anthropic(resp, call, chat.body, translation, stream))
+        direct = Direct()
+        relay = _relay_anthropic(resp, call, chat.body, translation, ResponseStream(shell), direct)
+        return EventStreamResponse(relay, direct=direct)
     data = await read_timed(resp, call, dep)
     msg = parse_answer(data, call, dep, valid=is_anthropic_message, what="a message")
     usage = msg.get("usage")
@@ -182,43 +176,14 @@ async def _relay_anthropic(
     body: dict[str, Any],
     translation: AnthropicTranslation,
     stream: ResponseStream,
+    direct: Direct,
 ) -> AsyncIterator[bytes]:
-    tracker = AnthropicUsageTracker()
-    state = StreamState()
     translator = translation.stream_translator(model=call.model)
-    try:
-        yield b"".join(stream.opening())
-        async for batch in event_batches(resp, call, state):
-            out: list[bytes] = []  # what arrived together leaves in one write
-            for event, _raw in batch:
-                if event is None:
-                    continue
-                tracker.on_event(event)
-                if event.get("type") == "error":
-                    state.status = "upstream_error"
-                    yield b"".join(out) + stream.failed(event_message(event, call))
-                    return
-                for chunk in translator.on_event(event):
-                    call.mark_first_chunk()
-                    state.chunks += 1
-                    stream.on_chunk(chunk, out)
-                if event.get("type") == "message_stop":
-                    record_stream(call, body, tracker, state)  # journaled before the client sees it
-                    usage = openai_usage_from_anthropic(tracker.fields)
-                    yield b"".join(out) + b"".join(stream.completed(usage))
-                    return
-            if out:
-                yield b"".join(out)
-        yield stream.failed("upstream closed the stream before it finished")
-    except UpstreamTimeout:
-        state.status = "timeout"
-        yield stream.failed("upstream timed out mid-stream", "timeout")
-    except UpstreamError as exc:
-        state.status = "upstream_error"
-        yield stream.failed(str(exc))
-    except Exception as exc:  # a bug of ours: the stream ends in shape and is still metered
-        log.exception("internal error translating a stream")
-        state.fail(exc)
-        yield stream.failed(f"internal error ({state.detail})")
-    finally:
-        release_upstream(resp, call, body, tracker, state)
+    chunks = Translated(call, translator, stream.on_chunk, stream.failed)
+
+    def end() -> bytes:
+        return b"".join(stream.completed(openai_usage_from_anthropic(chunks.tracker.fields)))
+
+    yield b"".join(stream.opening())
+    async for out in relay_events(resp, call, body, chunks, direct, end=end, fail=stream.failed):
+        yield out

@@ -1,5 +1,6 @@
-"""The stream relays on OpenAI-shaped upstreams (the Chat pass-through, Messages → Chat,
-Responses → Chat) on both of their paths: under ``serve``'s own HTTP protocol, which writes each
+"""The stream relays (on OpenAI-shaped upstreams: the Chat pass-through, Messages → Chat,
+Responses → Chat; on Anthropic upstreams: the Messages pass-through, Chat → Messages,
+Responses → Messages) on both of their paths: under ``serve``'s own HTTP protocol, which writes each
 upstream read on to the client from the upstream connection's callback (``ChunkWriter``), and
 under another ASGI server (uvicorn's h11), where the body is yielded to ``send``. Same bytes to
 the client, same back-pressure, same metering, either way.
@@ -109,8 +110,9 @@ def relay_gw(request, raw: RawUpstream, tmp_path: Path) -> Iterator[Gateway]:
     # the same upstream, once with the idle deadline short enough for a test to reach
     models = [
         {"name": name, "deployments": [{**deployment, "stream_idle_timeout_s": idle_s}]}
-        for name, idle_s in (("raw", 30), ("raw-drip", 1))
-        for deployment in [{"backend": "vllm", "model": "m", "api_base": raw.url}]
+        for prefix, backend in (("raw", "vllm"), ("claude-raw", "anthropic"))
+        for name, idle_s in ((prefix, 30), (f"{prefix}-drip", 1))
+        for deployment in [{"backend": backend, "model": "m", "api_base": raw.url}]
     ]
     gw = Gateway(tmp_path / "tokenmeter.db", {"models": models}, http=request.param).start()
     yield gw
@@ -206,7 +208,7 @@ def still(raw: RawUpstream) -> int:
     return before if before and raw.written == before else 0
 
 
-def test_a_client_that_stops_reading_stops_the_upstream_and_then_gets_every_byte(
+def test_a_client_that_stops_reading_holds_the_upstream_back_and_then_gets_every_byte(
     relay_gw: Gateway, raw: RawUpstream
 ) -> None:
     text = "w" * 1000
@@ -215,7 +217,8 @@ def test_a_client_that_stops_reading_stops_the_upstream_and_then_gets_every_byte
     total = len(batch) * n // 100
     raw.script = [chunk(batch)] * (n // 100) + [chunk(event(FINAL) + event("[DONE]")), chunk(b"")]
     key = relay_gw.create_key(user="alice")
-    body = orjson.dumps({"model": "raw", "stream": True, "messages": [{"role": "user"}]})
+    # the model whose upstream deadline (1 s without a line) the client's stall outlasts
+    body = orjson.dumps({"model": "raw-drip", "stream": True, "messages": [{"role": "user"}]})
     client = socket.create_connection(("127.0.0.1", relay_gw.port))
     client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
     head = (
@@ -228,6 +231,7 @@ def test_a_client_that_stops_reading_stops_the_upstream_and_then_gets_every_byte
         # held back: what the kernel's socket buffers on the way take (they grow to tens of MB
         # on a fast loopback), not the whole stream read into the gateway's memory
         assert held < total * 3 / 4
+        time.sleep(1.5)  # a client slower than its upstream: no upstream timeout for it
         client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)  # now read it quickly
         received = bytearray()
         client.settimeout(20)
@@ -360,3 +364,264 @@ def test_an_error_chunk_mid_stream_ends_a_translated_stream_as_the_upstream_erro
     assert data[-1]["type"] == "error" and "out of memory" in data[-1]["error"]["message"]
     [row] = relay_gw.wait_events(1)
     assert (row["status"], row["output_tokens"]) == ("upstream_error", 1)
+
+
+# Anthropic upstreams: the same relay, its lines split into Anthropic's events
+
+
+def aevent(kind: str, crlf: bool = False, **fields: Any) -> bytes:
+    text = b"event: " + kind.encode() + b"\ndata: " + orjson.dumps({"type": kind, **fields})
+    text += b"\n\n"
+    return text.replace(b"\n", b"\r\n") if crlf else text
+
+
+def message_events(texts: list[str], crlf: bool = False) -> list[bytes]:
+    """A whole Messages stream: 11 input tokens and 5 read from cache (16 input as the ledger
+    counts them), 4 output, ``texts`` as the text deltas."""
+    usage = {"input_tokens": 11, "cache_read_input_tokens": 5, "output_tokens": 1}
+    message = {"id": "msg_1", "type": "message", "role": "assistant", "model": "m",
+               "content": [], "stop_reason": None, "usage": usage}  # fmt: skip
+    block = {"type": "text", "text": ""}
+    return [
+        aevent("message_start", crlf, message=message),
+        aevent("content_block_start", crlf, index=0, content_block=block),
+        *(
+            aevent("content_block_delta", crlf, index=0, delta={"type": "text_delta", "text": t})
+            for t in texts
+        ),
+        aevent("content_block_stop", crlf, index=0),
+        aevent(
+            "message_delta", crlf, delta={"stop_reason": "end_turn"}, usage={"output_tokens": 4}
+        ),
+        aevent("message_stop", crlf),
+    ]
+
+
+def post_messages(gw: Gateway, model: str = "claude-raw") -> httpx.Response:
+    body = {"model": model, "stream": True, "max_tokens": 16,
+            "messages": [{"role": "user", "content": "hi"}]}  # fmt: skip
+    r = httpx.post(
+        gw.url + "/v1/messages",
+        json=body,
+        headers={"x-api-key": gw.create_key(user="alice"), "anthropic-version": "2023-06-01"},
+        timeout=30,
+    )
+    assert r.status_code == 200, r.text
+    return r
+
+
+def sse_events(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line[5:]) for line in text.splitlines() if line.startswith("data:")]
+
+
+@pytest.mark.parametrize("crlf", [False, True], ids=["lf", "crlf"])
+def test_a_native_stream_reaches_the_client_byte_for_byte_however_it_was_read(
+    relay_gw: Gateway, raw: RawUpstream, crlf: bool
+) -> None:
+    events = message_events([f"w{i}" for i in range(5)], crlf)
+    sent = b"".join(events)
+    # events together in a read, one split mid-line, one split between its lines
+    cuts = [len(b"".join(events[:3])), len(b"".join(events[:4])) + 7, len(sent) - 3]
+    pieces = [sent[a:b] for a, b in zip([0, *cuts], [*cuts, len(sent)], strict=True)]
+    raw.script = [x for piece in pieces for x in (chunk(piece), 0.05)] + [chunk(b"")]
+    r = post_messages(relay_gw)
+    assert r.content == sent
+    [row] = relay_gw.wait_events(1)
+    got = (row["status"], row["input_tokens"], row["cache_read_tokens"], row["output_tokens"])
+    assert got == ("ok", 16, 5, 4)
+    assert row["usage_source"] == "upstream"
+
+
+def test_a_native_stream_cut_before_message_stop_ends_with_an_error_event(
+    relay_gw: Gateway, raw: RawUpstream
+) -> None:
+    events = message_events(["a", "b", "c"])
+    raw.script = [chunk(b"".join(events[:4]) + events[4][:12]), chunk(b"")]  # ends mid-event
+    data = sse_events(post_messages(relay_gw).text)
+    assert [d["type"] for d in data[:-1]] == [
+        "message_start", "content_block_start", "content_block_delta", "content_block_delta"
+    ]  # fmt: skip
+    assert data[-1]["type"] == "error"
+    assert "closed the stream before it finished" in data[-1]["error"]["message"]
+    [row] = relay_gw.wait_events(1)
+    # input and cache exact from message_start, output estimated from the deltas relayed
+    got = (row["status"], row["usage_source"], row["input_tokens"], row["output_tokens"])
+    assert got == ("upstream_error", "estimated", 16, 2)
+
+
+def test_a_native_upstream_error_event_is_relayed_once_and_recorded(
+    relay_gw: Gateway, raw: RawUpstream
+) -> None:
+    events = message_events(["a"])
+    failure = {"type": "overloaded_error", "message": "Overloaded"}
+    raw.script = [chunk(b"".join(events[:3]) + aevent("error", error=failure)), chunk(b"")]
+    data = sse_events(post_messages(relay_gw).text)
+    errors = [d for d in data if d["type"] == "error"]
+    assert errors == [{"type": "error", "error": failure}]
+    [row] = relay_gw.wait_events(1)
+    assert (row["status"], row["input_tokens"]) == ("upstream_error", 16)
+
+
+def test_a_broken_data_line_in_a_native_stream_is_dropped_and_the_counts_estimated(
+    relay_gw: Gateway, raw: RawUpstream
+) -> None:
+    events = message_events(["a", "b"])
+    events.insert(3, b"event: content_block_delta\ndata: {not json\n\n")
+    raw.script = [chunk(b"".join(events)), chunk(b"")]
+    r = post_messages(relay_gw)
+    assert b"not json" not in r.content
+    assert sse_events(r.text)[-1]["type"] == "message_stop"
+    [row] = relay_gw.wait_events(1)
+    assert (row["status"], row["usage_source"]) == ("ok", "estimated")
+
+
+def test_a_native_upstream_that_drips_without_a_line_times_out_mid_stream(
+    relay_gw: Gateway, raw: RawUpstream
+) -> None:
+    events = message_events(["a"])
+    raw.script = [chunk(b"".join(events[:3]))] + [0.2, chunk(b"x")] * 15
+    data = sse_events(post_messages(relay_gw, model="claude-raw-drip").text)
+    assert data[-1]["type"] == "error" and "timed out" in data[-1]["error"]["message"]
+    [row] = relay_gw.wait_events(1)
+    assert (row["status"], row["input_tokens"], row["output_tokens"]) == ("timeout", 16, 1)
+    assert raw.hung_up.wait(5)
+
+
+def test_a_native_client_hang_up_drops_the_upstream_and_meters_what_it_saw(
+    relay_gw: Gateway, raw: RawUpstream
+) -> None:
+    events = message_events([f"w{i}" for i in range(100)])
+    raw.script = [chunk(b"".join(events[:5]))] + [x for e in events[5:] for x in (0.05, chunk(e))]
+    key = relay_gw.create_key(user="alice")
+    body = {
+        "model": "claude-raw",
+        "stream": True,
+        "max_tokens": 16,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    headers = {"x-api-key": key, "anthropic-version": "2023-06-01"}
+    with (
+        httpx.Client(timeout=10) as http,
+        http.stream("POST", relay_gw.url + "/v1/messages", json=body, headers=headers) as r,
+    ):
+        seen = 0
+        for line in r.iter_lines():
+            seen += line.startswith("data:")
+            if seen == 6:
+                break
+    assert raw.hung_up.wait(5)
+    [row] = relay_gw.wait_events(1)
+    got = (row["status"], row["usage_source"], row["input_tokens"])
+    assert got == ("cancelled", "estimated", 16)
+    assert 4 <= row["output_tokens"] < 100
+
+
+def test_a_native_client_that_stops_reading_holds_the_upstream_back_with_no_timeout(
+    relay_gw: Gateway, raw: RawUpstream
+) -> None:
+    n = 40_000  # ~40 MB of deltas
+    events = message_events(["w" * 1000] * 100)
+    middle = b"".join(events[2:-3])
+    raw.script = [
+        chunk(b"".join(events[:2])),
+        *[chunk(middle)] * (n // 100),
+        chunk(b"".join(events[-3:])),
+        chunk(b""),
+    ]
+    total = len(middle) * (n // 100)
+    key = relay_gw.create_key(user="alice")
+    body = orjson.dumps(
+        {
+            "model": "claude-raw-drip",  # its 1 s deadline: the client's stall outlasts it
+            "stream": True,
+            "max_tokens": 8,
+            "messages": [{"role": "user", "content": "hi"}],
+        }
+    )
+    client = socket.create_connection(("127.0.0.1", relay_gw.port))
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    head = (
+        f"POST /v1/messages HTTP/1.1\r\nhost: x\r\nx-api-key: {key}\r\n"
+        f"anthropic-version: 2023-06-01\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(body)}\r\n\r\n"
+    )
+    with client:
+        client.sendall(head.encode() + body)
+        held = wait_for(lambda: still(raw), timeout_s=20)
+        assert held < total * 3 / 4
+        time.sleep(1.5)  # a client slower than its upstream: no upstream timeout for it
+        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+        received = bytearray()
+        client.settimeout(20)
+        while not received.endswith(b"0\r\n\r\n"):
+            data = client.recv(1 << 20)
+            assert data, "the gateway closed before the end"
+            received += data
+    assert received.count(b'"text":"' + b"w" * 1000) == n
+    assert received.count(b"event: message_stop") == 1
+    [row] = relay_gw.wait_events(1)
+    assert (row["status"], row["output_tokens"]) == ("ok", 4)
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/responses"])
+def test_streams_translated_from_an_anthropic_upstream_reach_the_client_and_are_metered(
+    relay_gw: Gateway, raw: RawUpstream, path: str
+) -> None:
+    events = message_events([f"w{i}" for i in range(4)])
+    sent = b"".join(events)
+    raw.script = [chunk(sent[:300]), 0.05, chunk(sent[300:]), chunk(b"")]
+    key = relay_gw.create_key(user="alice")
+    body: dict[str, Any] = {"model": "claude-raw", "stream": True}
+    if path == "/v1/responses":
+        body["input"] = "hi"
+    else:
+        body |= {"messages": [{"role": "user", "content": "hi"}],
+                 "stream_options": {"include_usage": True}}  # fmt: skip
+    r = httpx.post(
+        relay_gw.url + path, json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30
+    )
+    assert r.status_code == 200, r.text
+    if path == "/v1/responses":
+        data = sse_events(r.text)
+        texts = [d["delta"] for d in data if d["type"] == "response.output_text.delta"]
+        assert data[-1]["type"] == "response.completed"
+        assert data[-1]["response"]["usage"]["output_tokens"] == 4
+    else:
+        got = payloads(r)
+        assert got[-1] == "[DONE]"
+        chunks = [json.loads(p) for p in got[:-1]]
+        texts = [c["choices"][0]["delta"].get("content") for c in chunks if c["choices"]]
+        texts = [t for t in texts if t]
+        assert chunks[-1]["usage"]["completion_tokens"] == 4
+    assert texts == ["w0", "w1", "w2", "w3"]
+    [row] = relay_gw.wait_events(1)
+    got_row = (row["status"], row["input_tokens"], row["cache_read_tokens"], row["output_tokens"])
+    assert got_row == ("ok", 16, 5, 4)
+
+
+@pytest.mark.parametrize("path", ["/v1/chat/completions", "/v1/responses"])
+def test_an_anthropic_error_event_ends_a_translated_stream_in_the_clients_shape(
+    relay_gw: Gateway, raw: RawUpstream, path: str
+) -> None:
+    events = message_events(["a"])
+    failure = {"type": "overloaded_error", "message": "Overloaded"}
+    raw.script = [chunk(b"".join(events[:3]) + aevent("error", error=failure)), 2.0]
+    key = relay_gw.create_key(user="alice")
+    body: dict[str, Any] = {"model": "claude-raw", "stream": True}
+    body |= (
+        {"input": "hi"}
+        if path == "/v1/responses"
+        else {"messages": [{"role": "user", "content": "hi"}]}
+    )
+    r = httpx.post(
+        relay_gw.url + path, json=body, headers={"Authorization": f"Bearer {key}"}, timeout=30
+    )
+    data = sse_events(r.text)
+    last = data[-1]
+    if path == "/v1/responses":
+        assert last["type"] == "response.failed"
+        assert "Overloaded" in last["response"]["error"]["message"]
+    else:
+        assert "Overloaded" in last["error"]["message"]
+    [row] = relay_gw.wait_events(1)
+    assert (row["status"], row["input_tokens"], row["output_tokens"]) == ("upstream_error", 16, 1)

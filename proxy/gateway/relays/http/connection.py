@@ -211,6 +211,11 @@ class Connection(asyncio.Protocol):
             self._sink = None
         return False
 
+    @property
+    def unread(self) -> bool:
+        """Body bytes arrived that the reader has not taken yet: it is behind, not the server."""
+        return bool(self._chunks)
+
     def _take(self) -> bytes:
         """What is buffered, taken."""
         chunks = self._chunks
