@@ -119,9 +119,9 @@ class UpstreamResponse:
         return LineFeed(self, conn, idle_timeout_s)
 
     @property
-    def unread(self) -> bool:
-        """Part of the body arrived and waits for the reader (``Connection.unread``)."""
-        return self._conn is not None and self._conn.unread
+    def reader_behind(self) -> bool:
+        """Part of the body waits for a reader busy elsewhere (``Connection.reader_behind``)."""
+        return self._conn is not None and self._conn.reader_behind
 
     def fail(self, exc: BaseException) -> None:
         """The body's reader raises ``exc`` (a stream's deadline passed)."""
@@ -275,9 +275,10 @@ class _IdleTimer:
     waking the relay wherever it waits for the next read.
 
     The deadlines are the upstream's, not the client's: while what the upstream sent waits
-    unread (the relay waits on a client that reads slower, and the socket is not read
-    meanwhile), a passed deadline is looked at again one span later instead of failing the
-    stream; the reader's next read moves it as usual."""
+    unread and the relay is not waiting for more (it waits on a client that reads slower), a
+    passed deadline is looked at again one span later instead of failing the stream; the
+    reader's next read moves it as usual. Bytes that arrive as a deadline passes, while the
+    relay waits for them, do not save a stream that had no line in time."""
 
     __slots__ = ("_handle", "_line_s", "_loop", "_read_s", "_resp", "line_due", "read_due")
 
@@ -310,7 +311,7 @@ class _IdleTimer:
         if now < due:
             self._handle = self._loop.call_at(due, self._expire)
             return
-        if self._resp.unread:  # the reader is behind its upstream, held up by its client
+        if self._resp.reader_behind:  # held up by its client, not by the upstream
             self._handle = self._loop.call_at(now + min(self._read_s, self._line_s), self._expire)
             return
         self._resp.fail(UpstreamTimeout("upstream timed out mid-stream"))

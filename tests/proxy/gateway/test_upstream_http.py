@@ -435,6 +435,67 @@ async def test_a_fed_stream_that_goes_quiet_ends_at_its_read_deadline(upstream: 
     await wire.stop()
 
 
+def lines_every(seconds: float, count: int) -> Reply:
+    """A stream of ``count`` lines, one every ``seconds``, then its end."""
+
+    async def reply(n: int, head: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        for i in range(count):
+            line = b"data: %d\n" % i
+            writer.write(b"%x\r\n%s\r\n" % (len(line), line))
+            await writer.drain()
+            await asyncio.sleep(seconds)
+        writer.write(b"0\r\n\r\n")
+        return True
+
+    return reply
+
+
+@pytest.mark.parametrize("reader", ["line_batches", "feed"])
+async def test_a_reader_held_up_by_its_client_outlasts_the_stream_deadlines(
+    upstream: Upstream, reader: str
+) -> None:
+    wire = await Wire(lines_every(0.05, 20)).start()  # a line every 50 ms for 1 s
+    resp = await post(upstream, wire.url(), stream=True, timeout_s=0.3)
+    got: list[bytes] = []
+    if reader == "line_batches":
+        batches = resp.line_batches(0.3)
+        got += await anext(batches)
+        await asyncio.sleep(1.5)  # its client reads nothing meanwhile: the lines wait unread
+        got += [line async for batch in batches for line in batch]
+    else:
+        feed = resp.feed(0.3)
+        sink = Collect(stop_after=1)
+        assert await feed.pump(sink) is False
+        await asyncio.sleep(1.5)
+        sink.stop_after = None
+        assert await feed.pump(sink) is True
+        feed.close()
+        got = [line for batch in sink.batches for line in batch]
+    assert got == [b"data: %d" % i for i in range(20)]
+    resp.release()
+    await wire.stop()
+
+
+async def test_bytes_unread_while_the_reader_waits_do_not_put_off_the_line_deadline(
+    upstream: Upstream,
+) -> None:
+    wire = await Wire(lines_every(5, 1)).start()  # one line, then nothing for 5 s
+    resp = await post(upstream, wire.url(), stream=True)
+    batches = resp.line_batches(0.3)
+    assert await anext(batches) == [b"data: 0"]
+    waiting = asyncio.ensure_future(anext(batches))
+    await asyncio.sleep(0.05)
+    # bytes parsed just as the deadline passes, the waiting reader not resumed yet: the
+    # upstream was still late with its line
+    assert resp._conn is not None
+    resp._conn._chunks.append(b"x")
+    with pytest.raises(UpstreamTimeout):
+        await asyncio.wait_for(waiting, 3)
+    resp.close()
+    await wire.stop()
+
+
 async def test_a_corrupt_gzip_body_is_an_upstream_error(upstream: Upstream) -> None:
     wire = await Wire(answer(ok(b"not gzip at all", "content-encoding: gzip"))).start()
     with pytest.raises(UpstreamError, match=r"upstream connection failed \(ClientPayloadError\)"):

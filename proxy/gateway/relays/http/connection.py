@@ -212,9 +212,10 @@ class Connection(asyncio.Protocol):
         return False
 
     @property
-    def unread(self) -> bool:
-        """Body bytes arrived that the reader has not taken yet: it is behind, not the server."""
-        return bool(self._chunks)
+    def reader_behind(self) -> bool:
+        """Body bytes wait unread while the reader is not waiting for more (its client holds it
+        up): the reader is behind, not the server late."""
+        return bool(self._chunks) and self._waiter is None and self._sink is None
 
     def _take(self) -> bytes:
         """What is buffered, taken."""
