@@ -245,6 +245,29 @@ def test_a_client_that_stops_reading_holds_the_upstream_back_and_then_gets_every
     assert (row["status"], row["output_tokens"]) == ("ok", 3)
 
 
+def test_a_client_that_stalls_and_then_hangs_up_drops_the_upstream_and_is_metered(
+    relay_gw: Gateway, raw: RawUpstream
+) -> None:
+    batch = b"".join(event(content("w" * 1000, i)) for i in range(100))
+    raw.script = [chunk(batch)] * 400 + [chunk(event(FINAL) + event("[DONE]")), chunk(b"")]
+    key = relay_gw.create_key(user="alice")
+    body = orjson.dumps({"model": "raw", "stream": True, "messages": [{"role": "user"}]})
+    client = socket.create_connection(("127.0.0.1", relay_gw.port))
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
+    )
+    with client:
+        client.sendall(head.encode() + body)
+        wait_for(lambda: still(raw), timeout_s=20)  # held back: the relay waits on the client
+    # the client left without reading: the relay stops waiting, the upstream is dropped
+    assert raw.hung_up.wait(10)
+    [row] = relay_gw.wait_events(1)
+    assert (row["status"], row["usage_source"]) == ("cancelled", "estimated")
+    assert 0 < row["output_tokens"] < 40_000
+
+
 def test_a_client_hang_up_drops_the_upstream_and_meters_the_chunks_so_far(
     relay_gw: Gateway, raw: RawUpstream
 ) -> None:
