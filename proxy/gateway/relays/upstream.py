@@ -14,7 +14,8 @@ What it does: http and https (the default TLS context, SNI, verified), IPv4 and 
 on all connections with waiters served in order (``http/pool.py``); bodies by Content-Length,
 chunked or until EOF, none for HEAD, 204 and 304; gzip and deflate decoded, as aiohttp did when
 it sent ``Accept-Encoding: gzip, deflate`` (hosted upstreams compress when asked and we keep
-asking: the bytes cross the internet, the decoding is cheap); bounded buffering of streams.
+asking: the bytes cross the internet, the decoding is cheap); bounded buffering of streams, and of
+any one line of a stream (``MAX_LINE_BYTES``).
 
 What it deliberately does not do: HTTP/2, proxies (aiohttp did not read the proxy environment
 either), redirects, cookies, credentials in URLs (refused: keys go in headers), Expect/100-continue,
@@ -87,17 +88,16 @@ class UpstreamResponse:
 
         UpstreamTimeout once the request's timeout passes without a read, or ``idle_timeout_s``
         without a complete line: an upstream dripping a byte at a time defeats a per-read
-        timeout, not the second.
+        timeout, not the second. UpstreamError for a line over ``MAX_LINE_BYTES``.
         """
         conn = self._conn
         if conn is None:
             raise UpstreamError("upstream stream broke (released)")
         timer = _IdleTimer(self, read_s=self.timeout_s, line_s=idle_timeout_s)
-        tail = b""
+        splitter = _Lines()
         try:
             while data := await conn.next_data():
-                lines = (tail + data).split(b"\n")
-                tail = lines.pop()
+                lines = splitter.split(data)
                 timer.touch(line=bool(lines))
                 if lines:
                     yield lines
@@ -107,7 +107,7 @@ class UpstreamResponse:
             raise UpstreamError(f"upstream stream broke ({exc.reason})") from exc
         finally:
             timer.cancel()
-        if tail:
+        if tail := splitter.rest():
             yield [tail]
 
     def feed(self, idle_timeout_s: float | None = None) -> LineFeed:
@@ -157,14 +157,15 @@ class LineFeed:
     pump again to go on; a client that must drain first, say). ``sink`` must not raise (it runs
     inside the parser): it keeps its error for its caller. ``close`` when done."""
 
-    __slots__ = ("_conn", "_sink", "_tail", "_timer")
+    __slots__ = ("_conn", "_error", "_lines", "_sink", "_timer")
 
     def __init__(
         self, resp: UpstreamResponse, conn: Connection, idle_timeout_s: float | None
     ) -> None:
         self._conn = conn
         self._sink: Callable[[list[bytes]], bool] | None = None
-        self._tail = b""
+        self._lines = _Lines()
+        self._error: UpstreamError | None = None
         self._timer = _IdleTimer(resp, read_s=resp.timeout_s, line_s=idle_timeout_s)
 
     async def pump(self, sink: Callable[[list[bytes]], bool]) -> bool:
@@ -175,20 +176,82 @@ class LineFeed:
             raise UpstreamTimeout("upstream timed out mid-stream") from exc
         except ExchangeError as exc:
             raise UpstreamError(f"upstream stream broke ({exc.reason})") from exc
-        if ended and self._tail:
-            tail, self._tail = self._tail, b""
+        if self._error is not None:
+            raise self._error
+        if ended and (tail := self._lines.rest()):
             sink([tail])
         return ended
 
     def _on_data(self, data: bytes) -> bool:
-        lines = (self._tail + data).split(b"\n")
-        self._tail = lines.pop()
+        splitter = self._lines
+        try:
+            if splitter.parts:
+                lines = splitter.split(data)
+            else:  # a read that starts a line, as most do: _Lines.split's first step, inline
+                lines = data.split(b"\n")
+                tail = lines.pop()
+                if tail:
+                    splitter.start(tail)
+        except UpstreamError as exc:  # kept for pump: nothing may raise inside the parser
+            self._error = exc
+            return True
         self._timer.touch(line=bool(lines))
         sink = self._sink
         return bool(lines) and sink is not None and sink(lines)
 
     def close(self) -> None:
         self._timer.cancel()
+
+
+MAX_LINE_BYTES = 8 << 20
+"""The longest line of a stream: an upstream's one event (a chunk, a delta) is far shorter, and
+a stream that never ends its line must not grow without bound in the gateway's memory."""
+
+
+class _Lines:
+    """A body split into lines across reads: a line longer than one read is gathered piece by
+    piece and joined once, when its newline arrives (re-joining it at every read would copy it
+    over and over); one longer than ``MAX_LINE_BYTES`` is the upstream's error."""
+
+    __slots__ = ("_size", "parts")
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []  # the unfinished line's pieces
+        self._size = 0
+
+    def split(self, data: bytes) -> list[bytes]:
+        """The lines this read completes (newlines removed)."""
+        parts = self.parts
+        if parts:
+            if data.find(b"\n") < 0:  # the line goes on
+                self._grow(len(data))
+                parts.append(data)
+                return []
+            parts.append(data)
+            data = b"".join(parts)
+            self.parts = []
+        lines = data.split(b"\n")
+        tail = lines.pop()
+        if tail:
+            self.start(tail)
+        return lines
+
+    def start(self, tail: bytes) -> None:
+        """A read ended inside a line: its first piece."""
+        self.parts = [tail]
+        self._size = 0
+        self._grow(len(tail))
+
+    def rest(self) -> bytes:
+        """The last line, when the body ended without its newline."""
+        rest = b"".join(self.parts)
+        self.parts = []
+        return rest
+
+    def _grow(self, n: int) -> None:
+        self._size += n
+        if self._size > MAX_LINE_BYTES:
+            raise UpstreamError(f"upstream sent a line over {MAX_LINE_BYTES >> 20} MiB")
 
 
 class Upstream:

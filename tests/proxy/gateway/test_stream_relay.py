@@ -200,6 +200,29 @@ def test_an_upstream_that_drips_without_a_line_times_out_mid_stream(
     assert raw.hung_up.wait(5)  # the gateway dropped the upstream
 
 
+@pytest.mark.parametrize("model", ["raw", "claude-raw"])
+def test_an_upstream_line_over_the_limit_ends_the_stream_as_its_error(
+    relay_gw: Gateway, raw: RawUpstream, model: str
+) -> None:
+    opening = b"".join(message_events(["a"])[:3]) if model == "claude-raw" else event(content("a"))
+    endless = b"data: " + b"x" * (9 << 20)  # 9 MiB and no newline
+    raw.script = [
+        chunk(opening),
+        *(chunk(endless[i : i + 65536]) for i in range(0, 9 << 20, 65536)),
+    ]
+    key = relay_gw.create_key(user="alice")
+    body = {"model": model, "stream": True, "max_tokens": 8,
+            "messages": [{"role": "user", "content": "hi"}]}  # fmt: skip
+    path = "/v1/messages" if model == "claude-raw" else "/v1/chat/completions"
+    headers = {"Authorization": f"Bearer {key}", "anthropic-version": "2023-06-01"}
+    r = httpx.post(relay_gw.url + path, json=body, headers=headers, timeout=30)
+    assert r.status_code == 200 and len(r.content) < 1 << 20
+    assert "upstream sent a line over 8 MiB" in r.text
+    [row] = relay_gw.wait_events(1)
+    assert (row["status"], row["output_tokens"]) == ("upstream_error", 1)
+    assert raw.hung_up.wait(5)
+
+
 def still(raw: RawUpstream) -> int:
     """What the upstream has written, once it wrote nothing more for half a second (socket
     buffers on the way fill for a second or two first); 0 until then."""

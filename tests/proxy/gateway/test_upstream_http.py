@@ -496,6 +496,56 @@ async def test_bytes_unread_while_the_reader_waits_do_not_put_off_the_line_deadl
     await wire.stop()
 
 
+def pieces(data: bytes, size: int = 48 * 1024) -> Reply:
+    """A stream of ``data`` in chunks of ``size`` bytes, each flushed on its own."""
+
+    async def reply(n: int, head: bytes, writer: asyncio.StreamWriter) -> bool:
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+        for i in range(0, len(data), size):
+            piece = data[i : i + size]
+            writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+            await writer.drain()
+        writer.write(b"0\r\n\r\n")
+        return True
+
+    return reply
+
+
+async def stream_lines(upstream: Upstream, url: str, reader: str) -> list[bytes]:
+    resp = await post(upstream, url, stream=True)
+    try:
+        if reader == "line_batches":
+            return [line async for batch in resp.line_batches() for line in batch]
+        feed = resp.feed()
+        sink = Collect()
+        try:
+            assert await feed.pump(sink) is True
+        finally:
+            feed.close()
+        return [line for batch in sink.batches for line in batch]
+    finally:
+        resp.close()
+
+
+@pytest.mark.parametrize("reader", ["line_batches", "feed"])
+async def test_a_line_longer_than_many_reads_arrives_whole(upstream: Upstream, reader: str) -> None:
+    long = b"data: " + b"a" * (3 << 20)  # 3 MiB in 64 pieces
+    wire = await Wire(pieces(long + b"\ndata: 1\n" + b"b" * 70_000)).start()
+    got = await stream_lines(upstream, wire.url(), reader)
+    assert got == [long, b"data: 1", b"b" * 70_000]
+    await wire.stop()
+
+
+@pytest.mark.parametrize("reader", ["line_batches", "feed"])
+async def test_a_line_over_the_limit_is_an_upstream_error(upstream: Upstream, reader: str) -> None:
+    from proxy.gateway.relays.upstream import MAX_LINE_BYTES
+
+    wire = await Wire(pieces(b"data: 1\ndata: " + b"a" * MAX_LINE_BYTES)).start()
+    with pytest.raises(UpstreamError, match="upstream sent a line over 8 MiB"):
+        await stream_lines(upstream, wire.url(), reader)
+    await wire.stop()
+
+
 async def test_a_corrupt_gzip_body_is_an_upstream_error(upstream: Upstream) -> None:
     wire = await Wire(answer(ok(b"not gzip at all", "content-encoding: gzip"))).start()
     with pytest.raises(UpstreamError, match=r"upstream connection failed \(ClientPayloadError\)"):
