@@ -231,6 +231,34 @@ def still(raw: RawUpstream) -> int:
     return before if before and raw.written == before else 0
 
 
+def stalled_client(gw: Gateway, path: str, body: dict[str, Any]) -> socket.socket:
+    """A raw client that sent its streaming request and reads nothing yet (a 16 KB receive
+    buffer), so the gateway has to hold the upstream back for it."""
+    key = gw.create_key(user="alice")
+    data = orjson.dumps(body)
+    client = socket.create_connection(("127.0.0.1", gw.port))
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
+    head = (
+        f"POST {path} HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\n"
+        f"anthropic-version: 2023-06-01\r\ncontent-type: application/json\r\n"
+        f"content-length: {len(data)}\r\n\r\n"
+    )
+    client.sendall(head.encode() + data)
+    return client
+
+
+def read_all(client: socket.socket) -> bytearray:
+    """The rest of the chunked response, read quickly."""
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
+    received = bytearray()
+    client.settimeout(20)
+    while not received.endswith(b"0\r\n\r\n"):
+        data = client.recv(1 << 20)
+        assert data, "the gateway closed before the end"
+        received += data
+    return received
+
+
 def test_a_client_that_stops_reading_holds_the_upstream_back_and_then_gets_every_byte(
     relay_gw: Gateway, raw: RawUpstream
 ) -> None:
@@ -239,29 +267,15 @@ def test_a_client_that_stops_reading_holds_the_upstream_back_and_then_gets_every
     batch = b"".join(event(content(text, i)) for i in range(100))
     total = len(batch) * n // 100
     raw.script = [chunk(batch)] * (n // 100) + [chunk(event(FINAL) + event("[DONE]")), chunk(b"")]
-    key = relay_gw.create_key(user="alice")
     # the model whose upstream deadline (1 s without a line) the client's stall outlasts
-    body = orjson.dumps({"model": "raw-drip", "stream": True, "messages": [{"role": "user"}]})
-    client = socket.create_connection(("127.0.0.1", relay_gw.port))
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
-    head = (
-        f"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\n"
-        f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
-    )
-    with client:
-        client.sendall(head.encode() + body)
+    body = {"model": "raw-drip", "stream": True, "messages": [{"role": "user"}]}
+    with stalled_client(relay_gw, "/v1/chat/completions", body) as client:
         held = wait_for(lambda: still(raw), timeout_s=20)  # the client reads nothing meanwhile
         # held back: what the kernel's socket buffers on the way take (they grow to tens of MB
         # on a fast loopback), not the whole stream read into the gateway's memory
         assert held < total * 3 / 4
         time.sleep(1.5)  # a client slower than its upstream: no upstream timeout for it
-        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)  # now read it quickly
-        received = bytearray()
-        client.settimeout(20)
-        while not received.endswith(b"0\r\n\r\n"):
-            data = client.recv(1 << 20)
-            assert data, "the gateway closed before the end"
-            received += data
+        received = read_all(client)
     assert received.count(b'"content":"' + text.encode()) == n
     assert received.count(b"data: [DONE]") == 1
     [row] = relay_gw.wait_events(1)
@@ -273,16 +287,8 @@ def test_a_client_that_stalls_and_then_hangs_up_drops_the_upstream_and_is_metere
 ) -> None:
     batch = b"".join(event(content("w" * 1000, i)) for i in range(100))
     raw.script = [chunk(batch)] * 400 + [chunk(event(FINAL) + event("[DONE]")), chunk(b"")]
-    key = relay_gw.create_key(user="alice")
-    body = orjson.dumps({"model": "raw", "stream": True, "messages": [{"role": "user"}]})
-    client = socket.create_connection(("127.0.0.1", relay_gw.port))
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
-    head = (
-        f"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {key}\r\n"
-        f"content-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n"
-    )
-    with client:
-        client.sendall(head.encode() + body)
+    body = {"model": "raw", "stream": True, "messages": [{"role": "user"}]}
+    with stalled_client(relay_gw, "/v1/chat/completions", body):
         wait_for(lambda: still(raw), timeout_s=20)  # held back: the relay waits on the client
     # the client left without reading: the relay stops waiting, the upstream is dropped
     assert raw.hung_up.wait(10)
@@ -575,34 +581,17 @@ def test_a_native_client_that_stops_reading_holds_the_upstream_back_with_no_time
         chunk(b""),
     ]
     total = len(middle) * (n // 100)
-    key = relay_gw.create_key(user="alice")
-    body = orjson.dumps(
-        {
-            "model": "claude-raw-drip",  # its 1 s deadline: the client's stall outlasts it
-            "stream": True,
-            "max_tokens": 8,
-            "messages": [{"role": "user", "content": "hi"}],
-        }
-    )
-    client = socket.create_connection(("127.0.0.1", relay_gw.port))
-    client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
-    head = (
-        f"POST /v1/messages HTTP/1.1\r\nhost: x\r\nx-api-key: {key}\r\n"
-        f"anthropic-version: 2023-06-01\r\ncontent-type: application/json\r\n"
-        f"content-length: {len(body)}\r\n\r\n"
-    )
-    with client:
-        client.sendall(head.encode() + body)
+    body = {
+        "model": "claude-raw-drip",  # its 1 s deadline: the client's stall outlasts it
+        "stream": True,
+        "max_tokens": 8,
+        "messages": [{"role": "user", "content": "hi"}],
+    }
+    with stalled_client(relay_gw, "/v1/messages", body) as client:
         held = wait_for(lambda: still(raw), timeout_s=20)
         assert held < total * 3 / 4
         time.sleep(1.5)  # a client slower than its upstream: no upstream timeout for it
-        client.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 << 20)
-        received = bytearray()
-        client.settimeout(20)
-        while not received.endswith(b"0\r\n\r\n"):
-            data = client.recv(1 << 20)
-            assert data, "the gateway closed before the end"
-            received += data
+        received = read_all(client)
     assert received.count(b'"text":"' + b"w" * 1000) == n
     assert received.count(b"event: message_stop") == 1
     [row] = relay_gw.wait_events(1)
