@@ -77,11 +77,11 @@ async def chat_via_anthropic(
     options = body.get("stream_options")
     include_usage = isinstance(options, dict) and options.get("include_usage") is True
     translator = translation.stream_translator(model=alias, include_usage=include_usage)
-    chunks = Translated(call, translator, _frame_chunk, _chat_failure)
+    chunks = Translated(call, translator, _emit_chat, _chat_failure)
 
     def end() -> bytes:
         final = translator.usage_chunk(chunks.tracker.fields)
-        return (b"" if final is None else _frame_chunk(final, [])) + b"data: [DONE]\n\n"
+        return (b"" if final is None else _chat_event(final)) + b"data: [DONE]\n\n"
 
     direct = Direct()
     return EventStreamResponse(
@@ -91,10 +91,12 @@ async def chat_via_anthropic(
     )
 
 
-def _frame_chunk(chunk: Mapping[str, Any], out: list[bytes]) -> bytes:
-    framed = b"data: " + orjson.dumps(chunk) + b"\n\n"
-    out.append(framed)
-    return framed
+def _chat_event(chunk: Mapping[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+def _emit_chat(chunk: Mapping[str, Any], out: list[bytes]) -> None:
+    out.append(_chat_event(chunk))
 
 
 def _chat_failure(message: str, _code: str = "") -> bytes:
